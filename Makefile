@@ -1,0 +1,85 @@
+# p2prpc - the two commands a newcomer needs:
+#   make demo   run the seed's example end to end on this machine
+#   make test   C unit tests (ASan+UBSan) then pytest
+# Each installs what it needs: Debian packages (only when missing), a .venv with
+# the project installed the way users install it (pip install .), test tools.
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+DEBS := gcc make pkg-config python3-dev libh2o-evloop-dev libcurl4-openssl-dev libbson-dev \
+        libmongoc-dev libsqlite3-dev libssl-dev iproute2 docker-compose clang libclang-rt-14-dev
+
+PKGS      := libh2o-evloop libcurl libbson-1.0 sqlite3 libcrypto
+MONGO     := $(shell pkg-config --exists libmongoc-1.0 2>/dev/null && echo libmongoc-1.0)
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) $(MONGO))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) $(MONGO)) -lssl -lpthread -ldl
+
+SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+CFLAGS := -std=c11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -DPRPC_UNITTEST $(if $(MONGO),-DPRPC_HAVE_MONGOC) \
+          -Wall -Wextra -Werror -g -O1 $(SAN) -Icsrc
+
+ENGINE_SRC := $(filter-out csrc/py_%.c,$(wildcard csrc/*.c))
+ENGINE_OBJ := $(patsubst csrc/%.c,build/c/%.o,$(ENGINE_SRC))
+CTEST_SRC  := $(wildcard tests/c/test_*.c)
+CTEST_BIN  := $(patsubst tests/c/%.c,build/c/%,$(CTEST_SRC))
+
+export ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0
+export LSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressions=0
+export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+
+.SECONDARY:
+.PHONY: all deps venv install ctest pytest test demo bench fuzz clean
+
+all: install
+
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.tools: requirements-test.txt
+	$(MAKE) deps
+	[ -x $(VPY) ] || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.tools
+
+# Installed as a user does it: build isolation on, requirements from pyproject.toml.
+$(VENV)/.installed: $(VENV)/.tools setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h p2prpc/*.py p2prpc/*.pyi)
+	$(VPY) -m pip install -q .
+	touch $@
+
+install: $(VENV)/.installed
+
+build/c/%.o: csrc/%.c $(wildcard csrc/*.h)
+	@mkdir -p build/c
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+build/c/test_%: tests/c/test_%.c tests/c/test.h $(ENGINE_OBJ)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/c $< $(ENGINE_OBJ) -o $@ $(PKG_LIBS)
+
+ctest: deps $(CTEST_BIN)
+	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
+
+pytest: install
+	$(VENV)/bin/pytest -q tests/python
+
+test: ctest pytest
+
+demo: install
+	$(VPY) examples/demo.py
+
+bench: install
+	$(VPY) bench/hash.py
+
+clean:
+	rm -rf build $(VENV) *.egg-info

@@ -1,0 +1,36 @@
+/*
+ * py_module.h - shared by the py_*.c binding files (the only files that
+ * include Python.h). The module is multi-phase initialised; its state holds
+ * the Python exception classes that engine errors map to.
+ */
+#ifndef PRPC_PY_MODULE_H
+#define PRPC_PY_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "common.h"
+
+typedef struct pyprpc_state {
+    PyObject *engine_errors; /* dict: code name ("EINVAL") -> exception class */
+    PyObject *base_error;    /* p2prpc.errors.P2PRPCError */
+} pyprpc_state_t;
+
+extern struct PyModuleDef pyprpc_module_def;
+
+/* The module's state, from the module object or from an instance of one of
+ * its heap types. */
+pyprpc_state_t *pyprpc_state(PyObject *module);
+pyprpc_state_t *pyprpc_state_of_type(PyTypeObject *type);
+
+/* The one mapping of engine errors to Python exceptions. Sets the exception
+ * and returns NULL so callers can `return pyprpc_raise(...)`. */
+PyObject *pyprpc_raise(pyprpc_state_t *st, const prpc_error_t *err);
+
+/* Each binding file adds its functions and types to the module. Return 0 or
+ * -1 with an exception set. */
+int pyprpc_hash_exec(PyObject *module);
+int pyprpc_store_exec(PyObject *module);
+int pyprpc_node_exec(PyObject *module);
+
+#endif

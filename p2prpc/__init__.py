@@ -1,0 +1,12 @@
+"""p2prpc: remote procedure calls for heavy GPU- and storage-intensive functions
+across machines that cannot all reach each other.
+
+Public API (see README.md): create_p2p_client_app, p2p_progress_hook,
+call_identifier, read_function, and the exceptions of p2prpc.errors.
+"""
+from . import errors
+from .errors import *  # noqa: F401,F403
+
+__version__ = "0.1.0"
+
+__all__ = ["errors", "__version__"] + list(errors.__all__)

@@ -1,0 +1,161 @@
+"""The whole p2prpc exception tree. Every error p2prpc raises is a P2PRPCError.
+
+The seed's names are kept where they fit (ClientNoBrokerFound,
+ClientFunctionError, ClientFutureTimeoutError, ClientP2PFunctionInvalidArguments).
+Errors coming out of the C engine are mapped by code (see ENGINE_ERRORS) by the
+one binding function in csrc/py_module.c.
+"""
+
+__all__ = [
+    "P2PRPCError",
+    "P2PFunctionDeclarationError",
+    "ClientP2PFunctionInvalidArguments",
+    "ClientNoBrokerFound",
+    "ClientFunctionError",
+    "ClientFutureTimeoutError",
+    "ClientCallTerminated",
+    "ClientCallDeleted",
+    "ClientCallFailed",
+    "AuthenticationError",
+    "FunctionVersionMismatch",
+    "InvalidInputError",
+    "StorageError",
+    "DiskFullError",
+    "NotFoundError",
+    "CorruptDataError",
+    "NotSupportedError",
+    "StateError",
+    "AlreadyExistsError",
+    "EngineTimeoutError",
+    "ConnectionFailed",
+    "ProtocolError",
+    "LimitExceeded",
+    "ENGINE_ERRORS",
+]
+
+
+class P2PRPCError(Exception):
+    """Base of every error raised by p2prpc."""
+
+
+class P2PFunctionDeclarationError(P2PRPCError, TypeError):
+    """A p2prpc_ function breaks a declaration rule (its name, an argument's
+    annotation, the return annotation, a reserved argument name). Raised by
+    register_p2p_func() and every other reader of a function; the message names
+    the function, the argument and the rule."""
+
+
+class ClientP2PFunctionInvalidArguments(P2PRPCError, TypeError):
+    """A call passed arguments that do not match the declaration: positional
+    arguments, a missing or unknown name, a value of the wrong type, or a file
+    not opened for binary reading. The message names the argument."""
+
+
+class ClientNoBrokerFound(P2PRPCError, ConnectionError):
+    """No broker of the discovery file answered within the configured time."""
+
+
+class ClientFunctionError(P2PRPCError):
+    """The remote function raised. Carries the remote exception's type name
+    (remote_type), message (remote_message) and traceback text (remote_traceback)."""
+
+    def __init__(self, message, remote_type="", remote_message="", remote_traceback=""):
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+class ClientFutureTimeoutError(P2PRPCError, TimeoutError):
+    """future.get(timeout) ran out of time before the result arrived."""
+
+
+class ClientCallTerminated(P2PRPCError):
+    """The call was terminated (future.terminate() or another client) before it finished."""
+
+
+class ClientCallDeleted(P2PRPCError):
+    """The call's stored data was deleted (future.delete()) while someone waited for it."""
+
+
+class ClientCallFailed(P2PRPCError):
+    """The network gave up on the call (e.g. too many lapsed leases); the message says why."""
+
+
+class AuthenticationError(P2PRPCError):
+    """A broker refused our credentials (wrong password), or answered without them."""
+
+
+class FunctionVersionMismatch(P2PRPCError):
+    """Client, broker and worker disagree on a function's version (the SHA-256 of
+    its source); the message names both versions."""
+
+
+class InvalidInputError(P2PRPCError, ValueError):
+    """The engine was given malformed input (engine code EINVAL)."""
+
+
+class StorageError(P2PRPCError, OSError):
+    """Reading or writing the store or a blob failed (engine code EIO)."""
+
+
+class DiskFullError(StorageError):
+    """The disk filled up; nothing partial was kept (engine code ENOSPC)."""
+
+
+class NotFoundError(P2PRPCError, LookupError):
+    """No such call, blob, lease or file (engine code ENOTFOUND)."""
+
+
+class CorruptDataError(P2PRPCError):
+    """Stored data failed a check: a blob's hash, a database's schema or integrity
+    (engine code ECORRUPT). The message names the file or blob."""
+
+
+class NotSupportedError(P2PRPCError):
+    """A feature or backend that this build does not include (engine code ENOTSUP)."""
+
+
+class StateError(P2PRPCError):
+    """The operation is not allowed in the call's current state, e.g. a result
+    pushed under a lapsed lease (engine code ESTATE)."""
+
+
+class AlreadyExistsError(P2PRPCError):
+    """Something that must be new already exists (engine code EEXIST)."""
+
+
+class EngineTimeoutError(P2PRPCError, TimeoutError):
+    """An engine wait or transfer ran out of time (engine code ETIMEDOUT)."""
+
+
+class ConnectionFailed(P2PRPCError, ConnectionError):
+    """A peer could not be reached (engine code ECONN)."""
+
+
+class ProtocolError(P2PRPCError):
+    """A peer answered something p2prpc cannot understand (engine code EPROTO)."""
+
+
+class LimitExceeded(P2PRPCError):
+    """A configured limit was exceeded (engine code ELIMIT); the message names it."""
+
+
+# Engine code name (csrc/common.h, prpc_strerror) -> exception class.
+ENGINE_ERRORS = {
+    "EINVAL": InvalidInputError,
+    "ENOMEM": MemoryError,
+    "EIO": StorageError,
+    "ENOTFOUND": NotFoundError,
+    "ECORRUPT": CorruptDataError,
+    "ENOTSUP": NotSupportedError,
+    "ESTATE": StateError,
+    "EEXIST": AlreadyExistsError,
+    "ETIMEDOUT": EngineTimeoutError,
+    "EAUTH": AuthenticationError,
+    "ECONN": ConnectionFailed,
+    "ENOSPC": DiskFullError,
+    "EPROTO": ProtocolError,
+    "EVERSION": FunctionVersionMismatch,
+    "ELIMIT": LimitExceeded,
+}

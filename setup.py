@@ -1,0 +1,75 @@
+"""Builds the engine extension p2prpc._core from csrc/*.c via pkg-config.
+
+Switches (environment): P2PRPC_DEBUG=1 builds -O0 -g; P2PRPC_SANITIZE=1 adds
+ASan+UBSan (load libasan first with LD_PRELOAD to import it).
+CUDA is never linked: the GPU probe dlopen()s it at run time.
+"""
+import glob
+import os
+import shlex
+import subprocess
+
+from setuptools import Extension, setup
+
+REQUIRED = ["libh2o-evloop", "libcurl", "libbson-1.0", "sqlite3", "libcrypto"]
+OPTIONAL_MONGO = "libmongoc-1.0"
+
+
+def pkg_config(*args):
+    try:
+        out = subprocess.run(["pkg-config", *args], check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit("p2prpc: pkg-config is missing; run `make deps` or apt-get install pkg-config")
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(
+            "p2prpc: pkg-config could not find %s (%s); install the Debian packages with `make deps`"
+            % (" ".join(args[2:]), e.stderr.strip())
+        )
+    return shlex.split(out.stdout)
+
+
+def have(pkg):
+    return subprocess.run(["pkg-config", "--exists", pkg]).returncode == 0
+
+
+pkgs = list(REQUIRED)
+macros = [("H2O_USE_LIBUV", "0"), ("_GNU_SOURCE", "1")]
+if have(OPTIONAL_MONGO) and os.environ.get("P2PRPC_NO_MONGO") != "1":
+    pkgs.append(OPTIONAL_MONGO)
+    macros.append(("PRPC_HAVE_MONGOC", "1"))
+
+include_dirs, library_dirs, libraries, extra_cflags = ["csrc"], [], [], []
+for flag in pkg_config("--cflags", "--libs", *pkgs):
+    if flag.startswith("-I"):
+        include_dirs.append(flag[2:])
+    elif flag.startswith("-L"):
+        library_dirs.append(flag[2:])
+    elif flag.startswith("-l"):
+        libraries.append(flag[2:])
+    else:
+        extra_cflags.append(flag)
+libraries += ["ssl", "pthread", "dl"]
+
+cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
+ldflags = []
+if os.environ.get("P2PRPC_DEBUG") == "1":
+    cflags += ["-O0", "-g"]
+else:
+    cflags += ["-O2"]
+if os.environ.get("P2PRPC_SANITIZE") == "1":
+    cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    ldflags += ["-fsanitize=address,undefined"]
+
+core = Extension(
+    "p2prpc._core",
+    sources=sorted(glob.glob("csrc/*.c")),
+    depends=sorted(glob.glob("csrc/*.h")),
+    include_dirs=include_dirs,
+    library_dirs=library_dirs,
+    libraries=libraries,
+    define_macros=macros,
+    extra_compile_args=extra_cflags + cflags,
+    extra_link_args=ldflags,
+)
+
+setup(ext_modules=[core])
