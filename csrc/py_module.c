@@ -24,7 +24,7 @@ static int module_exec(PyObject *m)
         PyErr_SetString(PyExc_ImportError, "p2prpc: curl_global_init failed");
         return -1;
     }
-    if (pyprpc_hash_exec(m) < 0 || pyprpc_store_exec(m) < 0 || pyprpc_node_exec(m) < 0)
+    if (pyprpc_hash_exec(m) < 0 || pyprpc_broker_exec(m) < 0)
         return -1;
     return 0;
 }
@@ -84,12 +84,18 @@ pyprpc_state_t *pyprpc_state_of_type(PyTypeObject *type)
 
 PyObject *pyprpc_raise(pyprpc_state_t *st, const prpc_error_t *err)
 {
-    PyObject *cls = NULL;
+    PyObject *cls = NULL, *text;
     const char *msg = err->message[0] ? err->message : prpc_strerror(err->code);
     if (st != NULL && st->engine_errors != NULL)
         cls = PyDict_GetItemString(st->engine_errors, prpc_strerror(err->code));
     if (cls == NULL)
         cls = st != NULL && st->base_error != NULL ? st->base_error : PyExc_RuntimeError;
-    PyErr_SetString(cls, msg);
+    /* Messages may hold a non-UTF-8 path or be cut mid-character at the cap:
+     * keep the text readable rather than lose it. */
+    text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
+    if (text == NULL)
+        return NULL;
+    PyErr_SetObject(cls, text);
+    Py_DECREF(text);
     return NULL;
 }

@@ -30,7 +30,6 @@ PyObject *pyprpc_raise(pyprpc_state_t *st, const prpc_error_t *err);
 /* Each binding file adds its functions and types to the module. Return 0 or
  * -1 with an exception set. */
 int pyprpc_hash_exec(PyObject *module);
-int pyprpc_store_exec(PyObject *module);
-int pyprpc_node_exec(PyObject *module);
+int pyprpc_broker_exec(PyObject *module);
 
 #endif

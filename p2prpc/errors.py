@@ -9,6 +9,7 @@ one binding function in csrc/py_module.c.
 __all__ = [
     "P2PRPCError",
     "P2PFunctionDeclarationError",
+    "P2PFunctionResultError",
     "ClientP2PFunctionInvalidArguments",
     "ClientNoBrokerFound",
     "ClientFunctionError",
@@ -43,6 +44,12 @@ class P2PFunctionDeclarationError(P2PRPCError, TypeError):
     annotation, the return annotation, a reserved argument name). Raised by
     register_p2p_func() and every other reader of a function; the message names
     the function, the argument and the rule."""
+
+
+class P2PFunctionResultError(P2PFunctionDeclarationError):
+    """The function returned a value that breaks its declared result: not a
+    dict, a missing or extra key, or a value of the wrong type. The message
+    names the function and the key."""
 
 
 class ClientP2PFunctionInvalidArguments(P2PRPCError, TypeError):

@@ -1,0 +1,44 @@
+/*
+ * auth.h - request signing shared by the HTTP client (httpc.c) and the broker
+ * (httpd.c). See docs/API.md "Authentication".
+ *
+ * The key is derived once per process from the password (a slow KDF); each
+ * request is signed with HMAC-SHA256 over method, path+query, time, nonce and
+ * the body's SHA-256, so the password never crosses the wire.
+ */
+#ifndef PRPC_AUTH_H
+#define PRPC_AUTH_H
+
+#include "common.h"
+
+#define PRPC_AUTH_KEY_LEN 32
+#define PRPC_AUTH_SIG_HEX 65   /* 64 hex + NUL */
+#define PRPC_AUTH_NONCE_HEX 33 /* 32 hex + NUL */
+#define PRPC_AUTH_WINDOW_MS (5 * 60 * 1000)
+#define PRPC_AUTH_KDF_ITERATIONS 200000
+
+/* Derive the network key from a password. Slow on purpose (PBKDF2, many
+ * iterations): call once at start. Returns 0 or PRPC_EINVAL (empty password). */
+int prpc_auth_derive_key(const char *password, size_t len, uint8_t key[PRPC_AUTH_KEY_LEN],
+                         prpc_error_t *err);
+
+/* Sign one request. body_sha256_hex is the hex SHA-256 of the exact body bytes
+ * (of the empty string when there is none). Writes sig_hex (64 hex + NUL). */
+void prpc_auth_sign(const uint8_t key[PRPC_AUTH_KEY_LEN], const char *method,
+                    const char *path_and_query, int64_t time_ms, const char *nonce_hex,
+                    const char *body_sha256_hex, char sig_hex[PRPC_AUTH_SIG_HEX]);
+
+/* Fill nonce_hex with 32 random hex chars from a CSPRNG. Returns 0 or PRPC_EIO. */
+int prpc_auth_nonce(char nonce_hex[PRPC_AUTH_NONCE_HEX], prpc_error_t *err);
+
+/* Check a request's signature and time window, comparing in constant time.
+ * Returns 0, or PRPC_EAUTH with a reason that leaks nothing secret. */
+int prpc_auth_verify(const uint8_t key[PRPC_AUTH_KEY_LEN], const char *method,
+                     const char *path_and_query, const char *time_str, const char *nonce_hex,
+                     const char *body_sha256_hex, const char *sig_hex, int64_t now_ms,
+                     prpc_error_t *err);
+
+/* Wall-clock unix time in milliseconds. */
+int64_t prpc_now_ms(void);
+
+#endif

@@ -1,0 +1,370 @@
+/*
+ * blob.c - the blob directory (blob.h): content-addressed files, written in
+ * verified, fsynced chunks and renamed into place only once whole.
+ *
+ * A partial file's length is the resume point: a chunk is appended and
+ * fsynced before it is acknowledged, so after a crash the partial file holds
+ * exactly the acknowledged prefix (a torn tail past it is truncated away on
+ * the next write).
+ */
+#include "blob.h"
+#include "hash.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct prpc_blobdir {
+    char *dir; /* absolute or as given; never derived from user input */
+};
+
+int prpc_blob_valid_sha(const char *sha)
+{
+    if (sha == NULL)
+        return 0;
+    for (int i = 0; i < 64; i++) {
+        char c = sha[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return 0;
+    }
+    return sha[64] == '\0';
+}
+
+static int mkdir_p(const char *path, prpc_error_t *err)
+{
+    char buf[PRPC_BLOB_PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(buf))
+        return prpc_error_set(err, PRPC_EINVAL, "blob directory path is empty or too long");
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+                return prpc_error_errno(err, errno, "creating directory %s", buf);
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+prpc_blobdir_t *prpc_blobdir_open(const char *dir, prpc_error_t *err)
+{
+    prpc_blobdir_t *bd = NULL;
+    char tmp[PRPC_BLOB_PATH_MAX];
+
+    if (dir == NULL || strlen(dir) + 80 >= PRPC_BLOB_PATH_MAX) {
+        prpc_error_set(err, PRPC_EINVAL, "blob directory path is missing or too long");
+        return NULL;
+    }
+    snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+    if (mkdir_p(tmp, err) != 0)
+        return NULL;
+    bd = calloc(1, sizeof(*bd));
+    if (bd == NULL || (bd->dir = strdup(dir)) == NULL) {
+        free(bd);
+        prpc_error_set(err, PRPC_ENOMEM, "out of memory opening blob directory %s", dir);
+        return NULL;
+    }
+    return bd;
+}
+
+void prpc_blobdir_free(prpc_blobdir_t *bd)
+{
+    if (bd == NULL)
+        return;
+    free(bd->dir);
+    free(bd);
+}
+
+static int check_sha(const char *sha, prpc_error_t *err)
+{
+    if (!prpc_blob_valid_sha(sha))
+        return prpc_error_set(err, PRPC_EINVAL,
+                              "invalid blob name \"%.80s\": expected 64 lowercase hex digits",
+                              sha ? sha : "(null)");
+    return 0;
+}
+
+int prpc_blobdir_path(const prpc_blobdir_t *bd, const char *sha, char out[PRPC_BLOB_PATH_MAX],
+                      prpc_error_t *err)
+{
+    if (check_sha(sha, err) != 0)
+        return PRPC_EINVAL;
+    snprintf(out, PRPC_BLOB_PATH_MAX, "%s/%.2s/%s", bd->dir, sha, sha + 2);
+    return 0;
+}
+
+static void partial_path(const prpc_blobdir_t *bd, const char *sha, char out[PRPC_BLOB_PATH_MAX])
+{
+    snprintf(out, PRPC_BLOB_PATH_MAX, "%s/tmp/%s.part", bd->dir, sha);
+}
+
+int prpc_blobdir_stat(const prpc_blobdir_t *bd, const char *sha, uint64_t *size,
+                      prpc_error_t *err)
+{
+    char path[PRPC_BLOB_PATH_MAX];
+    struct stat st;
+    int rc = prpc_blobdir_path(bd, sha, path, err);
+    if (rc != 0)
+        return rc;
+    if (stat(path, &st) != 0)
+        return prpc_error_errno(err, errno, "blob %s", sha);
+    if (size != NULL)
+        *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+int prpc_blobdir_partial(const prpc_blobdir_t *bd, const char *sha, uint64_t *size,
+                         prpc_error_t *err)
+{
+    char path[PRPC_BLOB_PATH_MAX];
+    struct stat st;
+    if (check_sha(sha, err) != 0)
+        return PRPC_EINVAL;
+    partial_path(bd, sha, path);
+    if (stat(path, &st) != 0) {
+        if (errno != ENOENT)
+            return prpc_error_errno(err, errno, "partial blob %s", sha);
+        *size = 0;
+        return 0;
+    }
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int write_all(int fd, const void *data, size_t len, uint64_t offset)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+        offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offset,
+                             const void *data, size_t len, const char *chunk_sha_hex,
+                             uint64_t *partial, prpc_error_t *err)
+{
+    char path[PRPC_BLOB_PATH_MAX];
+    uint64_t have = 0;
+    int fd = -1, rc;
+
+    if ((rc = check_sha(sha, err)) != 0)
+        return rc;
+    if (len > PRPC_BLOB_CHUNK)
+        return prpc_error_set(err, PRPC_ELIMIT, "chunk of %zu bytes exceeds the limit of %u",
+                              len, PRPC_BLOB_CHUNK);
+    if (chunk_sha_hex != NULL) {
+        uint8_t got[PRPC_SHA256_LEN];
+        char got_hex[PRPC_SHA256_HEX_LEN + 1];
+        if ((rc = prpc_sha256(data, len, got, err)) != 0)
+            return rc;
+        prpc_hex_encode(got, sizeof(got), got_hex);
+        if (strcmp(got_hex, chunk_sha_hex) != 0)
+            return prpc_error_set(err, PRPC_ECORRUPT,
+                                  "chunk at offset %llu of blob %s does not match its SHA-256",
+                                  (unsigned long long)offset, sha);
+    }
+    if ((rc = prpc_blobdir_partial(bd, sha, &have, err)) != 0)
+        return rc;
+    if (offset != have)
+        return prpc_error_set(err, PRPC_ESTATE,
+                              "chunk offset %llu of blob %s does not continue the %llu bytes "
+                              "received so far",
+                              (unsigned long long)offset, sha, (unsigned long long)have);
+    partial_path(bd, sha, path);
+    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return prpc_error_errno(err, errno, "opening partial blob %s", sha);
+    if (write_all(fd, data, len, offset) != 0 || fsync(fd) != 0) {
+        rc = prpc_error_errno(err, errno, "writing chunk of blob %s", sha);
+        /* Keep only the acknowledged prefix, so a resume starts from truth. */
+        if (ftruncate(fd, (off_t)offset) != 0)
+            rc = prpc_error_errno(err, errno, "truncating partial blob %s", sha);
+        goto out;
+    }
+    *partial = offset + len;
+    rc = 0;
+out:
+    close(fd);
+    return rc;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc;
+    if (fd < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int prpc_blobdir_commit(prpc_blobdir_t *bd, const char *sha, uint64_t size, prpc_error_t *err)
+{
+    char src[PRPC_BLOB_PATH_MAX], dst[PRPC_BLOB_PATH_MAX], sub[PRPC_BLOB_PATH_MAX];
+    uint8_t got[PRPC_SHA256_LEN];
+    char got_hex[PRPC_SHA256_HEX_LEN + 1];
+    uint64_t got_size = 0, present = 0;
+    int rc;
+
+    if ((rc = prpc_blobdir_path(bd, sha, dst, err)) != 0)
+        return rc;
+    if (prpc_blobdir_stat(bd, sha, &present, NULL) == 0 && present == size)
+        return 0;
+    partial_path(bd, sha, src);
+    rc = prpc_hash_path(src, got, &got_size, err);
+    if (rc == PRPC_ENOTFOUND)
+        return prpc_error_set(err, PRPC_ENOTFOUND, "blob %s: nothing was uploaded", sha);
+    if (rc != 0)
+        return rc;
+    prpc_hex_encode(got, sizeof(got), got_hex);
+    if (got_size != size || strcmp(got_hex, sha) != 0) {
+        unlink(src);
+        return prpc_error_set(err, PRPC_ECORRUPT,
+                              "blob %s: received %llu bytes hashing to %s, expected %llu bytes; "
+                              "the partial upload was dropped",
+                              sha, (unsigned long long)got_size, got_hex,
+                              (unsigned long long)size);
+    }
+    snprintf(sub, sizeof(sub), "%s/%.2s", bd->dir, sha);
+    if (mkdir(sub, 0700) != 0 && errno != EEXIST)
+        return prpc_error_errno(err, errno, "creating %s", sub);
+    if (rename(src, dst) != 0)
+        return prpc_error_errno(err, errno, "moving blob %s into place", sha);
+    if (fsync_dir(sub) != 0)
+        return prpc_error_errno(err, errno, "syncing directory of blob %s", sha);
+    return 0;
+}
+
+int prpc_blobdir_partial_open(prpc_blobdir_t *bd, const char *sha, int *fd, uint64_t *offset,
+                              prpc_error_t *err)
+{
+    char path[PRPC_BLOB_PATH_MAX];
+    struct stat st;
+    int f, rc;
+    if ((rc = check_sha(sha, err)) != 0)
+        return rc;
+    partial_path(bd, sha, path);
+    f = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (f < 0)
+        return prpc_error_errno(err, errno, "opening partial blob %s", sha);
+    if (fstat(f, &st) != 0) {
+        rc = prpc_error_errno(err, errno, "partial blob %s", sha);
+        close(f);
+        return rc;
+    }
+    *fd = f;
+    *offset = (uint64_t)st.st_size;
+    return 0;
+}
+
+int prpc_blobdir_import_fd(prpc_blobdir_t *bd, int fd, const char *sha, char sha_out[65],
+                           uint64_t *size, prpc_error_t *err)
+{
+    char path[PRPC_BLOB_PATH_MAX];
+    uint8_t digest[PRPC_SHA256_LEN];
+    char *buf = NULL;
+    uint64_t off = 0, total = 0;
+    int out = -1, rc;
+
+    if (sha != NULL && (rc = check_sha(sha, err)) != 0)
+        return rc;
+    if ((rc = prpc_hash_fd(fd, digest, &total, err)) != 0)
+        return rc;
+    prpc_hex_encode(digest, sizeof(digest), sha_out);
+    if (sha != NULL && strcmp(sha, sha_out) != 0)
+        return prpc_error_set(err, PRPC_ECORRUPT, "file hashes to %s, expected blob %s", sha_out,
+                              sha);
+    *size = total;
+    if (prpc_blobdir_stat(bd, sha_out, NULL, NULL) == 0)
+        return 0;
+    partial_path(bd, sha_out, path);
+    out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out < 0)
+        return prpc_error_errno(err, errno, "creating partial blob %s", sha_out);
+    buf = malloc(PRPC_HASH_CHUNK);
+    if (buf == NULL) {
+        rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory importing blob %s", sha_out);
+        goto out;
+    }
+    while (off < total) {
+        ssize_t n = pread(fd, buf, PRPC_HASH_CHUNK, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? prpc_error_errno(err, errno, "reading file for blob %s", sha_out)
+                       : prpc_error_set(err, PRPC_EIO, "file for blob %s shrank while copied",
+                                        sha_out);
+            goto out;
+        }
+        if (write_all(out, buf, (size_t)n, off) != 0) {
+            rc = prpc_error_errno(err, errno, "writing blob %s", sha_out);
+            goto out;
+        }
+        off += (uint64_t)n;
+    }
+    if (fsync(out) != 0) {
+        rc = prpc_error_errno(err, errno, "syncing blob %s", sha_out);
+        goto out;
+    }
+    close(out);
+    out = -1;
+    rc = prpc_blobdir_commit(bd, sha_out, total, err);
+out:
+    free(buf);
+    if (out >= 0) {
+        close(out);
+        unlink(path);
+    }
+    return rc;
+}
+
+int prpc_blobdir_verify(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err)
+{
+    char path[PRPC_BLOB_PATH_MAX];
+    uint8_t digest[PRPC_SHA256_LEN];
+    char hex[PRPC_SHA256_HEX_LEN + 1];
+    int rc;
+    if ((rc = prpc_blobdir_path(bd, sha, path, err)) != 0)
+        return rc;
+    if ((rc = prpc_hash_path(path, digest, NULL, err)) != 0)
+        return rc;
+    prpc_hex_encode(digest, sizeof(digest), hex);
+    if (strcmp(hex, sha) != 0) {
+        unlink(path);
+        return prpc_error_set(err, PRPC_ECORRUPT,
+                              "blob %s is corrupt on disk (content hashes to %s); it was removed",
+                              sha, hex);
+    }
+    return 0;
+}
+
+int prpc_blobdir_remove(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err)
+{
+    char path[PRPC_BLOB_PATH_MAX];
+    int rc;
+    if ((rc = prpc_blobdir_path(bd, sha, path, err)) != 0)
+        return rc;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return prpc_error_errno(err, errno, "removing blob %s", sha);
+    partial_path(bd, sha, path);
+    if (unlink(path) != 0 && errno != ENOENT)
+        return prpc_error_errno(err, errno, "removing partial blob %s", sha);
+    return 0;
+}

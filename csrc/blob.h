@@ -1,0 +1,77 @@
+/*
+ * blob.h - a node's blob directory: content-addressed files named by their
+ * SHA-256, written in verified chunks to a temp file, fsynced, then renamed
+ * into place. Used by the broker (its blob store), the worker (its blob cache)
+ * and the client (its result cache).
+ *
+ * Layout under the directory: `ab/cdef...` for complete blobs (ab = first two
+ * hex chars) and `tmp/<sha>.part` for partial uploads. Nothing is ever written
+ * outside the directory; a user's file name never becomes a path.
+ *
+ * Thread safety: distinct blobs may be written from different threads at
+ * once; one blob's partial file is written by one writer at a time (the
+ * broker serialises by running handlers on its loop thread).
+ */
+#ifndef PRPC_BLOB_H
+#define PRPC_BLOB_H
+
+#include "common.h"
+
+#define PRPC_BLOB_CHUNK (8u * 1024 * 1024) /* largest upload chunk, bytes */
+#define PRPC_BLOB_PATH_MAX 4096
+
+typedef struct prpc_blobdir prpc_blobdir_t;
+
+/* Open (creating when missing) a blob directory. NULL + err on failure. */
+prpc_blobdir_t *prpc_blobdir_open(const char *dir, prpc_error_t *err);
+void prpc_blobdir_free(prpc_blobdir_t *bd); /* accepts NULL */
+
+/* 1 when sha is 64 lowercase hex, else 0. */
+int prpc_blob_valid_sha(const char *sha);
+
+/* Path of the complete blob (whether or not it exists). */
+int prpc_blobdir_path(const prpc_blobdir_t *bd, const char *sha, char out[PRPC_BLOB_PATH_MAX],
+                      prpc_error_t *err);
+
+/* 0 and *size when the complete blob is present; PRPC_ENOTFOUND otherwise. */
+int prpc_blobdir_stat(const prpc_blobdir_t *bd, const char *sha, uint64_t *size,
+                      prpc_error_t *err);
+
+/* Bytes of sha's partial file received and synced so far (0 when none). */
+int prpc_blobdir_partial(const prpc_blobdir_t *bd, const char *sha, uint64_t *size,
+                         prpc_error_t *err);
+
+/* Append one chunk at offset (which must equal the partial size: PRPC_ESTATE
+ * otherwise). When chunk_sha_hex is not NULL the chunk must hash to it
+ * (PRPC_ECORRUPT otherwise, nothing written). The data is fsynced before
+ * returning. *partial gets the new partial size. */
+int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offset,
+                             const void *data, size_t len, const char *chunk_sha_hex,
+                             uint64_t *partial, prpc_error_t *err);
+
+/* Hash the whole partial file; when it is `size` bytes and hashes to sha,
+ * rename it into place (fsyncing the directory) and return 0. Otherwise drop
+ * the partial file and return PRPC_ECORRUPT naming the blob. Committing a blob
+ * already present returns 0. */
+int prpc_blobdir_commit(prpc_blobdir_t *bd, const char *sha, uint64_t size, prpc_error_t *err);
+
+/* Copy a local file into the directory, streaming in bounded chunks, verifying
+ * it hashes to sha (when sha is not NULL) and writing the blob's name into
+ * sha_out. Used for outputs a function produced and for downloads. */
+int prpc_blobdir_import_fd(prpc_blobdir_t *bd, int fd, const char *sha, char sha_out[65],
+                           uint64_t *size, prpc_error_t *err);
+
+/* Open sha's partial file for a download to append to (resuming after
+ * *offset bytes already there). The caller writes at *offset onwards, fsyncs,
+ * closes the fd, then calls prpc_blobdir_commit. */
+int prpc_blobdir_partial_open(prpc_blobdir_t *bd, const char *sha, int *fd, uint64_t *offset,
+                              prpc_error_t *err);
+
+/* Re-hash a complete blob; PRPC_ECORRUPT (and the blob is removed) when its
+ * content no longer matches its name. */
+int prpc_blobdir_verify(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err);
+
+/* Remove a complete blob and any partial file. Missing is not an error. */
+int prpc_blobdir_remove(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err);
+
+#endif

@@ -1,0 +1,1416 @@
+/*
+ * broker.c - the broker node (broker.h): routes of docs/API.md, long-polls of
+ * clients and workers, leases, and the blob endpoints.
+ *
+ * Thread safety: after prpc_broker_start everything here runs on the httpd
+ * loop thread, so the waiter lists need no lock. The store is thread-safe on
+ * its own. Store calls block the loop for the length of one durable commit;
+ * that is the price of acknowledging only what is durable.
+ *
+ * Long-polls: over HTTP/1 h2o does not notice a client that went away while
+ * its request is parked, so "answered" never means "received". Leases make
+ * that safe: a lease handed to a departed worker lapses and the call is
+ * queued again.
+ */
+#include "broker.h"
+#include "auth.h"
+#include "blob.h"
+#include "hash.h"
+#include "httpd.h"
+#include "ident.h"
+#include "json.h"
+#include "store.h"
+
+#include <bson/bson.h>
+#include <errno.h>
+#include <openssl/bn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define EXPIRE_EVERY_MS 250
+
+typedef struct typed_decl {
+    char name[PRPC_STORE_NAME_MAX + 1];
+    char kind; /* i f b s F, as ident.h tags */
+} typed_decl_t;
+
+typedef struct fn_spec {
+    char name[PRPC_STORE_NAME_MAX + 1];
+    char version[PRPC_CALL_ID_HEX + 1];
+    typed_decl_t *args;
+    size_t nargs;
+    typed_decl_t *returns;
+    size_t nreturns;
+} fn_spec_t;
+
+typedef struct call_waiter {
+    h2o_linklist_t link;
+    h2o_req_t *req;
+    char id[PRPC_CALL_ID_HEX + 1];
+    int64_t since;
+    int64_t deadline_ms;
+} call_waiter_t;
+
+typedef struct lease_waiter {
+    h2o_linklist_t link;
+    h2o_req_t *req;
+    char worker[PRPC_STORE_NAME_MAX + 1];
+    const char **functions;
+    const char **versions;
+    size_t n;
+    int64_t deadline_ms;
+} lease_waiter_t;
+
+struct prpc_broker {
+    prpc_store_t *store;
+    prpc_blobdir_t *blobs;
+    prpc_httpd_t *httpd;
+    fn_spec_t *fns;
+    size_t nfns;
+    char *functions_json; /* the /v1/functions answer */
+    uint8_t key[PRPC_AUTH_KEY_LEN];
+    int has_key;
+    char advertise[300];
+    int64_t lease_ms;
+    int heartbeat_ms;
+    int max_attempts;
+    int64_t last_expire_ms;
+    h2o_linklist_t call_waiters;
+    h2o_linklist_t lease_waiters;
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static int status_of(int code)
+{
+    switch (code) {
+    case PRPC_EINVAL:
+    case PRPC_ECORRUPT:
+        return 400;
+    case PRPC_EAUTH:
+        return 401;
+    case PRPC_ENOTFOUND:
+        return 404;
+    case PRPC_ESTATE:
+    case PRPC_EVERSION:
+    case PRPC_EEXIST:
+        return 409;
+    case PRPC_ELIMIT:
+        return 413;
+    case PRPC_ENOSPC:
+        return 507;
+    default:
+        return 500;
+    }
+}
+
+static void send_err(h2o_req_t *req, const prpc_error_t *err)
+{
+    prpc_httpd_send_error(req, status_of(err->code), err->code, "%s", err->message);
+}
+
+static void send_buf(h2o_req_t *req, int status, prpc_buf_t *b)
+{
+    prpc_error_t err;
+    size_t len = 0;
+    char *text = prpc_buf_take(b, &len, &err);
+    if (text == NULL) {
+        send_err(req, &err);
+        return;
+    }
+    prpc_httpd_send_json(req, status, text, len);
+    free(text);
+}
+
+static const fn_spec_t *find_fn(const prpc_broker_t *b, const char *name)
+{
+    for (size_t i = 0; i < b->nfns; i++)
+        if (strcmp(b->fns[i].name, name) == 0)
+            return &b->fns[i];
+    return NULL;
+}
+
+static char kind_tag(const char *kind)
+{
+    if (strcmp(kind, "int") == 0)
+        return PRPC_IDENT_TAG_INT;
+    if (strcmp(kind, "float") == 0)
+        return PRPC_IDENT_TAG_FLOAT;
+    if (strcmp(kind, "bool") == 0)
+        return PRPC_IDENT_TAG_BOOL;
+    if (strcmp(kind, "str") == 0)
+        return PRPC_IDENT_TAG_STR;
+    if (strcmp(kind, "file") == 0)
+        return PRPC_IDENT_TAG_FILE;
+    return 0;
+}
+
+static const char *tag_kind(char tag)
+{
+    switch (tag) {
+    case PRPC_IDENT_TAG_INT: return "int";
+    case PRPC_IDENT_TAG_FLOAT: return "float";
+    case PRPC_IDENT_TAG_BOOL: return "bool";
+    case PRPC_IDENT_TAG_STR: return "str";
+    default: return "file";
+    }
+}
+
+static const char *iter_str(const bson_iter_t *it, uint32_t *len)
+{
+    if (!BSON_ITER_HOLDS_UTF8(it))
+        return NULL;
+    return bson_iter_utf8(it, len);
+}
+
+static const char *doc_str(const bson_t *d, const char *key)
+{
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, d, key) || !BSON_ITER_HOLDS_UTF8(&it))
+        return NULL;
+    return bson_iter_utf8(&it, NULL);
+}
+
+static int doc_num(const bson_t *d, const char *key, double *out)
+{
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, d, key))
+        return 0;
+    if (BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_DOUBLE(&it)) {
+        *out = bson_iter_as_double(&it);
+        return 1;
+    }
+    return 0;
+}
+
+static bson_t *parse_json(const char *data, size_t len, const char *what, prpc_error_t *err)
+{
+    bson_error_t berr;
+    bson_t *doc;
+    if (len == 0) {
+        prpc_error_set(err, PRPC_EINVAL, "%s: the body is empty, expected a JSON object", what);
+        return NULL;
+    }
+    if (len > PRPC_BROKER_META_MAX) {
+        prpc_error_set(err, PRPC_ELIMIT, "%s: body of %zu bytes exceeds the metadata limit of %u",
+                       what, len, PRPC_BROKER_META_MAX);
+        return NULL;
+    }
+    doc = bson_new_from_json((const uint8_t *)data, (ssize_t)len, &berr);
+    if (doc == NULL)
+        prpc_error_set(err, PRPC_EINVAL, "%s: invalid JSON: %s", what, berr.message);
+    return doc;
+}
+
+static bson_t *parse_body(h2o_req_t *req, const char *what, prpc_error_t *err)
+{
+    return parse_json(req->entity.base, req->entity.len, what, err);
+}
+
+static int valid_hex(const char *s, size_t n)
+{
+    if (s == NULL || strlen(s) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* ---- function specs --------------------------------------------------- */
+
+static int parse_decls(bson_iter_t *arr, const char *fn, const char *what, typed_decl_t **out,
+                       size_t *n, prpc_error_t *err)
+{
+    bson_iter_t it, field;
+    size_t count = 0, i = 0;
+    if (!BSON_ITER_HOLDS_ARRAY(arr) || !bson_iter_recurse(arr, &it))
+        return prpc_error_set(err, PRPC_EINVAL, "function %s: \"%s\" must be an array", fn, what);
+    while (bson_iter_next(&it))
+        count++;
+    if (count > PRPC_BROKER_ARGS_MAX)
+        return prpc_error_set(err, PRPC_ELIMIT, "function %s: more than %d %s", fn,
+                              PRPC_BROKER_ARGS_MAX, what);
+    *out = calloc(count ? count : 1, sizeof(**out));
+    if (*out == NULL)
+        return prpc_error_set(err, PRPC_ENOMEM, "out of memory reading function %s", fn);
+    bson_iter_recurse(arr, &it);
+    while (bson_iter_next(&it)) {
+        const char *name = NULL, *kind = NULL;
+        if (BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &field)) {
+            while (bson_iter_next(&field)) {
+                if (strcmp(bson_iter_key(&field), "name") == 0)
+                    name = iter_str(&field, NULL);
+                else if (strcmp(bson_iter_key(&field), "kind") == 0)
+                    kind = iter_str(&field, NULL);
+            }
+        }
+        if (name == NULL || kind == NULL || name[0] == '\0' ||
+            strlen(name) > PRPC_STORE_NAME_MAX || kind_tag(kind) == 0)
+            return prpc_error_set(err, PRPC_EINVAL,
+                                  "function %s: entry %zu of \"%s\" needs a name and a kind "
+                                  "(int, float, bool, str, file)",
+                                  fn, i, what);
+        snprintf((*out)[i].name, sizeof((*out)[i].name), "%s", name);
+        (*out)[i].kind = kind_tag(kind);
+        i++;
+    }
+    *n = count;
+    return 0;
+}
+
+static int load_functions(prpc_broker_t *b, const char *json, prpc_error_t *err)
+{
+    bson_t *doc = NULL;
+    bson_iter_t top, it, field;
+    prpc_buf_t out = PRPC_BUF_INIT;
+    size_t count = 0;
+    int rc = 0;
+    /* libbson parses a top-level array as a document with keys "0", "1"... */
+    doc = parse_json(json, strlen(json), "functions", err);
+    if (doc == NULL)
+        return err ? err->code : PRPC_EINVAL;
+    bson_iter_init(&top, doc);
+    while (bson_iter_next(&top))
+        count++;
+    if (count == 0 || count > PRPC_BROKER_FUNCTIONS_MAX) {
+        rc = prpc_error_set(err, PRPC_EINVAL, "a broker serves 1 to %d functions, got %zu",
+                            PRPC_BROKER_FUNCTIONS_MAX, count);
+        goto out;
+    }
+    b->fns = calloc(count, sizeof(*b->fns));
+    if (b->fns == NULL) {
+        rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory reading functions");
+        goto out;
+    }
+    prpc_buf_puts(&out, "{\"functions\": [");
+    bson_iter_init(&top, doc);
+    while (bson_iter_next(&top)) {
+        fn_spec_t *f = &b->fns[b->nfns];
+        const char *name = NULL, *version = NULL;
+        int have_args = 0, have_returns = 0;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&top) || !bson_iter_recurse(&top, &it)) {
+            rc = prpc_error_set(err, PRPC_EINVAL, "functions: entry %zu is not an object", b->nfns);
+            goto out;
+        }
+        while (bson_iter_next(&it)) {
+            const char *k = bson_iter_key(&it);
+            if (strcmp(k, "name") == 0)
+                name = iter_str(&it, NULL);
+            else if (strcmp(k, "version") == 0)
+                version = iter_str(&it, NULL);
+        }
+        if (name == NULL || name[0] == '\0' || strlen(name) > PRPC_STORE_NAME_MAX ||
+            !valid_hex(version, 64)) {
+            rc = prpc_error_set(err, PRPC_EINVAL,
+                                "functions: entry %zu needs a name and a 64-hex version", b->nfns);
+            goto out;
+        }
+        snprintf(f->name, sizeof(f->name), "%s", name);
+        snprintf(f->version, sizeof(f->version), "%s", version);
+        bson_iter_recurse(&top, &field);
+        while (bson_iter_next(&field)) {
+            if (strcmp(bson_iter_key(&field), "args") == 0) {
+                have_args = 1;
+                if ((rc = parse_decls(&field, name, "args", &f->args, &f->nargs, err)) != 0)
+                    goto out;
+            } else if (strcmp(bson_iter_key(&field), "returns") == 0) {
+                have_returns = 1;
+                if ((rc = parse_decls(&field, name, "returns", &f->returns, &f->nreturns, err)) !=
+                    0)
+                    goto out;
+            }
+        }
+        if (!have_args || !have_returns) {
+            rc = prpc_error_set(err, PRPC_EINVAL, "function %s: \"args\" and \"returns\" are needed",
+                                name);
+            goto out;
+        }
+        b->nfns++;
+        if (find_fn(b, name) != f) {
+            rc = prpc_error_set(err, PRPC_EINVAL, "function %s is declared twice", name);
+            goto out;
+        }
+        prpc_buf_printf(&out, "%s{\"name\": ", b->nfns > 1 ? ", " : "");
+        prpc_buf_json_str(&out, f->name, strlen(f->name));
+        prpc_buf_printf(&out, ", \"version\": \"%s\", \"args\": [", f->version);
+        for (size_t i = 0; i < f->nargs; i++) {
+            prpc_buf_printf(&out, "%s{\"name\": ", i ? ", " : "");
+            prpc_buf_json_str(&out, f->args[i].name, strlen(f->args[i].name));
+            prpc_buf_printf(&out, ", \"kind\": \"%s\"}", tag_kind(f->args[i].kind));
+        }
+        prpc_buf_puts(&out, "], \"returns\": [");
+        for (size_t i = 0; i < f->nreturns; i++) {
+            prpc_buf_printf(&out, "%s{\"name\": ", i ? ", " : "");
+            prpc_buf_json_str(&out, f->returns[i].name, strlen(f->returns[i].name));
+            prpc_buf_printf(&out, ", \"kind\": \"%s\"}", tag_kind(f->returns[i].kind));
+        }
+        prpc_buf_puts(&out, "]}");
+    }
+    prpc_buf_puts(&out, "]}");
+    b->functions_json = prpc_buf_take(&out, NULL, err);
+    if (b->functions_json == NULL)
+        rc = err ? err->code : PRPC_ENOMEM;
+out:
+    prpc_buf_cleanup(&out);
+    bson_destroy(doc);
+    return rc;
+}
+
+/* ---- typed values ----------------------------------------------------- */
+
+/* Check a typed array (arguments or outputs) against its declarations, write
+ * its canonical JSON into out, feed the identity (when id is not NULL), and
+ * collect the blobs it names. Errors name the entry. */
+static int check_typed(prpc_broker_t *b, const fn_spec_t *f, const typed_decl_t *decls,
+                       size_t ndecls, const char *what, bson_iter_t *arr, prpc_ident_t *id,
+                       prpc_buf_t *out, char (*blobs)[65], size_t *nblobs, prpc_error_t *err)
+{
+    bson_iter_t it, field;
+    size_t i = 0;
+    int rc;
+
+    *nblobs = 0;
+    if (!BSON_ITER_HOLDS_ARRAY(arr) || !bson_iter_recurse(arr, &it))
+        return prpc_error_set(err, PRPC_EINVAL, "%s of %s must be an array", what, f->name);
+    prpc_buf_puts(out, "[");
+    while (bson_iter_next(&it)) {
+        const typed_decl_t *d = i < ndecls ? &decls[i] : NULL;
+        const char *name = NULL, *kind = NULL, *value = NULL, *blob = NULL, *filename = NULL;
+        uint32_t value_len = 0, filename_len = 0;
+        int have_bool = 0, bool_value = 0, have_size = 0;
+        int64_t size = -1;
+
+        if (d == NULL)
+            return prpc_error_set(err, PRPC_EINVAL, "%s of %s: more than the %zu declared", what,
+                                  f->name, ndecls);
+        if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &field))
+            return prpc_error_set(err, PRPC_EINVAL, "%s of %s: entry %zu is not an object", what,
+                                  f->name, i);
+        while (bson_iter_next(&field)) {
+            const char *k = bson_iter_key(&field);
+            if (strcmp(k, "name") == 0)
+                name = iter_str(&field, NULL);
+            else if (strcmp(k, "kind") == 0)
+                kind = iter_str(&field, NULL);
+            else if (strcmp(k, "value") == 0 && BSON_ITER_HOLDS_UTF8(&field))
+                value = bson_iter_utf8(&field, &value_len);
+            else if (strcmp(k, "value") == 0 && BSON_ITER_HOLDS_BOOL(&field))
+                have_bool = 1, bool_value = bson_iter_bool(&field);
+            else if (strcmp(k, "blob") == 0)
+                blob = iter_str(&field, NULL);
+            else if (strcmp(k, "filename") == 0 && BSON_ITER_HOLDS_UTF8(&field))
+                filename = bson_iter_utf8(&field, &filename_len);
+            else if (strcmp(k, "size") == 0 &&
+                     (BSON_ITER_HOLDS_INT32(&field) || BSON_ITER_HOLDS_INT64(&field)))
+                have_size = 1, size = bson_iter_as_int64(&field);
+        }
+        if (name == NULL || strcmp(name, d->name) != 0)
+            return prpc_error_set(err, PRPC_EINVAL,
+                                  "%s of %s: entry %zu must be \"%s\" (declaration order), got "
+                                  "\"%.100s\"",
+                                  what, f->name, i, d->name, name ? name : "(none)");
+        if (kind == NULL || kind_tag(kind) != d->kind)
+            return prpc_error_set(err, PRPC_EINVAL, "%s of %s: \"%s\" is declared %s, got kind %.20s",
+                                  what, f->name, d->name, tag_kind(d->kind), kind ? kind : "(none)");
+        prpc_buf_printf(out, "%s{\"name\": ", i ? ", " : "");
+        prpc_buf_json_str(out, d->name, strlen(d->name));
+        prpc_buf_printf(out, ", \"kind\": \"%s\"", tag_kind(d->kind));
+        rc = 0;
+        switch (d->kind) {
+        case PRPC_IDENT_TAG_INT: {
+            BIGNUM *bn = NULL;
+            uint8_t *mag = NULL;
+            int neg, nbytes;
+            size_t digits = value ? value_len - (value[0] == '-') : 0;
+            const char *p = value ? value + (value[0] == '-') : NULL;
+            int ok = value != NULL && digits > 0 && digits <= 100000 &&
+                     (digits == 1 || p[0] != '0') && !(value[0] == '-' && strcmp(p, "0") == 0);
+            for (size_t j = 0; ok && j < digits; j++)
+                ok = p[j] >= '0' && p[j] <= '9';
+            if (!ok)
+                return prpc_error_set(err, PRPC_EINVAL,
+                                      "%s of %s: \"%s\" must be a decimal integer string", what,
+                                      f->name, d->name);
+            if (id != NULL) {
+                neg = value[0] == '-';
+                if (BN_dec2bn(&bn, p) == 0)
+                    return prpc_error_set(err, PRPC_ENOMEM, "out of memory reading \"%s\"",
+                                          d->name);
+                nbytes = BN_num_bytes(bn);
+                mag = malloc(nbytes ? (size_t)nbytes : 1);
+                if (mag == NULL) {
+                    BN_free(bn);
+                    return prpc_error_set(err, PRPC_ENOMEM, "out of memory reading \"%s\"",
+                                          d->name);
+                }
+                BN_bn2bin(bn, mag);
+                rc = prpc_ident_add_int(id, d->name, neg, mag, (size_t)nbytes, err);
+                free(mag);
+                BN_free(bn);
+            }
+            prpc_buf_puts(out, ", \"value\": ");
+            prpc_buf_json_str(out, value, value_len);
+            break;
+        }
+        case PRPC_IDENT_TAG_FLOAT: {
+            uint8_t bits[8];
+            double dv;
+            uint64_t u = 0;
+            if (value == NULL || value_len != 16 ||
+                prpc_hex_decode(value, 16, bits, sizeof(bits), NULL) != 0)
+                return prpc_error_set(err, PRPC_EINVAL,
+                                      "%s of %s: \"%s\" must be the 16 hex digits of a float's "
+                                      "bits",
+                                      what, f->name, d->name);
+            for (int j = 0; j < 8; j++)
+                u = (u << 8) | bits[j];
+            memcpy(&dv, &u, sizeof(dv));
+            if (id != NULL)
+                rc = prpc_ident_add_float(id, d->name, dv, err);
+            prpc_buf_printf(out, ", \"value\": \"%.16s\"", value);
+            break;
+        }
+        case PRPC_IDENT_TAG_BOOL:
+            if (!have_bool)
+                return prpc_error_set(err, PRPC_EINVAL, "%s of %s: \"%s\" must be true or false",
+                                      what, f->name, d->name);
+            if (id != NULL)
+                rc = prpc_ident_add_bool(id, d->name, bool_value, err);
+            prpc_buf_printf(out, ", \"value\": %s", bool_value ? "true" : "false");
+            break;
+        case PRPC_IDENT_TAG_STR:
+            if (value == NULL)
+                return prpc_error_set(err, PRPC_EINVAL, "%s of %s: \"%s\" must be a string", what,
+                                      f->name, d->name);
+            if (id != NULL)
+                rc = prpc_ident_add_str(id, d->name, value, value_len, err);
+            prpc_buf_puts(out, ", \"value\": ");
+            prpc_buf_json_str(out, value, value_len);
+            break;
+        default: {
+            uint8_t raw[32];
+            uint64_t held = 0;
+            if (!prpc_blob_valid_sha(blob) || !have_size || size < 0)
+                return prpc_error_set(err, PRPC_EINVAL,
+                                      "%s of %s: file \"%s\" needs \"blob\" (64 hex) and \"size\"",
+                                      what, f->name, d->name);
+            if (prpc_blobdir_stat(b->blobs, blob, &held, NULL) != 0 || held != (uint64_t)size)
+                return prpc_error_set(err, PRPC_ENOTFOUND,
+                                      "%s of %s: blob %s of file \"%s\" has not been uploaded "
+                                      "(upload it first: PUT /v1/blobs/%s)",
+                                      what, f->name, blob, d->name, blob);
+            if (id != NULL) {
+                prpc_hex_decode(blob, 64, raw, sizeof(raw), NULL);
+                rc = prpc_ident_add_file_sha256(id, d->name, raw, err);
+            }
+            prpc_buf_printf(out, ", \"blob\": \"%s\", \"size\": %lld, \"filename\": ", blob,
+                            (long long)size);
+            if (filename != NULL)
+                prpc_buf_json_str(out, filename, filename_len > 1024 ? 1024 : filename_len);
+            else
+                prpc_buf_puts(out, "\"\"");
+            memcpy(blobs[(*nblobs)++], blob, 65);
+            break;
+        }
+        }
+        if (rc != 0)
+            return rc;
+        prpc_buf_puts(out, "}");
+        i++;
+    }
+    prpc_buf_puts(out, "]");
+    if (i != ndecls)
+        return prpc_error_set(err, PRPC_EINVAL, "%s of %s: %zu given, %zu declared", what,
+                              f->name, i, ndecls);
+    return 0;
+}
+
+/* ---- call records ----------------------------------------------------- */
+
+static void write_call(prpc_buf_t *out, const prpc_call_t *c, int with_args)
+{
+    prpc_buf_printf(out,
+                    "{\"id\": \"%s\", \"function\": ", c->id);
+    prpc_buf_json_str(out, c->function, strlen(c->function));
+    prpc_buf_printf(out,
+                    ", \"version\": \"%s\", \"state\": \"%s\", \"progress\": %.3f, "
+                    "\"attempts\": %d, \"created_ms\": %lld, \"updated_ms\": %lld, "
+                    "\"finished_ms\": %lld, \"terminate_requested\": %s, \"outputs\": %s, "
+                    "\"error\": %s",
+                    c->version, prpc_call_state_name(c->state), c->progress, c->attempts,
+                    (long long)c->created_ms, (long long)c->updated_ms, (long long)c->finished_ms,
+                    c->terminate_requested ? "true" : "false",
+                    c->outputs_json ? c->outputs_json : "null",
+                    c->error_json ? c->error_json : "null");
+    if (with_args)
+        prpc_buf_printf(out, ", \"args\": %s", c->args_json ? c->args_json : "[]");
+    prpc_buf_puts(out, "}");
+}
+
+static void send_call(h2o_req_t *req, const prpc_call_t *c, const char *prefix)
+{
+    prpc_buf_t out = PRPC_BUF_INIT;
+    prpc_buf_printf(&out, "{%s\"call\": ", prefix ? prefix : "");
+    write_call(&out, c, 0);
+    prpc_buf_puts(&out, "}");
+    send_buf(req, 200, &out);
+}
+
+/* ---- waiters ---------------------------------------------------------- */
+
+static void call_waiter_dispose(void *p)
+{
+    call_waiter_t *w = p;
+    if (h2o_linklist_is_linked(&w->link))
+        h2o_linklist_unlink(&w->link);
+}
+
+static void lease_waiter_dispose(void *p)
+{
+    lease_waiter_t *w = p;
+    if (h2o_linklist_is_linked(&w->link))
+        h2o_linklist_unlink(&w->link);
+}
+
+/* Answer every parked reader of call id (all calls when id is NULL) whose
+ * view is out of date. */
+static void notify_calls(prpc_broker_t *b, const char *id, int force_all)
+{
+    h2o_linklist_t *node = b->call_waiters.next;
+    while (node != &b->call_waiters) {
+        call_waiter_t *w = H2O_STRUCT_FROM_MEMBER(call_waiter_t, link, node);
+        prpc_call_t c;
+        prpc_error_t err;
+        int rc;
+        node = node->next;
+        if (id != NULL && strcmp(w->id, id) != 0)
+            continue;
+        memset(&c, 0, sizeof(c));
+        rc = prpc_store_call_get(b->store, w->id, &c, &err);
+        if (rc == 0 && !force_all && c.updated_ms == w->since &&
+            !prpc_call_state_is_terminal(c.state)) {
+            prpc_call_cleanup(&c);
+            continue;
+        }
+        h2o_linklist_unlink(&w->link);
+        if (rc != 0)
+            send_err(w->req, &err);
+        else
+            send_call(w->req, &c, NULL);
+        prpc_call_cleanup(&c);
+    }
+}
+
+static int send_lease(prpc_broker_t *b, h2o_req_t *req, const prpc_call_t *c)
+{
+    prpc_buf_t out = PRPC_BUF_INIT;
+    prpc_buf_printf(&out,
+                    "{\"lease\": {\"id\": \"%s\", \"call_id\": \"%s\", \"deadline_ms\": %lld, "
+                    "\"heartbeat_ms\": %d}, \"call\": ",
+                    c->lease_id, c->id, (long long)c->lease_deadline_ms, b->heartbeat_ms);
+    write_call(&out, c, 1);
+    prpc_buf_puts(&out, "}");
+    send_buf(req, 200, &out);
+    return 0;
+}
+
+/* Hand queued calls to parked workers, oldest waiter first. */
+static void dispatch_leases(prpc_broker_t *b)
+{
+    h2o_linklist_t *node = b->lease_waiters.next;
+    while (node != &b->lease_waiters) {
+        lease_waiter_t *w = H2O_STRUCT_FROM_MEMBER(lease_waiter_t, link, node);
+        prpc_call_t c;
+        prpc_error_t err;
+        int rc;
+        node = node->next;
+        memset(&c, 0, sizeof(c));
+        rc = prpc_store_lease_next(b->store, w->functions, w->versions, w->n, w->worker,
+                                   b->lease_ms, prpc_now_ms(), &c, &err);
+        if (rc == PRPC_ENOTFOUND)
+            continue;
+        h2o_linklist_unlink(&w->link);
+        if (rc != 0)
+            send_err(w->req, &err);
+        else
+            send_lease(b, w->req, &c);
+        prpc_call_cleanup(&c);
+        /* The state of the leased call changed: readers learn it. */
+        if (rc == 0)
+            notify_calls(b, c.id, 0);
+    }
+}
+
+/* ---- handlers --------------------------------------------------------- */
+
+static int64_t query_int(h2o_req_t *req, const char *name, int64_t dflt)
+{
+    const char *v = prpc_httpd_query(req, name);
+    char *end = NULL;
+    long long n;
+    if (v == NULL)
+        return dflt;
+    n = strtoll(v, &end, 10);
+    if (end == v || *end != '\0')
+        return dflt;
+    return n;
+}
+
+static void on_submit(prpc_broker_t *b, h2o_req_t *req)
+{
+    prpc_error_t err;
+    bson_t *doc = parse_body(req, "submit", &err);
+    bson_iter_t it;
+    const fn_spec_t *f;
+    const char *id_s, *fn_s, *ver_s;
+    prpc_ident_t *id = NULL;
+    prpc_buf_t args = PRPC_BUF_INIT;
+    char (*blobs)[65] = NULL;
+    size_t nblobs = 0;
+    char computed[65];
+    prpc_call_t c, cur;
+    int created = 0;
+
+    memset(&c, 0, sizeof(c));
+    memset(&cur, 0, sizeof(cur));
+    if (doc == NULL)
+        goto fail;
+    id_s = doc_str(doc, "id");
+    fn_s = doc_str(doc, "function");
+    ver_s = doc_str(doc, "version");
+    if (!valid_hex(id_s, 64) || fn_s == NULL || !valid_hex(ver_s, 64)) {
+        prpc_error_set(&err, PRPC_EINVAL,
+                       "submit needs \"id\" (64 hex), \"function\" and \"version\" (64 hex)");
+        goto fail;
+    }
+    f = find_fn(b, fn_s);
+    if (f == NULL) {
+        prpc_error_set(&err, PRPC_ENOTFOUND, "function %.128s is not registered on this broker",
+                       fn_s);
+        goto fail;
+    }
+    if (strcmp(f->version, ver_s) != 0) {
+        prpc_error_set(&err, PRPC_EVERSION,
+                       "function %s: the caller has version %.64s but the broker has version %s; "
+                       "deploy the same function source everywhere",
+                       f->name, ver_s, f->version);
+        goto fail;
+    }
+    if (!bson_iter_init_find(&it, doc, "args")) {
+        prpc_error_set(&err, PRPC_EINVAL, "submit needs \"args\"");
+        goto fail;
+    }
+    blobs = calloc(f->nargs + 1, sizeof(*blobs));
+    id = prpc_ident_new(f->name, f->version, (uint32_t)f->nargs, &err);
+    if (blobs == NULL || id == NULL) {
+        if (blobs == NULL)
+            prpc_error_set(&err, PRPC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (check_typed(b, f, f->args, f->nargs, "arguments", &it, id, &args, blobs, &nblobs, &err) !=
+        0)
+        goto fail;
+    if (prpc_ident_finish(id, computed, &err) != 0)
+        goto fail;
+    if (strcmp(computed, id_s) != 0) {
+        prpc_error_set(&err, PRPC_EINVAL,
+                       "call id %s does not match its arguments (they identify %s)", id_s,
+                       computed);
+        goto fail;
+    }
+    snprintf(c.id, sizeof(c.id), "%s", computed);
+    snprintf(c.function, sizeof(c.function), "%s", f->name);
+    snprintf(c.version, sizeof(c.version), "%s", f->version);
+    c.state = PRPC_CALL_QUEUED;
+    c.args_json = prpc_buf_take(&args, NULL, &err);
+    if (c.args_json == NULL)
+        goto fail;
+    for (size_t i = 0; i < nblobs; i++)
+        if (prpc_store_blob_link(b->store, c.id, blobs[i], &err) != 0)
+            goto fail;
+    if (prpc_store_call_submit(b->store, &c, prpc_now_ms(), &created, &cur, &err) != 0)
+        goto fail;
+    send_call(req, &cur, created ? "\"created\": true, " : "\"created\": false, ");
+    if (created)
+        dispatch_leases(b);
+    goto out;
+fail:
+    send_err(req, &err);
+out:
+    prpc_call_cleanup(&c);
+    prpc_call_cleanup(&cur);
+    prpc_buf_cleanup(&args);
+    prpc_ident_free(id);
+    free(blobs);
+    if (doc != NULL)
+        bson_destroy(doc);
+}
+
+static void on_get_call(prpc_broker_t *b, h2o_req_t *req, const char *id)
+{
+    prpc_error_t err;
+    prpc_call_t c;
+    int64_t wait_ms = query_int(req, "wait_ms", 0);
+    int64_t since = query_int(req, "since", -1);
+    memset(&c, 0, sizeof(c));
+    if (prpc_store_call_get(b->store, id, &c, &err) != 0) {
+        send_err(req, &err);
+        return;
+    }
+    if (wait_ms > 0 && since == c.updated_ms && !prpc_call_state_is_terminal(c.state)) {
+        call_waiter_t *w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), call_waiter_dispose);
+        memset(w, 0, sizeof(*w));
+        w->req = req;
+        memcpy(w->id, c.id, sizeof(w->id));
+        w->since = since;
+        w->deadline_ms =
+            prpc_now_ms() + (wait_ms > PRPC_BROKER_WAIT_MAX_MS ? PRPC_BROKER_WAIT_MAX_MS : wait_ms);
+        h2o_linklist_insert(&b->call_waiters, &w->link);
+    } else {
+        send_call(req, &c, NULL);
+    }
+    prpc_call_cleanup(&c);
+}
+
+static void reply_call(prpc_broker_t *b, h2o_req_t *req, const char *id)
+{
+    prpc_error_t err;
+    prpc_call_t c;
+    memset(&c, 0, sizeof(c));
+    if (prpc_store_call_get(b->store, id, &c, &err) != 0)
+        send_err(req, &err);
+    else
+        send_call(req, &c, NULL);
+    prpc_call_cleanup(&c);
+}
+
+static void on_terminate(prpc_broker_t *b, h2o_req_t *req, const char *id)
+{
+    prpc_error_t err;
+    int state = 0;
+    if (prpc_store_call_terminate(b->store, id, prpc_now_ms(), &state, &err) != 0) {
+        send_err(req, &err);
+        return;
+    }
+    reply_call(b, req, id);
+    notify_calls(b, id, 0);
+}
+
+static void on_restart(prpc_broker_t *b, h2o_req_t *req, const char *id)
+{
+    prpc_error_t err;
+    if (prpc_store_call_restart(b->store, id, prpc_now_ms(), &err) != 0) {
+        send_err(req, &err);
+        return;
+    }
+    reply_call(b, req, id);
+    notify_calls(b, id, 0);
+    dispatch_leases(b);
+}
+
+static void remove_unreferenced_blobs(prpc_broker_t *b)
+{
+    char shas[64][65];
+    size_t n = 0;
+    prpc_error_t err;
+    do {
+        if (prpc_store_blobs_unreferenced(b->store, prpc_now_ms() + 1, shas, 64, &n, &err) != 0)
+            return;
+        for (size_t i = 0; i < n; i++) {
+            if (prpc_blobdir_remove(b->blobs, shas[i], &err) != 0 ||
+                prpc_store_blob_remove(b->store, shas[i], &err) != 0)
+                return;
+        }
+    } while (n == 64);
+}
+
+static void on_delete(prpc_broker_t *b, h2o_req_t *req, const char *id)
+{
+    prpc_error_t err;
+    int state = 0;
+    /* A running call is told to stop first, as the seed's delete did. */
+    if (prpc_store_call_terminate(b->store, id, prpc_now_ms(), &state, &err) != 0 ||
+        prpc_store_call_delete(b->store, id, &err) != 0) {
+        send_err(req, &err);
+        return;
+    }
+    remove_unreferenced_blobs(b);
+    prpc_httpd_send_json(req, 200, "{\"deleted\": true}", 17);
+    notify_calls(b, id, 1);
+}
+
+static void on_lease(prpc_broker_t *b, h2o_req_t *req)
+{
+    prpc_error_t err;
+    bson_t *doc = parse_body(req, "lease request", &err);
+    bson_iter_t it, arr, field;
+    const char *worker;
+    double wait = 0;
+    lease_waiter_t *w;
+    size_t n = 0;
+
+    if (doc == NULL) {
+        send_err(req, &err);
+        return;
+    }
+    worker = doc_str(doc, "worker");
+    doc_num(doc, "wait_ms", &wait);
+    if (worker == NULL || worker[0] == '\0' || strlen(worker) > PRPC_STORE_NAME_MAX ||
+        !bson_iter_init_find(&it, doc, "functions") || !BSON_ITER_HOLDS_ARRAY(&it)) {
+        prpc_httpd_send_error(req, 400, PRPC_EINVAL,
+                              "a lease request needs \"worker\" (a name) and \"functions\"");
+        goto out;
+    }
+    w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), lease_waiter_dispose);
+    memset(w, 0, sizeof(*w));
+    w->req = req;
+    snprintf(w->worker, sizeof(w->worker), "%s", worker);
+    bson_iter_recurse(&it, &arr);
+    while (bson_iter_next(&arr))
+        n++;
+    if (n == 0 || n > PRPC_STORE_LEASE_FUNCTIONS_MAX) {
+        prpc_httpd_send_error(req, 400, PRPC_EINVAL, "a lease request names 1 to %d functions",
+                              PRPC_STORE_LEASE_FUNCTIONS_MAX);
+        goto out;
+    }
+    w->functions = h2o_mem_alloc_pool(&req->pool, n * sizeof(char *));
+    w->versions = h2o_mem_alloc_pool(&req->pool, n * sizeof(char *));
+    bson_iter_recurse(&it, &arr);
+    while (bson_iter_next(&arr)) {
+        const char *name = NULL, *version = NULL;
+        const fn_spec_t *f;
+        if (BSON_ITER_HOLDS_DOCUMENT(&arr) && bson_iter_recurse(&arr, &field))
+            while (bson_iter_next(&field)) {
+                if (strcmp(bson_iter_key(&field), "name") == 0)
+                    name = iter_str(&field, NULL);
+                else if (strcmp(bson_iter_key(&field), "version") == 0)
+                    version = iter_str(&field, NULL);
+            }
+        if (name == NULL || version == NULL) {
+            prpc_httpd_send_error(req, 400, PRPC_EINVAL,
+                                  "each function of a lease request needs a name and a version");
+            goto out;
+        }
+        f = find_fn(b, name);
+        if (f != NULL && strcmp(f->version, version) != 0) {
+            prpc_httpd_send_error(req, 409, PRPC_EVERSION,
+                                  "function %s: the worker has version %.64s but the broker has "
+                                  "version %s; deploy the same function source everywhere",
+                                  f->name, version, f->version);
+            goto out;
+        }
+        w->functions[w->n] = h2o_strdup(&req->pool, name, SIZE_MAX).base;
+        w->versions[w->n] = h2o_strdup(&req->pool, version, SIZE_MAX).base;
+        w->n++;
+    }
+    w->deadline_ms = prpc_now_ms() + (wait > PRPC_BROKER_WAIT_MAX_MS ? PRPC_BROKER_WAIT_MAX_MS
+                                      : wait > 0                    ? (int64_t)wait
+                                                                    : 0);
+    /* Park first, then dispatch: one path hands out work, waiting or not. */
+    h2o_linklist_insert(&b->lease_waiters, &w->link);
+    dispatch_leases(b);
+    if (h2o_linklist_is_linked(&w->link) && wait <= 0) {
+        h2o_linklist_unlink(&w->link);
+        prpc_httpd_send_json(req, 204, "", 0);
+    }
+out:
+    bson_destroy(doc);
+}
+
+static void on_heartbeat(prpc_broker_t *b, h2o_req_t *req, const char *lease)
+{
+    prpc_error_t err;
+    bson_t *doc = parse_body(req, "heartbeat", &err);
+    const char *call_id;
+    double progress = 0;
+    int terminate = 0;
+    char body[160];
+    int n;
+    if (doc == NULL) {
+        send_err(req, &err);
+        return;
+    }
+    call_id = doc_str(doc, "call_id");
+    doc_num(doc, "progress", &progress);
+    if (!valid_hex(call_id, 64) || progress != progress || progress < 0 || progress > 100) {
+        prpc_httpd_send_error(req, 400, PRPC_EINVAL,
+                              "a heartbeat needs \"call_id\" (64 hex) and \"progress\" (0..100)");
+        goto out;
+    }
+    if (prpc_store_lease_renew(b->store, call_id, lease, progress, b->lease_ms, prpc_now_ms(),
+                               &terminate, &err) != 0) {
+        send_err(req, &err);
+        goto out;
+    }
+    n = snprintf(body, sizeof(body), "{\"terminate\": %s, \"deadline_ms\": %lld}",
+                 terminate ? "true" : "false", (long long)(prpc_now_ms() + b->lease_ms));
+    prpc_httpd_send_json(req, 200, body, (size_t)n);
+    notify_calls(b, call_id, 0);
+out:
+    bson_destroy(doc);
+}
+
+static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
+{
+    prpc_error_t err;
+    bson_t *doc = parse_body(req, "result", &err);
+    bson_iter_t it;
+    const char *call_id, *state_s;
+    prpc_call_t c;
+    const fn_spec_t *f;
+    prpc_buf_t outputs = PRPC_BUF_INIT, error = PRPC_BUF_INIT;
+    char *outputs_json = NULL, *error_json = NULL;
+    char (*blobs)[65] = NULL;
+    size_t nblobs = 0;
+    int state;
+
+    memset(&c, 0, sizeof(c));
+    if (doc == NULL)
+        goto fail;
+    call_id = doc_str(doc, "call_id");
+    state_s = doc_str(doc, "state");
+    if (!valid_hex(call_id, 64) || state_s == NULL) {
+        prpc_error_set(&err, PRPC_EINVAL, "a result needs \"call_id\" (64 hex) and \"state\"");
+        goto fail;
+    }
+    if (strcmp(state_s, "done") == 0)
+        state = PRPC_CALL_DONE;
+    else if (strcmp(state_s, "failed") == 0)
+        state = PRPC_CALL_FAILED;
+    else if (strcmp(state_s, "terminated") == 0)
+        state = PRPC_CALL_TERMINATED;
+    else {
+        prpc_error_set(&err, PRPC_EINVAL, "result state must be done, failed or terminated");
+        goto fail;
+    }
+    if (prpc_store_call_get(b->store, call_id, &c, &err) != 0)
+        goto fail;
+    f = find_fn(b, c.function);
+    if (f == NULL) {
+        prpc_error_set(&err, PRPC_ENOTFOUND, "function %s is no longer registered", c.function);
+        goto fail;
+    }
+    if (state == PRPC_CALL_DONE) {
+        blobs = calloc(f->nreturns + 1, sizeof(*blobs));
+        if (blobs == NULL) {
+            prpc_error_set(&err, PRPC_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (!bson_iter_init_find(&it, doc, "outputs")) {
+            prpc_error_set(&err, PRPC_EINVAL, "a done result needs \"outputs\"");
+            goto fail;
+        }
+        if (check_typed(b, f, f->returns, f->nreturns, "outputs", &it, NULL, &outputs, blobs,
+                        &nblobs, &err) != 0)
+            goto fail;
+        if ((outputs_json = prpc_buf_take(&outputs, NULL, &err)) == NULL)
+            goto fail;
+    } else {
+        bson_t sub;
+        const char *type = NULL, *message = NULL, *tb = NULL;
+        if (bson_iter_init_find(&it, doc, "error") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            const uint8_t *data;
+            uint32_t len;
+            bson_iter_document(&it, &len, &data);
+            if (bson_init_static(&sub, data, len)) {
+                type = doc_str(&sub, "type");
+                message = doc_str(&sub, "message");
+                tb = doc_str(&sub, "traceback");
+            }
+        }
+        prpc_buf_puts(&error, "{\"type\": ");
+        prpc_buf_json_str(&error, type ? type : "Error", type ? strnlen(type, 256) : 5);
+        prpc_buf_puts(&error, ", \"message\": ");
+        prpc_buf_json_str(&error, message ? message : "", message ? strnlen(message, 65536) : 0);
+        prpc_buf_puts(&error, ", \"traceback\": ");
+        prpc_buf_json_str(&error, tb ? tb : "", tb ? strnlen(tb, 262144) : 0);
+        prpc_buf_puts(&error, "}");
+        if ((error_json = prpc_buf_take(&error, NULL, &err)) == NULL)
+            goto fail;
+    }
+    for (size_t i = 0; i < nblobs; i++)
+        if (prpc_store_blob_link(b->store, call_id, blobs[i], &err) != 0)
+            goto fail;
+    if (prpc_store_call_finish(b->store, call_id, lease, state, outputs_json, error_json,
+                               prpc_now_ms(), &err) != 0)
+        goto fail;
+    prpc_call_cleanup(&c);
+    reply_call(b, req, call_id);
+    notify_calls(b, call_id, 0);
+    goto out;
+fail:
+    send_err(req, &err);
+out:
+    prpc_call_cleanup(&c);
+    prpc_buf_cleanup(&outputs);
+    prpc_buf_cleanup(&error);
+    free(outputs_json);
+    free(error_json);
+    free(blobs);
+    if (doc != NULL)
+        bson_destroy(doc);
+}
+
+static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const char *rest)
+{
+    prpc_error_t err;
+    uint64_t size = 0;
+    char path[PRPC_BLOB_PATH_MAX], body[96];
+    int n;
+    h2o_iovec_t m = req->method;
+
+    if (!prpc_blob_valid_sha(sha)) {
+        prpc_httpd_send_error(req, 400, PRPC_EINVAL, "a blob is named by 64 lowercase hex digits");
+        return;
+    }
+    if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("HEAD"))) {
+        static h2o_generator_t gen = {NULL, NULL};
+        if (prpc_blobdir_stat(b->blobs, sha, &size, NULL) == 0) {
+            req->res.status = 200;
+            req->res.reason = "OK";
+            req->res.content_length = size;
+        } else {
+            prpc_blobdir_partial(b->blobs, sha, &size, NULL);
+            n = snprintf(body, sizeof(body), "%llu", (unsigned long long)size);
+            req->res.status = 404;
+            req->res.reason = "Not Found";
+            req->res.content_length = 0;
+            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-p2prpc-partial"), 0,
+                                  NULL, h2o_strdup(&req->pool, body, (size_t)n).base, (size_t)n);
+        }
+        h2o_start_response(req, &gen);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return;
+    }
+    if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("GET"))) {
+        if (prpc_blobdir_path(b->blobs, sha, path, &err) != 0) {
+            send_err(req, &err);
+            return;
+        }
+        prpc_httpd_send_file(req, path);
+        return;
+    }
+    if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("PUT"))) {
+        const char *chunk_sha = prpc_httpd_header(req, "x-p2prpc-chunk-sha256");
+        int64_t offset = query_int(req, "offset", -1);
+        uint64_t partial = 0;
+        if (offset < 0 || !prpc_blob_valid_sha(chunk_sha)) {
+            prpc_httpd_send_error(req, 400, PRPC_EINVAL,
+                                  "a chunk upload needs ?offset=N and the X-P2PRPC-Chunk-Sha256 "
+                                  "header");
+            return;
+        }
+        if (prpc_blobdir_stat(b->blobs, sha, &size, NULL) == 0) {
+            n = snprintf(body, sizeof(body), "{\"partial\": %llu, \"complete\": true}",
+                         (unsigned long long)size);
+            prpc_httpd_send_json(req, 200, body, (size_t)n);
+            return;
+        }
+        if (prpc_blobdir_write_chunk(b->blobs, sha, (uint64_t)offset, req->entity.base,
+                                     req->entity.len, chunk_sha, &partial, &err) != 0) {
+            send_err(req, &err);
+            return;
+        }
+        n = snprintf(body, sizeof(body), "{\"partial\": %llu}", (unsigned long long)partial);
+        prpc_httpd_send_json(req, 200, body, (size_t)n);
+        return;
+    }
+    if (strcmp(rest, "/commit") == 0 && h2o_memis(m.base, m.len, H2O_STRLIT("POST"))) {
+        int64_t want = query_int(req, "size", -1);
+        if (want < 0) {
+            prpc_httpd_send_error(req, 400, PRPC_EINVAL, "commit needs ?size=N");
+            return;
+        }
+        if (prpc_blobdir_commit(b->blobs, sha, (uint64_t)want, &err) != 0 ||
+            prpc_store_blob_add(b->store, sha, (uint64_t)want, prpc_now_ms(), &err) != 0) {
+            send_err(req, &err);
+            return;
+        }
+        n = snprintf(body, sizeof(body), "{\"size\": %lld}", (long long)want);
+        prpc_httpd_send_json(req, 200, body, (size_t)n);
+        return;
+    }
+    prpc_httpd_send_error(req, 405, PRPC_EINVAL, "method not allowed on a blob");
+}
+
+static void on_stats(prpc_broker_t *b, h2o_req_t *req, const char *name)
+{
+    prpc_error_t err;
+    int64_t counts[PRPC_CALL_NSTATES] = {0};
+    prpc_buf_t out = PRPC_BUF_INIT;
+    if (find_fn(b, name) == NULL) {
+        prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "function %.128s is not registered", name);
+        return;
+    }
+    if (prpc_store_function_stats(b->store, name, counts, &err) != 0) {
+        send_err(req, &err);
+        return;
+    }
+    prpc_buf_puts(&out, "{\"function\": ");
+    prpc_buf_json_str(&out, name, strlen(name));
+    for (int i = 0; i < PRPC_CALL_NSTATES; i++)
+        prpc_buf_printf(&out, ", \"%s\": %lld", prpc_call_state_name(i), (long long)counts[i]);
+    prpc_buf_puts(&out, "}");
+    send_buf(req, 200, &out);
+}
+
+static int authenticate(prpc_broker_t *b, h2o_req_t *req)
+{
+    prpc_error_t err;
+    uint8_t digest[PRPC_SHA256_LEN];
+    char body_hex[PRPC_SHA256_HEX_LEN + 1], method[16], *path;
+    if (!b->has_key)
+        return 0;
+    if (prpc_sha256(req->entity.base ? req->entity.base : "", req->entity.len, digest, &err) != 0)
+        return -1;
+    prpc_hex_encode(digest, sizeof(digest), body_hex);
+    snprintf(method, sizeof(method), "%.*s", (int)req->method.len, req->method.base);
+    path = h2o_strdup(&req->pool, req->path.base, req->path.len).base;
+    if (prpc_auth_verify(b->key, method, path, prpc_httpd_header(req, "x-p2prpc-time"),
+                         prpc_httpd_header(req, "x-p2prpc-nonce"), body_hex,
+                         prpc_httpd_header(req, "x-p2prpc-signature"), prpc_now_ms(),
+                         &err) != 0) {
+        send_err(req, &err);
+        return -1;
+    }
+    return 0;
+}
+
+static int route(void *ud, h2o_req_t *req)
+{
+    prpc_broker_t *b = ud;
+    char path[512];
+    const char *p, *m;
+    size_t mlen = req->method.len;
+    m = req->method.base;
+#define METHOD(s) (mlen == sizeof(s) - 1 && memcmp(m, s, mlen) == 0)
+
+    if (req->path_normalized.len >= sizeof(path)) {
+        prpc_httpd_send_error(req, 414, PRPC_ELIMIT, "path too long");
+        return 0;
+    }
+    memcpy(path, req->path_normalized.base, req->path_normalized.len);
+    path[req->path_normalized.len] = '\0';
+    if (strcmp(path, "/v1/health") == 0 && METHOD("GET")) {
+        static const char ok[] = "{\"ok\": true, \"node\": \"broker\", \"version\": \"0.1.0\"}";
+        prpc_httpd_send_json(req, 200, ok, sizeof(ok) - 1);
+        return 0;
+    }
+    if (strncmp(path, "/v1/", 4) != 0) {
+        prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "no such route");
+        return 0;
+    }
+    if (authenticate(b, req) != 0)
+        return 0;
+    p = path + 4;
+    if (strcmp(p, "calls") == 0 && METHOD("POST")) {
+        on_submit(b, req);
+    } else if (strncmp(p, "calls/", 6) == 0 && strlen(p) >= 6 + 64) {
+        char id[65];
+        const char *rest = p + 6 + 64;
+        memcpy(id, p + 6, 64);
+        id[64] = '\0';
+        if (!valid_hex(id, 64))
+            prpc_httpd_send_error(req, 400, PRPC_EINVAL, "a call id is 64 lowercase hex digits");
+        else if (rest[0] == '\0' && METHOD("GET"))
+            on_get_call(b, req, id);
+        else if (rest[0] == '\0' && METHOD("DELETE"))
+            on_delete(b, req, id);
+        else if (strcmp(rest, "/terminate") == 0 && METHOD("POST"))
+            on_terminate(b, req, id);
+        else if (strcmp(rest, "/restart") == 0 && METHOD("POST"))
+            on_restart(b, req, id);
+        else
+            prpc_httpd_send_error(req, 405, PRPC_EINVAL, "no such operation on a call");
+    } else if (strcmp(p, "leases") == 0 && METHOD("POST")) {
+        on_lease(b, req);
+    } else if (strncmp(p, "leases/", 7) == 0 && strlen(p) > 7 + 32 && METHOD("POST")) {
+        char lease[33];
+        const char *rest = p + 7 + 32;
+        memcpy(lease, p + 7, 32);
+        lease[32] = '\0';
+        if (!valid_hex(lease, 32))
+            prpc_httpd_send_error(req, 400, PRPC_EINVAL, "a lease id is 32 lowercase hex digits");
+        else if (strcmp(rest, "/heartbeat") == 0)
+            on_heartbeat(b, req, lease);
+        else if (strcmp(rest, "/result") == 0)
+            on_result(b, req, lease);
+        else
+            prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "no such operation on a lease");
+    } else if (strncmp(p, "blobs/", 6) == 0 && strlen(p) >= 6 + 64) {
+        char sha[65];
+        memcpy(sha, p + 6, 64);
+        sha[64] = '\0';
+        on_blob(b, req, sha, p + 6 + 64);
+    } else if (strcmp(p, "functions") == 0 && METHOD("GET")) {
+        prpc_httpd_send_json(req, 200, b->functions_json, strlen(b->functions_json));
+    } else if (strncmp(p, "functions/", 10) == 0 && METHOD("GET") &&
+               strlen(p) > 16 && strcmp(p + strlen(p) - 6, "/stats") == 0) {
+        char name[PRPC_STORE_NAME_MAX + 1];
+        size_t n = strlen(p) - 10 - 6;
+        snprintf(name, sizeof(name), "%.*s", (int)n, p + 10);
+        on_stats(b, req, name);
+    } else if (strcmp(p, "nodes") == 0 && METHOD("GET")) {
+        prpc_buf_t out = PRPC_BUF_INIT;
+        prpc_buf_puts(&out, "{\"nodes\": [");
+        prpc_buf_json_str(&out, b->advertise, strlen(b->advertise));
+        prpc_buf_puts(&out, "]}");
+        send_buf(req, 200, &out);
+    } else {
+        prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "no such route");
+    }
+#undef METHOD
+    return 0;
+}
+
+static void on_tick(void *ud, uint64_t now_ms)
+{
+    prpc_broker_t *b = ud;
+    int64_t now = (int64_t)now_ms;
+    h2o_linklist_t *node;
+
+    for (node = b->call_waiters.next; node != &b->call_waiters;) {
+        call_waiter_t *w = H2O_STRUCT_FROM_MEMBER(call_waiter_t, link, node);
+        node = node->next;
+        if (w->deadline_ms <= now)
+            w->since = INT64_MIN; /* out of date by definition: answer it */
+    }
+    notify_calls(b, NULL, 0);
+    for (node = b->lease_waiters.next; node != &b->lease_waiters;) {
+        lease_waiter_t *w = H2O_STRUCT_FROM_MEMBER(lease_waiter_t, link, node);
+        node = node->next;
+        if (w->deadline_ms <= now) {
+            h2o_linklist_unlink(&w->link);
+            prpc_httpd_send_json(w->req, 204, "", 0);
+        }
+    }
+    if (now - b->last_expire_ms >= EXPIRE_EVERY_MS) {
+        int requeued = 0, failed = 0;
+        prpc_error_t err;
+        b->last_expire_ms = now;
+        if (prpc_store_leases_expire(b->store, now, b->max_attempts, &requeued, &failed, &err) ==
+                0 &&
+            requeued + failed > 0) {
+            notify_calls(b, NULL, 0);
+            if (requeued > 0)
+                dispatch_leases(b);
+        }
+    }
+}
+
+static void on_stop(void *ud)
+{
+    prpc_broker_t *b = ud;
+    while (!h2o_linklist_is_empty(&b->call_waiters)) {
+        call_waiter_t *w = H2O_STRUCT_FROM_MEMBER(call_waiter_t, link, b->call_waiters.next);
+        h2o_linklist_unlink(&w->link);
+        prpc_httpd_send_error(w->req, 503, PRPC_ECONN, "the broker is shutting down");
+    }
+    while (!h2o_linklist_is_empty(&b->lease_waiters)) {
+        lease_waiter_t *w = H2O_STRUCT_FROM_MEMBER(lease_waiter_t, link, b->lease_waiters.next);
+        h2o_linklist_unlink(&w->link);
+        prpc_httpd_send_error(w->req, 503, PRPC_ECONN, "the broker is shutting down");
+    }
+}
+
+/* ---- life cycle ------------------------------------------------------- */
+
+prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *err)
+{
+    prpc_broker_t *b = calloc(1, sizeof(*b));
+    char path[PRPC_BLOB_PATH_MAX], uri[PRPC_BLOB_PATH_MAX + 8];
+    prpc_store_options_t sopts;
+    prpc_httpd_config_t hc;
+    const char *host = cfg->host ? cfg->host : "127.0.0.1";
+
+    if (b == NULL) {
+        prpc_error_set(err, PRPC_ENOMEM, "out of memory creating the broker");
+        return NULL;
+    }
+    h2o_linklist_init_anchor(&b->call_waiters);
+    h2o_linklist_init_anchor(&b->lease_waiters);
+    b->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 30000;
+    b->heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 2000;
+    b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 3;
+    if (cfg->key != NULL) {
+        memcpy(b->key, cfg->key, PRPC_AUTH_KEY_LEN);
+        b->has_key = 1;
+    }
+    if (cfg->data_dir == NULL || cfg->data_dir[0] == '\0' ||
+        strlen(cfg->data_dir) > PRPC_BLOB_PATH_MAX - 64) {
+        prpc_error_set(err, PRPC_EINVAL, "the broker needs a data directory (path too long?)");
+        goto fail;
+    }
+    if (cfg->functions_json == NULL || load_functions(b, cfg->functions_json, err) != 0) {
+        if (cfg->functions_json == NULL)
+            prpc_error_set(err, PRPC_EINVAL, "the broker needs the functions it serves");
+        goto fail;
+    }
+    snprintf(path, sizeof(path), "%s/blobs", cfg->data_dir);
+    if ((b->blobs = prpc_blobdir_open(path, err)) == NULL)
+        goto fail;
+    if (cfg->store_uri != NULL)
+        snprintf(uri, sizeof(uri), "%s", cfg->store_uri);
+    else
+        snprintf(uri, sizeof(uri), "sqlite:%s/broker.db", cfg->data_dir);
+    memset(&sopts, 0, sizeof(sopts));
+    sopts.synchronous = cfg->synchronous;
+    if ((b->store = prpc_store_open(uri, &sopts, err)) == NULL)
+        goto fail;
+    memset(&hc, 0, sizeof(hc));
+    hc.host = host;
+    hc.port = cfg->port;
+    snprintf(path, sizeof(path), "%s/blobs/tmp", cfg->data_dir);
+    hc.tmp_dir = path;
+    hc.max_request_body = PRPC_BLOB_CHUNK + 64 * 1024;
+    hc.request_timeout_ms = 120000;
+    hc.ud = b;
+    hc.on_req = route;
+    hc.on_tick = on_tick;
+    hc.on_stop = on_stop;
+    if ((b->httpd = prpc_httpd_new(&hc, err)) == NULL)
+        goto fail;
+    if (cfg->advertise != NULL)
+        snprintf(b->advertise, sizeof(b->advertise), "%s", cfg->advertise);
+    else
+        snprintf(b->advertise, sizeof(b->advertise), "%s:%d", host, prpc_httpd_port(b->httpd));
+    return b;
+fail:
+    prpc_broker_free(b);
+    return NULL;
+}
+
+int prpc_broker_start(prpc_broker_t *b, prpc_error_t *err)
+{
+    return prpc_httpd_start(b->httpd, err);
+}
+
+int prpc_broker_port(const prpc_broker_t *b)
+{
+    return prpc_httpd_port(b->httpd);
+}
+
+void prpc_broker_stop(prpc_broker_t *b)
+{
+    if (b != NULL && b->httpd != NULL)
+        prpc_httpd_stop(b->httpd);
+}
+
+void prpc_broker_free(prpc_broker_t *b)
+{
+    if (b == NULL)
+        return;
+    prpc_httpd_free(b->httpd);
+    prpc_store_close(b->store);
+    prpc_blobdir_free(b->blobs);
+    for (size_t i = 0; i < b->nfns; i++) {
+        free(b->fns[i].args);
+        free(b->fns[i].returns);
+    }
+    free(b->fns);
+    free(b->functions_json);
+    free(b);
+}

@@ -1,0 +1,41 @@
+/*
+ * broker.h - the broker node: the wire API of docs/API.md served by httpd.c,
+ * with the store as its durable truth and the blob directory for files.
+ * Everything runs on the httpd loop thread; Python only starts and stops it.
+ */
+#ifndef PRPC_BROKER_H
+#define PRPC_BROKER_H
+
+#include "common.h"
+
+#define PRPC_BROKER_META_MAX (1u << 20)     /* metadata (JSON) request body, bytes */
+#define PRPC_BROKER_WAIT_MAX_MS 60000       /* longest long-poll */
+#define PRPC_BROKER_FUNCTIONS_MAX 256       /* functions one broker serves */
+#define PRPC_BROKER_ARGS_MAX 256            /* arguments or results of one function */
+
+typedef struct prpc_broker prpc_broker_t;
+
+typedef struct prpc_broker_config {
+    const char *host;           /* bind address; NULL = 127.0.0.1 */
+    int port;                   /* 0 = pick a free one */
+    const char *advertise;      /* host:port for /v1/nodes; NULL = host:port */
+    const char *data_dir;       /* store and blobs live here; created when missing */
+    const char *store_uri;      /* NULL = sqlite:<data_dir>/broker.db */
+    const char *synchronous;    /* store durability: NULL/"full", "normal", "off" */
+    const char *functions_json; /* [{"name","version","args":[{"name","kind"}],"returns":[...]}] */
+    const uint8_t *key;         /* 32-byte network key; NULL = no authentication */
+    int64_t lease_ms;           /* 0 = 30000 */
+    int heartbeat_ms;           /* told to workers; 0 = 2000 */
+    int max_attempts;           /* leases before a call fails; 0 = 3 */
+} prpc_broker_config_t;
+
+/* Open the store and blob directory, parse the functions, bind the port.
+ * Nothing is served until prpc_broker_start. Errors name what was wrong. */
+prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *err);
+int prpc_broker_start(prpc_broker_t *b, prpc_error_t *err);
+int prpc_broker_port(const prpc_broker_t *b);
+/* Answer parked long-polls (503), stop serving and join the loop thread. */
+void prpc_broker_stop(prpc_broker_t *b);
+void prpc_broker_free(prpc_broker_t *b); /* stops first; accepts NULL */
+
+#endif

@@ -1,0 +1,707 @@
+/*
+ * httpc.c - the HTTP client of the wire on libcurl (see httpc.h).
+ *
+ * Each request resets the easy handle's options (curl_easy_reset keeps the
+ * live connection, DNS cache and TLS sessions) and sets them again, so no
+ * option of one request leaks into the next. Answers go to a sink: a capped
+ * memory buffer for metadata, or a file descriptor for blob downloads, where
+ * only a 200/206 answer reaches the file and an error answer stays in memory.
+ *
+ * Thread safety: see httpc.h; nothing here is shared between handles.
+ */
+#include "httpc.h"
+
+#include "auth.h"
+#include "hash.h"
+
+#include <bson/bson.h>
+#include <curl/curl.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define HTTPC_BULK_BUFFER (256 * 1024) /* libcurl receive buffer for blob transfers */
+#define HTTPC_ERROR_SNIPPET 200        /* bytes of a non-JSON error answer quoted */
+
+struct prpc_httpc {
+    CURL *curl;                      /* the persistent easy handle, owned */
+    char base[PRPC_HTTPC_URL_MAX];   /* "http://host:port", no trailing '/' */
+    uint8_t key[PRPC_AUTH_KEY_LEN];  /* signing key when has_key */
+    int has_key;                     /* 1 when requests are signed */
+    int connect_timeout_ms;          /* for every connection attempt */
+    const atomic_int *cancel;        /* borrowed; non-zero aborts requests */
+    char errbuf[CURL_ERROR_SIZE];    /* libcurl's detail of the last failure */
+};
+
+/* Where an answer's body goes. */
+typedef struct sink {
+    CURL *curl;         /* to read the status once headers are in */
+    char *buf;          /* memory copy (error answers of a download too) */
+    size_t len, cap;    /* used / allocated bytes of buf */
+    size_t max;         /* cap on len: more is PRPC_ELIMIT */
+    int fd;             /* download target, -1 for a memory sink */
+    int decided;        /* 1 once we know whether the body goes to fd */
+    int to_file;        /* 1 when the answer is 200/206 and fd >= 0 */
+    uint64_t file_off;  /* next byte of fd to write */
+    uint64_t start_off; /* what fd held when the request started */
+    int64_t partial;    /* X-P2PRPC-Partial when the answer carried it, else -1 */
+    int fail_code;      /* set when the sink refused data */
+    char fail_msg[256]; /* why, for the caller's error */
+} sink_t;
+
+static void sink_init(sink_t *s, CURL *curl, int fd, uint64_t offset)
+{
+    memset(s, 0, sizeof(*s));
+    s->curl = curl;
+    s->max = PRPC_HTTPC_MAX_BODY;
+    s->fd = fd;
+    s->file_off = offset;
+    s->start_off = offset;
+    s->partial = -1;
+}
+
+static void sink_cleanup(sink_t *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->cap = 0;
+}
+
+/* Decide, on the first body byte (or at the end for an empty body), whether
+ * the answer is the blob. A 200 to a ranged request means the server sent the
+ * whole blob: start the file again. */
+static int sink_decide(sink_t *s)
+{
+    long st = 0;
+    if (s->decided)
+        return 0;
+    s->decided = 1;
+    if (s->fd < 0)
+        return 0;
+    curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &st);
+    s->to_file = st == 200 || st == 206;
+    if (st == 200 && s->start_off > 0) {
+        if (ftruncate(s->fd, 0) != 0) {
+            s->fail_code = prpc_error_errno(NULL, errno, "x");
+            snprintf(s->fail_msg, sizeof(s->fail_msg), "truncating partial blob: %s",
+                     strerror(errno));
+            return -1;
+        }
+        s->file_off = 0;
+        s->start_off = 0;
+    }
+    return 0;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    sink_t *s = ud;
+    size_t len = size * nmemb, done = 0;
+    if (sink_decide(s) != 0)
+        return 0;
+    if (s->to_file) {
+        while (done < len) {
+            ssize_t w = pwrite(s->fd, data + done, len - done, (off_t)s->file_off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                int e = w < 0 ? errno : EIO;
+                s->fail_code = prpc_error_errno(NULL, e, "x");
+                snprintf(s->fail_msg, sizeof(s->fail_msg), "writing partial blob: %s",
+                         strerror(e));
+                return 0;
+            }
+            done += (size_t)w;
+            s->file_off += (uint64_t)w;
+        }
+        return len;
+    }
+    if (len > s->max - s->len) {
+        s->fail_code = PRPC_ELIMIT;
+        snprintf(s->fail_msg, sizeof(s->fail_msg), "answer larger than %zu bytes", s->max);
+        return 0;
+    }
+    if (s->len + len + 1 > s->cap) {
+        size_t ncap = s->cap ? s->cap : 1024;
+        char *nb;
+        while (ncap < s->len + len + 1)
+            ncap *= 2;
+        nb = realloc(s->buf, ncap);
+        if (nb == NULL) {
+            s->fail_code = PRPC_ENOMEM;
+            snprintf(s->fail_msg, sizeof(s->fail_msg), "out of memory for the answer");
+            return 0;
+        }
+        s->buf = nb;
+        s->cap = ncap;
+    }
+    memcpy(s->buf + s->len, data, len);
+    s->len += len;
+    s->buf[s->len] = '\0';
+    return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
+{
+    static const char name[] = "x-p2prpc-partial:";
+    sink_t *s = ud;
+    size_t len = size * nmemb;
+    if (len > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
+        char tmp[32];
+        size_t n = len - (sizeof(name) - 1), i = 0;
+        const char *p = data + sizeof(name) - 1;
+        char *end;
+        unsigned long long v;
+        while (n > 0 && (*p == ' ' || *p == '\t'))
+            p++, n--;
+        while (i < n && i < sizeof(tmp) - 1 && isdigit((unsigned char)p[i])) {
+            tmp[i] = p[i];
+            i++;
+        }
+        tmp[i] = '\0';
+        errno = 0;
+        v = strtoull(tmp, &end, 10);
+        if (i > 0 && errno == 0 && v <= INT64_MAX)
+            s->partial = (int64_t)v;
+    }
+    return len;
+}
+
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    const prpc_httpc_t *h = ud;
+    PRPC_UNUSED(dt);
+    PRPC_UNUSED(dn);
+    PRPC_UNUSED(ut);
+    PRPC_UNUSED(un);
+    return h->cancel != NULL && atomic_load(h->cancel) != 0;
+}
+
+prpc_httpc_t *prpc_httpc_new(const char *base_url, const uint8_t *key, int connect_timeout_ms,
+                             prpc_error_t *err)
+{
+    prpc_httpc_t *h = NULL;
+    const char *p, *hostpart;
+    size_t n;
+    int has_scheme;
+
+    if (base_url == NULL) {
+        prpc_error_set(err, PRPC_EINVAL, "broker URL missing");
+        return NULL;
+    }
+    p = base_url;
+    while (isspace((unsigned char)*p))
+        p++;
+    n = strlen(p);
+    while (n > 0 && isspace((unsigned char)p[n - 1]))
+        n--;
+    if (n > 0 && p[n - 1] == '/')
+        n--;
+    has_scheme = (n >= 7 && strncasecmp(p, "http://", 7) == 0) ||
+                 (n >= 8 && strncasecmp(p, "https://", 8) == 0);
+    hostpart = has_scheme ? strstr(p, "://") + 3 : p;
+    if (n == 0 || (size_t)(hostpart - p) >= n || memchr(hostpart, '/', n - (size_t)(hostpart - p)) ||
+        memchr(p, ' ', n) || n + 8 >= PRPC_HTTPC_URL_MAX) {
+        prpc_error_set(err, PRPC_EINVAL, "bad broker URL '%s': expected host:port or http://host:port",
+                       base_url);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)p[i] < 0x21 || (unsigned char)p[i] == 0x7f) {
+            prpc_error_set(err, PRPC_EINVAL, "bad broker URL '%s': control character", base_url);
+            return NULL;
+        }
+    }
+    h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        prpc_error_set(err, PRPC_ENOMEM, "out of memory for a connection to %s", base_url);
+        return NULL;
+    }
+    snprintf(h->base, sizeof(h->base), "%s%.*s", has_scheme ? "" : "http://", (int)n, p);
+    if (key != NULL) {
+        memcpy(h->key, key, PRPC_AUTH_KEY_LEN);
+        h->has_key = 1;
+    }
+    h->connect_timeout_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 5000;
+    h->curl = curl_easy_init();
+    if (h->curl == NULL) {
+        free(h);
+        prpc_error_set(err, PRPC_ENOMEM, "curl_easy_init failed for %s", base_url);
+        return NULL;
+    }
+    return h;
+}
+
+void prpc_httpc_free(prpc_httpc_t *h)
+{
+    if (h == NULL)
+        return;
+    curl_easy_cleanup(h->curl);
+    memset(h->key, 0, sizeof(h->key));
+    free(h);
+}
+
+const char *prpc_httpc_base_url(const prpc_httpc_t *h)
+{
+    return h->base;
+}
+
+void prpc_httpc_set_cancel(prpc_httpc_t *h, const atomic_int *flag)
+{
+    h->cancel = flag;
+}
+
+static int valid_request_line(const char *method, const char *pq)
+{
+    if (method == NULL || method[0] == '\0' || pq == NULL || pq[0] != '/')
+        return 0;
+    for (const char *c = method; *c; c++)
+        if (!isupper((unsigned char)*c))
+            return 0;
+    for (const char *c = pq; *c; c++)
+        if ((unsigned char)*c <= 0x20 || (unsigned char)*c == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Append a header line to *list; the list owns a copy. */
+static int add_header(struct curl_slist **list, prpc_error_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int add_header(struct curl_slist **list, prpc_error_t *err, const char *fmt, ...)
+{
+    char line[256];
+    struct curl_slist *n;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    n = curl_slist_append(*list, line);
+    if (n == NULL)
+        return prpc_error_set(err, PRPC_ENOMEM, "out of memory for request headers");
+    *list = n;
+    return 0;
+}
+
+/*
+ * The one place a request is made. body_sha_hex, when not NULL, is the
+ * body's SHA-256 already known to the caller (chunk uploads). bulk selects
+ * stall detection instead of a total cap. extra (may be NULL) is appended to
+ * the headers and stays the caller's.
+ */
+static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, const void *body,
+                         size_t body_len, const char *body_sha_hex, const char *content_type,
+                         const char *extra, int timeout_ms, int bulk, sink_t *s, long *status,
+                         prpc_error_t *err)
+{
+    struct curl_slist *hdrs = NULL;
+    char *url = NULL;
+    size_t url_len;
+    CURL *c = h->curl;
+    CURLcode cc;
+    int rc = 0;
+
+    *status = 0;
+    if (!valid_request_line(method, pq))
+        return prpc_error_set(err, PRPC_EINVAL, "bad request line '%s %s'",
+                              method ? method : "(null)", pq ? pq : "(null)");
+    url_len = strlen(h->base) + strlen(pq) + 1;
+    url = malloc(url_len);
+    if (url == NULL)
+        return prpc_error_set(err, PRPC_ENOMEM, "out of memory for a URL");
+    snprintf(url, url_len, "%s%s", h->base, pq);
+
+    curl_easy_reset(c);
+    h->errbuf[0] = '\0';
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)h->connect_timeout_ms);
+    if (timeout_ms > 0)
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    if (bulk) {
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)PRPC_HTTPC_STALL_BYTES);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)PRPC_HTTPC_STALL_S);
+        curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)HTTPC_BULK_BUFFER);
+    }
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, s);
+    if (h->cancel != NULL) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
+    }
+
+    if (strcmp(method, "GET") == 0 && body_len == 0) {
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    } else if (body_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body_len > 0 ? (const char *)body : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    } else {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    }
+
+    if (body_len > 0 && content_type != NULL)
+        rc = add_header(&hdrs, err, "Content-Type: %s", content_type);
+    if (rc == 0 && h->has_key) {
+        char nonce[PRPC_AUTH_NONCE_HEX], sig[PRPC_AUTH_SIG_HEX];
+        char sha_hex[PRPC_SHA256_HEX_LEN + 1];
+        int64_t now = prpc_now_ms();
+        if (body_sha_hex == NULL) {
+            uint8_t d[PRPC_SHA256_LEN];
+            rc = prpc_sha256(body, body_len, d, err);
+            if (rc == 0)
+                prpc_hex_encode(d, sizeof(d), sha_hex);
+        } else {
+            snprintf(sha_hex, sizeof(sha_hex), "%s", body_sha_hex);
+        }
+        if (rc == 0)
+            rc = prpc_auth_nonce(nonce, err);
+        if (rc == 0) {
+            prpc_auth_sign(h->key, method, pq, now, nonce, sha_hex, sig);
+            rc = add_header(&hdrs, err, "X-P2PRPC-Time: %" PRId64, now);
+        }
+        if (rc == 0)
+            rc = add_header(&hdrs, err, "X-P2PRPC-Nonce: %s", nonce);
+        if (rc == 0)
+            rc = add_header(&hdrs, err, "X-P2PRPC-Signature: %s", sig);
+    }
+    if (rc == 0 && extra != NULL)
+        rc = add_header(&hdrs, err, "%s", extra);
+    if (rc != 0)
+        goto out;
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+
+    cc = curl_easy_perform(c);
+    if (cc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+        if (sink_decide(s) != 0)
+            rc = prpc_error_set(err, s->fail_code, "%s %s: %s", method, url, s->fail_msg);
+        goto out;
+    }
+    switch (cc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        rc = prpc_error_set(err, PRPC_ETIMEDOUT, "%s %s: timed out (%s)", method, url,
+                            h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc));
+        break;
+    case CURLE_WRITE_ERROR:
+        if (s->fail_code != 0) {
+            rc = prpc_error_set(err, s->fail_code, "%s %s: %s", method, url, s->fail_msg);
+            break;
+        }
+        rc = prpc_error_set(err, PRPC_EIO, "%s %s: %s", method, url, curl_easy_strerror(cc));
+        break;
+    case CURLE_ABORTED_BY_CALLBACK:
+        rc = prpc_error_set(err, PRPC_ESTATE, "%s %s: cancelled", method, url);
+        break;
+    case CURLE_OUT_OF_MEMORY:
+        rc = prpc_error_set(err, PRPC_ENOMEM, "%s %s: out of memory", method, url);
+        break;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        rc = prpc_error_set(err, PRPC_EINVAL, "%s %s: bad URL (%s)", method, url,
+                            h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc));
+        break;
+    default:
+        rc = prpc_error_set(err, PRPC_ECONN, "%s %s: cannot reach the broker (%s)", method, url,
+                            h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc));
+        break;
+    }
+out:
+    /* The handle must not keep pointers into this call's stack or heap. */
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hdrs);
+    free(url);
+    return rc;
+}
+
+/* Engine code for a name such as "EINVAL", or 0 when unknown. */
+static int code_by_name(const char *name)
+{
+    for (int code = -1; code >= PRPC_ELIMIT; code--)
+        if (strcmp(prpc_strerror(code), name) == 0)
+            return code;
+    return 0;
+}
+
+int prpc_httpc_status_error(long status, const char *body, size_t len, const char *what,
+                            prpc_error_t *err)
+{
+    bson_t *doc = NULL;
+    bson_iter_t it, sub;
+    const char *name = NULL, *msg = NULL;
+    int code = 0, rc;
+
+    if (body != NULL && len > 0 && len < PRPC_HTTPC_MAX_BODY)
+        doc = bson_new_from_json((const uint8_t *)body, (ssize_t)len, NULL);
+    if (doc != NULL && bson_iter_init_find(&it, doc, "error") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+        bson_iter_recurse(&it, &sub)) {
+        while (bson_iter_next(&sub)) {
+            if (strcmp(bson_iter_key(&sub), "code") == 0 && BSON_ITER_HOLDS_UTF8(&sub))
+                name = bson_iter_utf8(&sub, NULL);
+            else if (strcmp(bson_iter_key(&sub), "message") == 0 && BSON_ITER_HOLDS_UTF8(&sub))
+                msg = bson_iter_utf8(&sub, NULL);
+        }
+    }
+    if (name != NULL)
+        code = code_by_name(name);
+    if (code == 0) {
+        switch (status) {
+        case 400: code = PRPC_EINVAL; break;
+        case 401: case 403: code = PRPC_EAUTH; break;
+        case 404: code = PRPC_ENOTFOUND; break;
+        case 409: code = PRPC_ESTATE; break;
+        case 413: code = PRPC_ELIMIT; break;
+        default: code = PRPC_EPROTO; break;
+        }
+    }
+    if (msg != NULL) {
+        rc = prpc_error_set(err, code, "%s: %s", what, msg);
+    } else {
+        char snippet[HTTPC_ERROR_SNIPPET + 1];
+        size_t n = 0;
+        for (size_t i = 0; body != NULL && i < len && n < HTTPC_ERROR_SNIPPET; i++)
+            snippet[n++] = isprint((unsigned char)body[i]) ? body[i] : '.';
+        snippet[n] = '\0';
+        rc = prpc_error_set(err, code, "%s: HTTP %ld from the broker%s%s", what, status,
+                            n ? ": " : "", snippet);
+    }
+    if (doc != NULL)
+        bson_destroy(doc);
+    return rc;
+}
+
+int prpc_httpc_request(prpc_httpc_t *h, const char *method, const char *path_and_query,
+                       const char *body, size_t body_len, int timeout_ms, long *status,
+                       char **resp_body, size_t *resp_len, prpc_error_t *err)
+{
+    sink_t s;
+    int rc;
+
+    if (resp_body != NULL)
+        *resp_body = NULL;
+    if (resp_len != NULL)
+        *resp_len = 0;
+    sink_init(&s, h->curl, -1, 0);
+    rc = httpc_perform(h, method, path_and_query, body, body_len, NULL, "application/json", NULL,
+                       timeout_ms, 0, &s, status, err);
+    if (rc == 0 && *status == 401) {
+        char what[PRPC_HTTPC_URL_MAX + 64];
+        snprintf(what, sizeof(what), "%s %s%s refused", method, h->base, path_and_query);
+        prpc_httpc_status_error(401, s.buf, s.len, what, err);
+        rc = err != NULL ? (err->code = PRPC_EAUTH) : PRPC_EAUTH;
+    }
+    if (rc == 0 && resp_body != NULL) {
+        if (s.buf == NULL) {
+            s.buf = calloc(1, 1);
+            if (s.buf == NULL)
+                rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory for the answer");
+        }
+        if (rc == 0) {
+            *resp_body = s.buf;
+            if (resp_len != NULL)
+                *resp_len = s.len;
+            s.buf = NULL;
+        }
+    }
+    sink_cleanup(&s);
+    return rc;
+}
+
+/* HEAD a blob: *held = 1 when the broker has it whole, else *partial = bytes
+ * it already has. */
+static int blob_head(prpc_httpc_t *h, const char *sha, int *held, uint64_t *partial,
+                     prpc_error_t *err)
+{
+    char pq[128], what[192];
+    long status;
+    sink_t s;
+    int rc;
+
+    snprintf(pq, sizeof(pq), "/v1/blobs/%s", sha);
+    sink_init(&s, h->curl, -1, 0);
+    rc = httpc_perform(h, "HEAD", pq, NULL, 0, NULL, NULL, NULL, 0, 1, &s, &status, err);
+    if (rc != 0)
+        goto out;
+    *held = status == 200;
+    *partial = 0;
+    if (status == 404) {
+        *partial = s.partial > 0 ? (uint64_t)s.partial : 0;
+    } else if (status != 200) {
+        snprintf(what, sizeof(what), "asking the broker for blob %s", sha);
+        rc = prpc_httpc_status_error(status, s.buf, s.len, what, err);
+    }
+out:
+    sink_cleanup(&s);
+    return rc;
+}
+
+/* Read exactly len bytes of fd at off. */
+static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *sha,
+                      prpc_error_t *err)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return prpc_error_errno(err, errno, "reading fd %d for blob %s at offset %" PRIu64,
+                                    fd, sha, off + done);
+        if (r == 0)
+            return prpc_error_set(err, PRPC_EIO,
+                                  "fd %d ends at %" PRIu64 " bytes but blob %s was given as "
+                                  "longer",
+                                  fd, off + done, sha);
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
+                           prpc_error_t *err)
+{
+    char pq[160], what[192], chunk_hex[PRPC_SHA256_HEX_LEN + 1], hdr[128];
+    uint8_t digest[PRPC_SHA256_LEN];
+    char *buf = NULL;
+    uint64_t off = 0;
+    int held = 0, resyncs = 0, first = 1, rc;
+    long status;
+    sink_t s;
+
+    sink_init(&s, h->curl, -1, 0);
+    if (!prpc_blob_valid_sha(sha_hex))
+        return prpc_error_set(err, PRPC_EINVAL, "bad blob name '%s': expected 64 lowercase hex",
+                              sha_hex ? sha_hex : "(null)");
+    if (fd < 0)
+        return prpc_error_set(err, PRPC_EINVAL, "bad fd %d for blob %s", fd, sha_hex);
+    rc = blob_head(h, sha_hex, &held, &off, err);
+    if (rc != 0 || held)
+        return rc;
+    if (off > size)
+        off = 0; /* the broker's partial is longer than the blob: PUT at 0 makes it say so */
+    if (size > 0) {
+        buf = malloc(size < PRPC_BLOB_CHUNK ? (size_t)size : PRPC_BLOB_CHUNK);
+        if (buf == NULL)
+            return prpc_error_set(err, PRPC_ENOMEM, "out of memory for a chunk of blob %s",
+                                  sha_hex);
+    }
+    /* An empty blob still sends one empty chunk, so the broker has a file to commit. */
+    while (off < size || (size == 0 && first)) {
+        size_t n = size - off < PRPC_BLOB_CHUNK ? (size_t)(size - off) : PRPC_BLOB_CHUNK;
+        if ((rc = pread_full(fd, buf, n, off, sha_hex, err)) != 0)
+            goto out;
+        if ((rc = prpc_sha256(buf, n, digest, err)) != 0)
+            goto out;
+        prpc_hex_encode(digest, sizeof(digest), chunk_hex);
+        snprintf(pq, sizeof(pq), "/v1/blobs/%s?offset=%" PRIu64, sha_hex, off);
+        snprintf(hdr, sizeof(hdr), "X-P2PRPC-Chunk-Sha256: %s", chunk_hex);
+        sink_cleanup(&s);
+        sink_init(&s, h->curl, -1, 0);
+        rc = httpc_perform(h, "PUT", pq, buf, n, chunk_hex, "application/octet-stream", hdr, 0, 1,
+                           &s, &status, err);
+        if (rc != 0)
+            goto out;
+        if (status == 200) {
+            off += n;
+            first = 0;
+            continue;
+        }
+        if (status == 409 && resyncs < PRPC_HTTPC_UPLOAD_RESYNCS) {
+            /* Another uploader (or an earlier try of ours) moved the broker's
+             * copy on: ask where it is now. */
+            resyncs++;
+            if ((rc = blob_head(h, sha_hex, &held, &off, err)) != 0 || held)
+                goto out;
+            if (off > size)
+                off = 0;
+            continue;
+        }
+        snprintf(what, sizeof(what), "uploading blob %s at offset %" PRIu64, sha_hex, off);
+        rc = prpc_httpc_status_error(status, s.buf, s.len, what, err);
+        goto out;
+    }
+    snprintf(pq, sizeof(pq), "/v1/blobs/%s/commit?size=%" PRIu64, sha_hex, size);
+    sink_cleanup(&s);
+    sink_init(&s, h->curl, -1, 0);
+    rc = httpc_perform(h, "POST", pq, NULL, 0, NULL, NULL, NULL, 0, 1, &s, &status, err);
+    if (rc == 0 && status != 200) {
+        snprintf(what, sizeof(what), "committing blob %s (%" PRIu64 " bytes)", sha_hex, size);
+        rc = prpc_httpc_status_error(status, s.buf, s.len, what, err);
+    }
+out:
+    sink_cleanup(&s);
+    free(buf);
+    return rc;
+}
+
+/* One download attempt into bd's partial file; commits when complete. */
+static int download_once(prpc_httpc_t *h, const char *sha, prpc_blobdir_t *bd, prpc_error_t *err)
+{
+    char pq[128], what[PRPC_HTTPC_URL_MAX + 128], range[64];
+    uint64_t offset = 0;
+    long status = 0;
+    int fd = -1, rc;
+    sink_t s;
+
+    sink_init(&s, h->curl, -1, 0);
+    if ((rc = prpc_blobdir_partial_open(bd, sha, &fd, &offset, err)) != 0)
+        return rc;
+    sink_init(&s, h->curl, fd, offset);
+    snprintf(pq, sizeof(pq), "/v1/blobs/%s", sha);
+    snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", offset);
+    rc = httpc_perform(h, "GET", pq, NULL, 0, NULL, NULL, offset > 0 ? range : NULL, 0, 1, &s,
+                       &status, err);
+    if (s.file_off > s.start_off && fsync(fd) != 0 && rc == 0)
+        rc = prpc_error_errno(err, errno, "syncing partial blob %s", sha);
+    if (close(fd) != 0 && rc == 0)
+        rc = prpc_error_errno(err, errno, "closing partial blob %s", sha);
+    fd = -1;
+    if (rc != 0)
+        goto out;
+    if (status == 200 || status == 206) {
+        rc = prpc_blobdir_commit(bd, sha, s.file_off, err);
+    } else if (status == 416) {
+        /* What we hold already reaches the end: it is either the whole blob
+         * (a download interrupted before its commit) or garbage, which the
+         * commit drops. */
+        rc = prpc_blobdir_commit(bd, sha, offset, err);
+    } else {
+        snprintf(what, sizeof(what), "downloading blob %s from %s", sha, h->base);
+        rc = prpc_httpc_status_error(status, s.buf, s.len, what, err);
+    }
+out:
+    sink_cleanup(&s);
+    return rc;
+}
+
+int prpc_httpc_download_blob(prpc_httpc_t *h, const char *sha_hex, prpc_blobdir_t *bd,
+                             prpc_error_t *err)
+{
+    int rc;
+    if (!prpc_blob_valid_sha(sha_hex))
+        return prpc_error_set(err, PRPC_EINVAL, "bad blob name '%s': expected 64 lowercase hex",
+                              sha_hex ? sha_hex : "(null)");
+    if (prpc_blobdir_stat(bd, sha_hex, NULL, NULL) == 0)
+        return 0;
+    rc = download_once(h, sha_hex, bd, err);
+    if (rc == PRPC_ECORRUPT)
+        rc = download_once(h, sha_hex, bd, err);
+    return rc;
+}

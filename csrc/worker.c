@@ -1,0 +1,1084 @@
+/*
+ * worker.c - the worker loop of worker.h.
+ *
+ * A slot thread's life is a loop: long-poll POST /v1/leases; on a lease,
+ * fetch the file arguments, start the slot's heartbeat thread, call run,
+ * upload the output files, push the result, stop the heartbeat thread. The
+ * long-poll is the only wait when brokers are healthy; after a failure the
+ * slot sleeps a bounded, jittered backoff on the worker's condition variable,
+ * so prpc_worker_stop() wakes it at once.
+ *
+ * JSON is read with libbson (bson_new_from_json) and the job/result bodies
+ * are built as BSON and written out as relaxed extended JSON, which for the
+ * types used here (strings, integers, booleans, null, documents, arrays) is
+ * plain JSON.
+ *
+ * Thread safety: w->mu guards the slots' call state (call id, lease, progress,
+ * heartbeat flags, the blob being downloaded) and w->cv/hb_cv are waited on
+ * under it. Each HTTP handle belongs to exactly one thread. Callbacks are
+ * always called with w->mu released.
+ */
+#include "worker.h"
+
+#include "auth.h"
+#include "blob.h"
+#include "gpu.h"
+#include "hash.h"
+#include "httpc.h"
+
+#include <bson/bson.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WORKER_PATH_MAX 4096
+#define WORKER_LEASE_MARGIN_MS 15000 /* a long-poll's answer may take this much longer */
+#define WORKER_REQUEST_TIMEOUT_MS 30000
+#define WORKER_LEASE_ID_MAX 64
+
+typedef struct slot {
+    prpc_worker_t *w;
+    int index;
+    pthread_t thread;
+    int thread_started;
+    pthread_t hb_thread;
+    int hb_started;
+    prpc_httpc_t **handles;    /* per broker; the slot thread's own */
+    prpc_httpc_t **hb_handles; /* per broker; the heartbeat thread's own */
+    unsigned int seed;         /* jitter */
+    atomic_int hb_abort;       /* ends the heartbeat's request in flight */
+    pthread_cond_t hb_cv;      /* wakes the heartbeat thread (under w->mu) */
+    /* Guarded by w->mu: */
+    int active;                          /* a call is in progress */
+    int broker;                          /* index of the broker that leased it */
+    char call_id[PRPC_SHA256_HEX_LEN + 1];
+    char lease_id[WORKER_LEASE_ID_MAX + 1];
+    double progress;
+    int hb_interval_ms;
+    int hb_stop;           /* the heartbeat thread must end */
+    int running;           /* run has been called for this call */
+    int cancel_sent;       /* cancel was called for this call */
+    int terminate_ordered; /* the broker asked to terminate it */
+    int stale;             /* the broker no longer knows this lease */
+    char downloading[PRPC_SHA256_HEX_LEN + 1]; /* blob being fetched, "" when none */
+} slot_t;
+
+struct prpc_worker {
+    char **brokers;
+    size_t n_brokers;
+    uint8_t key[PRPC_AUTH_KEY_LEN];
+    int has_key;
+    char *name;
+    char *data_dir;
+    char *jobs_dir;
+    char *lease_body; /* the POST /v1/leases body, built once */
+    size_t lease_body_len;
+    int concurrency, lease_wait_ms, connect_timeout_ms;
+    prpc_worker_run_fn run;
+    prpc_worker_cancel_fn cancel;
+    prpc_worker_log_fn log;
+    void *ud;
+    prpc_blobdir_t *blobs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* backoff waits and blob download hand-offs */
+    atomic_int stopping;
+    int started, stopped;
+    slot_t *slots;
+};
+
+static void wlog(prpc_worker_t *w, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void wlog(prpc_worker_t *w, int level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (w->log != NULL)
+        w->log(w->ud, level, msg);
+    else if (level >= PRPC_LOG_WARNING)
+        fprintf(stderr, "p2prpc worker %s: %s\n", w->name, msg);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void abs_deadline(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+static int cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    int rc;
+    if (pthread_condattr_init(&a) != 0)
+        return -1;
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Sleep the backoff for the n-th consecutive failure, or until stop. */
+static void backoff(slot_t *s, int failures)
+{
+    prpc_worker_t *w = s->w;
+    int64_t ms = PRPC_WORKER_BACKOFF_MIN_MS;
+    struct timespec ts;
+    for (int i = 1; i < failures && ms < PRPC_WORKER_BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    if (ms > PRPC_WORKER_BACKOFF_MAX_MS)
+        ms = PRPC_WORKER_BACKOFF_MAX_MS;
+    /* Jitter in [ms/2, ms): workers that lost a broker together do not
+     * come back together. */
+    ms = ms / 2 + (int64_t)(rand_r(&s->seed) % (unsigned)(ms / 2 + 1));
+    abs_deadline(&ts, ms);
+    pthread_mutex_lock(&w->mu);
+    while (!atomic_load(&w->stopping))
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static prpc_httpc_t *handle_for(prpc_worker_t *w, prpc_httpc_t **handles, int b,
+                                prpc_error_t *err)
+{
+    if (handles[b] == NULL)
+        handles[b] = prpc_httpc_new(w->brokers[b], w->has_key ? w->key : NULL,
+                                    w->connect_timeout_ms, err);
+    return handles[b];
+}
+
+static int transport_error(int rc)
+{
+    return rc == PRPC_ECONN || rc == PRPC_ETIMEDOUT;
+}
+
+/* ---- small BSON helpers ---- */
+
+static const char *doc_utf8(const bson_t *doc, const char *dotted)
+{
+    bson_iter_t it, d;
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, dotted, &d) &&
+        BSON_ITER_HOLDS_UTF8(&d))
+        return bson_iter_utf8(&d, NULL);
+    return NULL;
+}
+
+static int64_t doc_int(const bson_t *doc, const char *dotted, int64_t dflt)
+{
+    bson_iter_t it, d;
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, dotted, &d) &&
+        (BSON_ITER_HOLDS_INT32(&d) || BSON_ITER_HOLDS_INT64(&d) || BSON_ITER_HOLDS_DOUBLE(&d)))
+        return bson_iter_as_int64(&d);
+    return dflt;
+}
+
+static const char *iter_utf8(const bson_iter_t *it, const char *key)
+{
+    bson_iter_t sub;
+    const uint8_t *data;
+    uint32_t len;
+    bson_t d;
+    if (!BSON_ITER_HOLDS_DOCUMENT(it))
+        return NULL;
+    bson_iter_document(it, &len, &data);
+    if (!bson_init_static(&d, data, len) || !bson_iter_init_find(&sub, &d, key) ||
+        !BSON_ITER_HOLDS_UTF8(&sub))
+        return NULL;
+    return bson_iter_utf8(&sub, NULL);
+}
+
+static int valid_lease_id(const char *id)
+{
+    size_t n = id != NULL ? strlen(id) : 0;
+    if (n == 0 || n > WORKER_LEASE_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+static char *to_json(const bson_t *doc, size_t *len, prpc_error_t *err)
+{
+    size_t n = 0;
+    char *j = bson_as_relaxed_extended_json(doc, &n);
+    char *out;
+    if (j == NULL) {
+        prpc_error_set(err, PRPC_ENOMEM, "cannot write a JSON body");
+        return NULL;
+    }
+    out = malloc(n + 1);
+    if (out != NULL)
+        memcpy(out, j, n + 1);
+    else
+        prpc_error_set(err, PRPC_ENOMEM, "out of memory for a JSON body");
+    bson_free(j);
+    if (len != NULL)
+        *len = n;
+    return out;
+}
+
+/* ---- config ---- */
+
+static void worker_free_fields(prpc_worker_t *w)
+{
+    for (size_t i = 0; w->brokers != NULL && i < w->n_brokers; i++)
+        free(w->brokers[i]);
+    free(w->brokers);
+    free(w->name);
+    free(w->data_dir);
+    free(w->jobs_dir);
+    free(w->lease_body);
+    prpc_blobdir_free(w->blobs);
+    if (w->slots != NULL) {
+        for (int i = 0; i < w->concurrency; i++) {
+            slot_t *s = &w->slots[i];
+            for (size_t b = 0; b < w->n_brokers; b++) {
+                if (s->handles != NULL)
+                    prpc_httpc_free(s->handles[b]);
+                if (s->hb_handles != NULL)
+                    prpc_httpc_free(s->hb_handles[b]);
+            }
+            free(s->handles);
+            free(s->hb_handles);
+            pthread_cond_destroy(&s->hb_cv);
+        }
+        free(w->slots);
+    }
+    memset(w->key, 0, sizeof(w->key));
+}
+
+static int make_dir(const char *path, prpc_error_t *err)
+{
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
+        return prpc_error_errno(err, errno, "creating directory %s", path);
+    return 0;
+}
+
+static int build_lease_body(prpc_worker_t *w, const prpc_worker_config_t *cfg, prpc_error_t *err)
+{
+    prpc_gpu_info_t gpus[PRPC_GPU_MAX];
+    size_t ngpu = 0;
+    bson_t doc = BSON_INITIALIZER, arr, item;
+    char key[16];
+    const char *k;
+
+    prpc_gpu_probe(gpus, PRPC_GPU_MAX, &ngpu, NULL);
+    BSON_APPEND_UTF8(&doc, "worker", w->name);
+    BSON_APPEND_ARRAY_BEGIN(&doc, "functions", &arr);
+    for (size_t i = 0; i < cfg->n_functions; i++) {
+        bson_uint32_to_string((uint32_t)i, &k, key, sizeof(key));
+        bson_append_document_begin(&arr, k, -1, &item);
+        BSON_APPEND_UTF8(&item, "name", cfg->functions[i].name);
+        BSON_APPEND_UTF8(&item, "version", cfg->functions[i].version);
+        bson_append_document_end(&arr, &item);
+    }
+    bson_append_array_end(&doc, &arr);
+    BSON_APPEND_INT64(&doc, "wait_ms", w->lease_wait_ms);
+    BSON_APPEND_ARRAY_BEGIN(&doc, "gpus", &arr);
+    for (size_t i = 0; i < ngpu; i++) {
+        bson_uint32_to_string((uint32_t)i, &k, key, sizeof(key));
+        bson_append_document_begin(&arr, k, -1, &item);
+        BSON_APPEND_INT32(&item, "index", gpus[i].index);
+        BSON_APPEND_UTF8(&item, "name", gpus[i].name);
+        BSON_APPEND_UTF8(&item, "uuid", gpus[i].uuid);
+        BSON_APPEND_INT64(&item, "total_bytes", (int64_t)gpus[i].total_bytes);
+        BSON_APPEND_INT64(&item, "free_bytes", (int64_t)gpus[i].free_bytes);
+        bson_append_document_end(&arr, &item);
+    }
+    bson_append_array_end(&doc, &arr);
+    w->lease_body = to_json(&doc, &w->lease_body_len, err);
+    bson_destroy(&doc);
+    return w->lease_body != NULL ? 0 : PRPC_ENOMEM;
+}
+
+prpc_worker_t *prpc_worker_new(const prpc_worker_config_t *cfg, prpc_error_t *err)
+{
+    prpc_worker_t *w = NULL;
+    char path[WORKER_PATH_MAX], host[256];
+    int rc = 0, mu_ok = 0, cv_ok = 0;
+
+    if (cfg == NULL || cfg->brokers == NULL || cfg->n_brokers == 0) {
+        prpc_error_set(err, PRPC_EINVAL, "worker: no broker given");
+        return NULL;
+    }
+    if (cfg->functions == NULL || cfg->n_functions == 0) {
+        prpc_error_set(err, PRPC_EINVAL, "worker: no function to serve");
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_functions; i++) {
+        if (cfg->functions[i].name == NULL || cfg->functions[i].name[0] == '\0' ||
+            cfg->functions[i].version == NULL || cfg->functions[i].version[0] == '\0') {
+            prpc_error_set(err, PRPC_EINVAL, "worker: function %zu has no name or version", i);
+            return NULL;
+        }
+    }
+    if (cfg->data_dir == NULL || cfg->data_dir[0] == '\0' ||
+        strlen(cfg->data_dir) > WORKER_PATH_MAX - 200) {
+        prpc_error_set(err, PRPC_EINVAL, "worker: data_dir missing or too long");
+        return NULL;
+    }
+    if (cfg->run == NULL || cfg->cancel == NULL) {
+        prpc_error_set(err, PRPC_EINVAL, "worker: the run and cancel callbacks are required");
+        return NULL;
+    }
+    if (cfg->concurrency > PRPC_WORKER_MAX_SLOTS) {
+        prpc_error_set(err, PRPC_EINVAL, "worker: concurrency %d exceeds the limit of %d",
+                       cfg->concurrency, PRPC_WORKER_MAX_SLOTS);
+        return NULL;
+    }
+    w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        goto nomem;
+    w->n_brokers = cfg->n_brokers;
+    w->concurrency = cfg->concurrency > 0 ? cfg->concurrency : 1;
+    w->lease_wait_ms = cfg->lease_wait_ms > 0 ? cfg->lease_wait_ms : 20000;
+    w->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
+    w->run = cfg->run;
+    w->cancel = cfg->cancel;
+    w->log = cfg->log;
+    w->ud = cfg->ud;
+    if (cfg->key != NULL) {
+        memcpy(w->key, cfg->key, PRPC_AUTH_KEY_LEN);
+        w->has_key = 1;
+    }
+    w->brokers = calloc(cfg->n_brokers, sizeof(char *));
+    if (w->brokers == NULL)
+        goto nomem;
+    for (size_t i = 0; i < cfg->n_brokers; i++) {
+        /* Validate now so a bad discovery line fails here, not in a thread. */
+        prpc_httpc_t *probe = prpc_httpc_new(cfg->brokers[i], NULL, 0, err);
+        if (probe == NULL)
+            goto fail;
+        w->brokers[i] = strdup(prpc_httpc_base_url(probe));
+        prpc_httpc_free(probe);
+        if (w->brokers[i] == NULL)
+            goto nomem;
+    }
+    if (cfg->name != NULL && cfg->name[0] != '\0') {
+        w->name = strdup(cfg->name);
+    } else {
+        if (gethostname(host, sizeof(host)) != 0)
+            snprintf(host, sizeof(host), "worker");
+        host[sizeof(host) - 1] = '\0';
+        snprintf(path, sizeof(path), "%s-%ld", host, (long)getpid());
+        w->name = strdup(path);
+    }
+    w->data_dir = strdup(cfg->data_dir);
+    snprintf(path, sizeof(path), "%s/jobs", cfg->data_dir);
+    w->jobs_dir = strdup(path);
+    if (w->name == NULL || w->data_dir == NULL || w->jobs_dir == NULL)
+        goto nomem;
+    if ((rc = make_dir(w->data_dir, err)) != 0 || (rc = make_dir(w->jobs_dir, err)) != 0)
+        goto fail;
+    snprintf(path, sizeof(path), "%s/blobs", cfg->data_dir);
+    w->blobs = prpc_blobdir_open(path, err);
+    if (w->blobs == NULL)
+        goto fail;
+    if (build_lease_body(w, cfg, err) != 0)
+        goto fail;
+    if (pthread_mutex_init(&w->mu, NULL) != 0)
+        goto nomem;
+    mu_ok = 1;
+    if (cond_init_monotonic(&w->cv) != 0)
+        goto nomem;
+    cv_ok = 1;
+    w->slots = calloc((size_t)w->concurrency, sizeof(slot_t));
+    if (w->slots == NULL)
+        goto nomem;
+    for (int i = 0; i < w->concurrency; i++) {
+        slot_t *s = &w->slots[i];
+        s->w = w;
+        s->index = i;
+        s->seed = (unsigned)(mono_ms() ^ (getpid() << 8) ^ (i * 7919));
+        if (cond_init_monotonic(&s->hb_cv) != 0) {
+            w->concurrency = i; /* only earlier slots hold a condition variable */
+            goto nomem;
+        }
+        s->handles = calloc(w->n_brokers, sizeof(prpc_httpc_t *));
+        s->hb_handles = calloc(w->n_brokers, sizeof(prpc_httpc_t *));
+        if (s->handles == NULL || s->hb_handles == NULL) {
+            w->concurrency = i + 1;
+            goto nomem;
+        }
+    }
+    return w;
+nomem:
+    prpc_error_set(err, PRPC_ENOMEM, "worker: out of memory");
+fail:
+    if (w != NULL) {
+        worker_free_fields(w);
+        if (cv_ok)
+            pthread_cond_destroy(&w->cv);
+        if (mu_ok)
+            pthread_mutex_destroy(&w->mu);
+        free(w);
+    }
+    return NULL;
+}
+
+/* ---- heartbeats ---- */
+
+static void *heartbeat_main(void *arg)
+{
+    slot_t *s = arg;
+    prpc_worker_t *w = s->w;
+    char call_id[PRPC_SHA256_HEX_LEN + 1], pq[128], body[160];
+    prpc_error_t err;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        struct timespec ts;
+        int interval = s->hb_interval_ms, b = s->broker, rc, terminate = 0, stale = 0;
+        double progress;
+        long status = 0;
+        char *resp = NULL;
+        size_t rlen = 0;
+        prpc_httpc_t *h;
+
+        abs_deadline(&ts, interval);
+        while (!s->hb_stop)
+            if (pthread_cond_timedwait(&s->hb_cv, &w->mu, &ts) == ETIMEDOUT)
+                break;
+        if (s->hb_stop)
+            break;
+        progress = s->progress;
+        snprintf(call_id, sizeof(call_id), "%s", s->call_id);
+        snprintf(pq, sizeof(pq), "/v1/leases/%s/heartbeat", s->lease_id);
+        pthread_mutex_unlock(&w->mu);
+
+        snprintf(body, sizeof(body), "{\"call_id\": \"%s\", \"progress\": %.2f}", call_id,
+                 progress);
+        h = handle_for(w, s->hb_handles, b, &err);
+        if (h == NULL) {
+            rc = err.code;
+        } else {
+            prpc_httpc_set_cancel(h, &s->hb_abort);
+            rc = prpc_httpc_request(h, "POST", pq, body, strlen(body),
+                                    interval > 2000 ? interval : 2000, &status, &resp, &rlen,
+                                    &err);
+            prpc_httpc_set_cancel(h, NULL);
+        }
+        if (rc == 0 && status == 200) {
+            bson_t *doc = bson_new_from_json((const uint8_t *)resp, (ssize_t)rlen, NULL);
+            bson_iter_t it;
+            if (doc != NULL && bson_iter_init_find(&it, doc, "terminate") &&
+                BSON_ITER_HOLDS_BOOL(&it))
+                terminate = bson_iter_bool(&it);
+            if (doc != NULL)
+                bson_destroy(doc);
+        } else if (rc == 0 && status == 409) {
+            stale = 1;
+            prpc_httpc_status_error(status, resp, rlen, "heartbeat", &err);
+            wlog(w, PRPC_LOG_WARNING, "call %s: lease lost (%s)", call_id, err.message);
+        } else if (rc == 0) {
+            prpc_httpc_status_error(status, resp, rlen, "heartbeat", &err);
+            wlog(w, PRPC_LOG_WARNING, "call %s: %s", call_id, err.message);
+        } else if (rc != PRPC_ESTATE) {
+            wlog(w, PRPC_LOG_WARNING, "call %s: heartbeat failed: %s", call_id, err.message);
+        }
+        free(resp);
+
+        pthread_mutex_lock(&w->mu);
+        if (terminate)
+            s->terminate_ordered = 1;
+        if (stale)
+            s->stale = 1;
+        if ((terminate || stale) && !s->cancel_sent && !s->hb_stop) {
+            s->cancel_sent = 1;
+            pthread_mutex_unlock(&w->mu);
+            wlog(w, PRPC_LOG_INFO, "call %s: %s", call_id,
+                 terminate ? "terminated by the broker" : "cancelled: lease lost");
+            w->cancel(w->ud, call_id);
+            pthread_mutex_lock(&w->mu);
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static void heartbeat_stop(slot_t *s)
+{
+    prpc_worker_t *w = s->w;
+    if (!s->hb_started)
+        return;
+    pthread_mutex_lock(&w->mu);
+    s->hb_stop = 1;
+    atomic_store(&s->hb_abort, 1);
+    pthread_cond_signal(&s->hb_cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(s->hb_thread, NULL);
+    s->hb_started = 0;
+}
+
+/* ---- one call ---- */
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+    PRPC_UNUSED(sb);
+    PRPC_UNUSED(flag);
+    PRPC_UNUSED(f);
+    remove(p);
+    return 0;
+}
+
+static void remove_tree(const char *path)
+{
+    nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Download one blob into the cache; one slot at a time per blob. */
+static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, prpc_error_t *err)
+{
+    prpc_worker_t *w = s->w;
+    int rc = 0, busy;
+    pthread_mutex_lock(&w->mu);
+    do {
+        busy = 0;
+        for (int i = 0; i < w->concurrency; i++)
+            if (i != s->index && strcmp(w->slots[i].downloading, sha) == 0)
+                busy = 1;
+        if (busy)
+            pthread_cond_wait(&w->cv, &w->mu);
+    } while (busy);
+    snprintf(s->downloading, sizeof(s->downloading), "%s", sha);
+    pthread_mutex_unlock(&w->mu);
+
+    for (int attempt = 1; attempt <= PRPC_WORKER_TRANSFER_TRIES; attempt++) {
+        rc = prpc_httpc_download_blob(h, sha, w->blobs, err);
+        if (!transport_error(rc) || attempt == PRPC_WORKER_TRANSFER_TRIES ||
+            atomic_load(&w->stopping))
+            break;
+        backoff(s, attempt);
+    }
+
+    pthread_mutex_lock(&w->mu);
+    s->downloading[0] = '\0';
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/* Build the job JSON, fetching file arguments. */
+static char *build_job(slot_t *s, prpc_httpc_t *h, const bson_t *lease, const char *call_id,
+                       const char *work_dir, prpc_error_t *err)
+{
+    bson_t job = BSON_INITIALIZER, arr;
+    bson_iter_t it, sub;
+    const char *function = doc_utf8(lease, "call.function");
+    const char *version = doc_utf8(lease, "call.version");
+    char *out = NULL;
+    uint32_t i = 0;
+    int ok = 1;
+
+    if (function == NULL || version == NULL) {
+        prpc_error_set(err, PRPC_EPROTO, "lease for call %s names no function or version",
+                       call_id);
+        goto out;
+    }
+    BSON_APPEND_UTF8(&job, "call_id", call_id);
+    BSON_APPEND_UTF8(&job, "function", function);
+    BSON_APPEND_UTF8(&job, "version", version);
+    BSON_APPEND_UTF8(&job, "work_dir", work_dir);
+    BSON_APPEND_ARRAY_BEGIN(&job, "args", &arr);
+    if (bson_iter_init(&it, lease) && bson_iter_find_descendant(&it, "call.args", &sub) &&
+        BSON_ITER_HOLDS_ARRAY(&sub) && bson_iter_recurse(&sub, &it)) {
+        while (ok && bson_iter_next(&it)) {
+            const char *kind = iter_utf8(&it, "kind"), *k;
+            const uint8_t *data;
+            uint32_t len;
+            char key[16], path[PRPC_BLOB_PATH_MAX];
+            bson_t entry, view;
+            if (kind == NULL) {
+                ok = 0;
+                prpc_error_set(err, PRPC_EPROTO, "lease for call %s: argument %u has no kind",
+                               call_id, i);
+                break;
+            }
+            bson_iter_document(&it, &len, &data);
+            bson_init_static(&view, data, len);
+            bson_uint32_to_string(i++, &k, key, sizeof(key));
+            if (strcmp(kind, "file") != 0) {
+                bson_append_document(&arr, k, -1, &view);
+                continue;
+            }
+            {
+                const char *sha = iter_utf8(&it, "blob");
+                if (sha == NULL || !prpc_blob_valid_sha(sha)) {
+                    ok = 0;
+                    prpc_error_set(err, PRPC_EPROTO,
+                                   "lease for call %s: file argument %u has no valid blob",
+                                   call_id, i - 1);
+                    break;
+                }
+                if (fetch_blob(s, h, sha, err) != 0 ||
+                    prpc_blobdir_path(s->w->blobs, sha, path, err) != 0) {
+                    ok = 0;
+                    break;
+                }
+            }
+            bson_append_document_begin(&arr, k, -1, &entry);
+            bson_concat(&entry, &view);
+            BSON_APPEND_UTF8(&entry, "path", path);
+            bson_append_document_end(&arr, &entry);
+        }
+    }
+    bson_append_array_end(&job, &arr);
+    if (ok)
+        out = to_json(&job, NULL, err);
+out:
+    bson_destroy(&job);
+    return out;
+}
+
+static void append_error(bson_t *doc, const char *type, const char *message)
+{
+    bson_t e;
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "error", &e);
+    BSON_APPEND_UTF8(&e, "type", type);
+    BSON_APPEND_UTF8(&e, "message", message);
+    BSON_APPEND_UTF8(&e, "traceback", "");
+    bson_append_document_end(doc, &e);
+}
+
+/* Upload one output file and append its typed entry to arr under key k. */
+static int put_output_file(slot_t *s, prpc_httpc_t *h, bson_t *arr, const char *k,
+                           const bson_t *entry, const char *path, prpc_error_t *err)
+{
+    uint8_t digest[PRPC_SHA256_LEN];
+    char sha[PRPC_SHA256_HEX_LEN + 1];
+    uint64_t size = 0;
+    bson_iter_t it;
+    bson_t out;
+    int fd, rc, has_filename = 0;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return prpc_error_errno(err, errno, "output file %s", path);
+    rc = prpc_hash_fd(fd, digest, &size, err);
+    if (rc == 0) {
+        prpc_hex_encode(digest, sizeof(digest), sha);
+        for (int attempt = 1; attempt <= PRPC_WORKER_TRANSFER_TRIES; attempt++) {
+            rc = prpc_httpc_upload_blob(h, fd, sha, size, err);
+            if (!transport_error(rc) || attempt == PRPC_WORKER_TRANSFER_TRIES)
+                break;
+            backoff(s, attempt);
+        }
+    }
+    close(fd);
+    if (rc != 0)
+        return rc;
+    bson_append_document_begin(arr, k, -1, &out);
+    if (bson_iter_init(&it, entry)) {
+        while (bson_iter_next(&it)) {
+            const char *key = bson_iter_key(&it);
+            if (strcmp(key, "path") == 0 || strcmp(key, "blob") == 0 || strcmp(key, "size") == 0)
+                continue;
+            if (strcmp(key, "filename") == 0)
+                has_filename = 1;
+            bson_append_iter(&out, key, -1, &it);
+        }
+    }
+    BSON_APPEND_UTF8(&out, "blob", sha);
+    BSON_APPEND_INT64(&out, "size", (int64_t)size);
+    if (!has_filename) {
+        const char *base = strrchr(path, '/');
+        BSON_APPEND_UTF8(&out, "filename", base != NULL ? base + 1 : path);
+    }
+    bson_append_document_end(arr, &out);
+    return 0;
+}
+
+/* Turn run's answer into the result body, uploading output files. */
+static char *build_result(slot_t *s, prpc_httpc_t *h, const char *call_id, const char *result_json,
+                          int run_rc, int terminated, size_t *len, prpc_error_t *err)
+{
+    bson_t *res = NULL, body = BSON_INITIALIZER, arr;
+    bson_iter_t it, sub;
+    const char *state = NULL;
+    char msg[PRPC_ERROR_MSG_MAX + 64];
+    char *out = NULL;
+    int failed = 0;
+    uint32_t i = 0;
+
+    msg[0] = '\0';
+    if (run_rc != 0 || result_json == NULL) {
+        snprintf(msg, sizeof(msg), "the executor could not run the call (code %d)", run_rc);
+    } else {
+        bson_error_t be;
+        res = bson_new_from_json((const uint8_t *)result_json, -1, &be);
+        if (res == NULL)
+            snprintf(msg, sizeof(msg), "the executor's result is not JSON: %s", be.message);
+        else if ((state = doc_utf8(res, "state")) == NULL ||
+                 (strcmp(state, "done") != 0 && strcmp(state, "failed") != 0 &&
+                  strcmp(state, "terminated") != 0))
+            snprintf(msg, sizeof(msg), "the executor's result has no valid state");
+    }
+    if (msg[0] == '\0' && terminated && strcmp(state, "done") != 0)
+        state = "terminated";
+
+    BSON_APPEND_UTF8(&body, "call_id", call_id);
+    if (msg[0] == '\0') {
+        BSON_APPEND_ARRAY_BEGIN(&body, "outputs", &arr);
+        if (bson_iter_init_find(&it, res, "outputs") && BSON_ITER_HOLDS_ARRAY(&it) &&
+            bson_iter_recurse(&it, &sub)) {
+            while (bson_iter_next(&sub)) {
+                const char *kind = iter_utf8(&sub, "kind"), *path = iter_utf8(&sub, "path"), *k;
+                const uint8_t *data;
+                uint32_t dlen;
+                char key[16];
+                bson_t view;
+                prpc_error_t e;
+                if (!BSON_ITER_HOLDS_DOCUMENT(&sub))
+                    continue;
+                bson_iter_document(&sub, &dlen, &data);
+                bson_init_static(&view, data, dlen);
+                bson_uint32_to_string(i++, &k, key, sizeof(key));
+                if (kind == NULL || strcmp(kind, "file") != 0 || path == NULL) {
+                    bson_append_document(&arr, k, -1, &view);
+                } else if (put_output_file(s, h, &arr, k, &view, path, &e) != 0) {
+                    snprintf(msg, sizeof(msg), "output %u could not be delivered: %s", i - 1,
+                             e.message);
+                    failed = 1;
+                    break;
+                }
+            }
+        }
+        bson_append_array_end(&body, &arr);
+    }
+    if (msg[0] != '\0') {
+        /* Start again: outputs of a failed delivery are not reported. */
+        bson_reinit(&body);
+        BSON_APPEND_UTF8(&body, "call_id", call_id);
+        BSON_APPEND_UTF8(&body, "state", "failed");
+        BSON_APPEND_ARRAY_BEGIN(&body, "outputs", &arr);
+        bson_append_array_end(&body, &arr);
+        append_error(&body, failed ? "OutputError" : "WorkerError", msg);
+        wlog(s->w, PRPC_LOG_ERROR, "call %s failed on this worker: %s", call_id, msg);
+    } else {
+        BSON_APPEND_UTF8(&body, "state", state);
+        if (bson_iter_init_find(&it, res, "error") && BSON_ITER_HOLDS_DOCUMENT(&it))
+            bson_append_iter(&body, "error", -1, &it);
+        else if (strcmp(state, "failed") == 0)
+            append_error(&body, "WorkerError", "the call failed without an error record");
+        else
+            BSON_APPEND_NULL(&body, "error");
+    }
+    out = to_json(&body, len, err);
+    bson_destroy(&body);
+    if (res != NULL)
+        bson_destroy(res);
+    return out;
+}
+
+/* 1 when run's answer parses and says "terminated". */
+static int result_is_terminated(const char *result_json)
+{
+    bson_t *res = result_json != NULL ? bson_new_from_json((const uint8_t *)result_json, -1, NULL)
+                                      : NULL;
+    const char *state = res != NULL ? doc_utf8(res, "state") : NULL;
+    int yes = state != NULL && strcmp(state, "terminated") == 0;
+    if (res != NULL)
+        bson_destroy(res);
+    return yes;
+}
+
+/* The result of a call the broker terminated before it started here. */
+static char *terminated_body(const char *call_id, size_t *len, prpc_error_t *err)
+{
+    bson_t doc = BSON_INITIALIZER, arr;
+    char *out;
+    BSON_APPEND_UTF8(&doc, "call_id", call_id);
+    BSON_APPEND_UTF8(&doc, "state", "terminated");
+    BSON_APPEND_ARRAY_BEGIN(&doc, "outputs", &arr);
+    bson_append_array_end(&doc, &arr);
+    BSON_APPEND_NULL(&doc, "error");
+    out = to_json(&doc, len, err);
+    bson_destroy(&doc);
+    return out;
+}
+
+/* Push a result; retried on transport errors. */
+static void push_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, const char *call_id,
+                        const char *body, size_t len)
+{
+    prpc_worker_t *w = s->w;
+    char pq[128];
+    prpc_error_t err;
+    snprintf(pq, sizeof(pq), "/v1/leases/%s/result", lease_id);
+    for (int attempt = 1; attempt <= PRPC_WORKER_RESULT_TRIES; attempt++) {
+        long status = 0;
+        char *resp = NULL;
+        size_t rlen = 0;
+        int rc = prpc_httpc_request(h, "POST", pq, body, len, WORKER_REQUEST_TIMEOUT_MS, &status,
+                                    &resp, &rlen, &err);
+        if (rc == 0 && status == 200) {
+            free(resp);
+            wlog(w, PRPC_LOG_INFO, "call %s: result delivered", call_id);
+            return;
+        }
+        if (rc == 0) {
+            prpc_httpc_status_error(status, resp, rlen, "pushing the result", &err);
+            free(resp);
+            wlog(w, PRPC_LOG_ERROR, "call %s: broker refused the result: %s", call_id,
+                 err.message);
+            return;
+        }
+        if (!transport_error(rc) || attempt == PRPC_WORKER_RESULT_TRIES) {
+            wlog(w, PRPC_LOG_ERROR, "call %s: result lost: %s", call_id, err.message);
+            return;
+        }
+        wlog(w, PRPC_LOG_WARNING, "call %s: pushing the result failed, retrying: %s", call_id,
+             err.message);
+        backoff(s, attempt);
+    }
+}
+
+static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size_t rlen)
+{
+    prpc_worker_t *w = s->w;
+    bson_t *lease = bson_new_from_json((const uint8_t *)resp, (ssize_t)rlen, NULL);
+    const char *lease_id, *call_id;
+    char work_dir[WORKER_PATH_MAX], cid[PRPC_SHA256_HEX_LEN + 1], lid[WORKER_LEASE_ID_MAX + 1];
+    char *job = NULL, *result = NULL, *body = NULL;
+    size_t body_len = 0;
+    prpc_error_t err;
+    int run_rc = -1, skip, terminated, stale;
+
+    if (lease == NULL) {
+        wlog(w, PRPC_LOG_ERROR, "broker %s answered a lease request with invalid JSON",
+             w->brokers[b]);
+        return;
+    }
+    lease_id = doc_utf8(lease, "lease.id");
+    call_id = doc_utf8(lease, "lease.call_id");
+    if (!valid_lease_id(lease_id) || call_id == NULL || !prpc_blob_valid_sha(call_id)) {
+        wlog(w, PRPC_LOG_ERROR, "broker %s answered a lease without a valid lease or call id",
+             w->brokers[b]);
+        bson_destroy(lease);
+        return;
+    }
+    snprintf(cid, sizeof(cid), "%s", call_id);
+    snprintf(lid, sizeof(lid), "%s", lease_id);
+    snprintf(work_dir, sizeof(work_dir), "%s/%s", w->jobs_dir, cid);
+    wlog(w, PRPC_LOG_INFO, "call %s: leased from %s", cid, w->brokers[b]);
+
+    pthread_mutex_lock(&w->mu);
+    s->active = 1;
+    s->broker = b;
+    snprintf(s->call_id, sizeof(s->call_id), "%s", cid);
+    snprintf(s->lease_id, sizeof(s->lease_id), "%s", lid);
+    s->progress = 0;
+    s->hb_interval_ms = (int)doc_int(lease, "lease.heartbeat_ms", PRPC_WORKER_DEFAULT_HEARTBEAT_MS);
+    if (s->hb_interval_ms < 100 || s->hb_interval_ms > 600000)
+        s->hb_interval_ms = PRPC_WORKER_DEFAULT_HEARTBEAT_MS;
+    s->hb_stop = s->running = s->cancel_sent = s->terminate_ordered = s->stale = 0;
+    atomic_store(&s->hb_abort, 0);
+    pthread_mutex_unlock(&w->mu);
+    if (pthread_create(&s->hb_thread, NULL, heartbeat_main, s) == 0)
+        s->hb_started = 1;
+    else
+        wlog(w, PRPC_LOG_WARNING, "call %s: no heartbeat thread; the lease may lapse", cid);
+
+    remove_tree(work_dir);
+    if (make_dir(work_dir, &err) == 0)
+        job = build_job(s, h, lease, cid, work_dir, &err);
+
+    pthread_mutex_lock(&w->mu);
+    skip = s->stale || s->terminate_ordered;
+    s->running = job != NULL && !skip;
+    pthread_mutex_unlock(&w->mu);
+    if (job == NULL) {
+        bson_t doc = BSON_INITIALIZER;
+        wlog(w, PRPC_LOG_ERROR, "call %s: cannot prepare the job: %s", cid, err.message);
+        BSON_APPEND_UTF8(&doc, "state", "failed");
+        append_error(&doc, "WorkerError", err.message);
+        result = to_json(&doc, NULL, NULL);
+        bson_destroy(&doc);
+        run_rc = result != NULL ? 0 : -1;
+    } else if (!skip) {
+        run_rc = w->run(w->ud, job, &result);
+    }
+
+    pthread_mutex_lock(&w->mu);
+    terminated = s->terminate_ordered;
+    stale = s->stale;
+    pthread_mutex_unlock(&w->mu);
+    if (stale) {
+        wlog(w, PRPC_LOG_WARNING, "call %s: lease lost, result dropped", cid);
+    } else if (!skip && !terminated && atomic_load(&w->stopping) && run_rc == 0 &&
+               result_is_terminated(result)) {
+        wlog(w, PRPC_LOG_INFO, "call %s: stopped with the worker; its lease will lapse", cid);
+    } else {
+        body = skip ? terminated_body(cid, &body_len, &err)
+                    : build_result(s, h, cid, result, run_rc, terminated, &body_len, &err);
+        if (body != NULL)
+            push_result(s, h, lid, cid, body, body_len);
+        else
+            wlog(w, PRPC_LOG_ERROR, "call %s: cannot build the result: %s", cid, err.message);
+    }
+
+    heartbeat_stop(s);
+    pthread_mutex_lock(&w->mu);
+    s->active = 0;
+    s->running = 0;
+    s->call_id[0] = '\0';
+    s->lease_id[0] = '\0';
+    pthread_mutex_unlock(&w->mu);
+    remove_tree(work_dir);
+    free(body);
+    free(result);
+    free(job);
+    bson_destroy(lease);
+}
+
+/* ---- slot loop ---- */
+
+static void *slot_main(void *arg)
+{
+    slot_t *s = arg;
+    prpc_worker_t *w = s->w;
+    int b = 0, failures = 0;
+
+    while (!atomic_load(&w->stopping)) {
+        prpc_error_t err;
+        long status = 0;
+        char *resp = NULL;
+        size_t rlen = 0;
+        int rc;
+        prpc_httpc_t *h = handle_for(w, s->handles, b, &err);
+
+        if (h == NULL) {
+            rc = err.code;
+        } else {
+            prpc_httpc_set_cancel(h, &w->stopping);
+            rc = prpc_httpc_request(h, "POST", "/v1/leases", w->lease_body, w->lease_body_len,
+                                    w->lease_wait_ms + WORKER_LEASE_MARGIN_MS, &status, &resp,
+                                    &rlen, &err);
+            prpc_httpc_set_cancel(h, NULL);
+        }
+        if (atomic_load(&w->stopping)) {
+            /* A lease granted as we stopped lapses and is handed on. */
+            free(resp);
+            break;
+        }
+        if (rc == 0 && status == 200) {
+            failures = 0;
+            work_lease(s, b, h, resp, rlen);
+        } else if (rc == 0 && status == 204) {
+            failures = 0;
+        } else {
+            if (rc == 0)
+                rc = prpc_httpc_status_error(status, resp, rlen, "asking for work", &err);
+            failures++;
+            if (failures == 1 || failures % 10 == 0)
+                wlog(w, PRPC_LOG_WARNING, "broker %s: %s", w->brokers[b], err.message);
+            /* A broker that cannot be reached or fails (5xx) is left for the
+             * next; one that refuses us (4xx) would refuse us again too. */
+            if (transport_error(rc) || rc == PRPC_EPROTO)
+                b = (b + 1) % (int)w->n_brokers;
+            backoff(s, failures);
+        }
+        free(resp);
+    }
+    return NULL;
+}
+
+int prpc_worker_start(prpc_worker_t *w, prpc_error_t *err)
+{
+    if (w->started)
+        return prpc_error_set(err, PRPC_ESTATE, "worker %s was already started", w->name);
+    w->started = 1;
+    for (int i = 0; i < w->concurrency; i++) {
+        slot_t *s = &w->slots[i];
+        int e = pthread_create(&s->thread, NULL, slot_main, s);
+        if (e != 0) {
+            prpc_worker_stop(w);
+            return prpc_error_errno(err, e, "worker %s: starting slot thread %d", w->name, i);
+        }
+        s->thread_started = 1;
+    }
+    wlog(w, PRPC_LOG_INFO, "serving with %d slot(s), first broker %s", w->concurrency,
+         w->brokers[0]);
+    return 0;
+}
+
+void prpc_worker_stop(prpc_worker_t *w)
+{
+    if (w == NULL || w->stopped)
+        return;
+    w->stopped = 1;
+    pthread_mutex_lock(&w->mu);
+    atomic_store(&w->stopping, 1);
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < w->concurrency; i++) {
+        if (w->slots[i].thread_started) {
+            pthread_join(w->slots[i].thread, NULL);
+            w->slots[i].thread_started = 0;
+        }
+    }
+}
+
+void prpc_worker_free(prpc_worker_t *w)
+{
+    if (w == NULL)
+        return;
+    prpc_worker_stop(w);
+    worker_free_fields(w);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+int prpc_worker_report_progress(prpc_worker_t *w, const char *call_id, double pct,
+                                prpc_error_t *err)
+{
+    int found = 0;
+    if (call_id == NULL)
+        return prpc_error_set(err, PRPC_EINVAL, "report_progress: call id missing");
+    if (!(pct >= 0)) /* also NaN */
+        pct = 0;
+    if (pct > 100)
+        pct = 100;
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->concurrency; i++) {
+        if (w->slots[i].active && strcmp(w->slots[i].call_id, call_id) == 0) {
+            w->slots[i].progress = pct;
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (!found)
+        return prpc_error_set(err, PRPC_ENOTFOUND, "report_progress: no running call %s",
+                              call_id);
+    return 0;
+}

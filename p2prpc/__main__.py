@@ -1,0 +1,89 @@
+"""The p2prpc command line: `p2prpc COMMAND ...` or `python -m p2prpc COMMAND ...`."""
+
+import argparse
+import os
+import sys
+
+from .errors import P2PRPCError
+
+
+def _add_password(p):
+    p.add_argument("--password-file", metavar="F",
+                   help="file holding the network password (else $P2PRPC_PASSWORD; "
+                        "no password = no authentication)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="p2prpc",
+        description="Remote procedure calls for heavy functions across machines behind NAT.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    b = sub.add_parser("broker", help="run a broker: serve the p2prpc_ functions of a file",
+                       description="Run a broker node: an HTTP server that stores calls and "
+                                   "files, and hands calls to workers (or runs them itself).")
+    b.add_argument("function_file", metavar="FUNCTION_FILE",
+                   help="Python file declaring one or more p2prpc_ functions (all are served)")
+    b.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    b.add_argument("--port", type=int, default=5001, help="TCP port (default 5001; 0 = any free)")
+    b.add_argument("--data-dir", default="p2prpc-broker",
+                   help="directory of the store and blobs (default ./p2prpc-broker)")
+    _add_password(b)
+    b.add_argument("--execute", action="store_true", default=None,
+                   help="run calls on this broker too (default: only when a GPU is found)")
+    b.add_argument("--no-execute", dest="execute", action="store_false",
+                   help="never run calls here, only hand them to workers")
+    b.add_argument("--concurrency", type=int, default=1,
+                   help="calls run at once when executing (default 1)")
+    b.add_argument("--lease-ms", type=int, default=30000,
+                   help="how long a worker holds a call without a heartbeat (default 30000)")
+    b.add_argument("--heartbeat-ms", type=int, default=2000,
+                   help="heartbeat interval told to workers (default 2000)")
+    b.add_argument("--max-attempts", type=int, default=3,
+                   help="leases of a call before it fails (default 3)")
+    b.add_argument("--synchronous", choices=["full", "normal", "off"], default=None,
+                   help="store durability (default full: acknowledged = on disk)")
+
+    w = sub.add_parser("worker", help="run a worker: pull calls from brokers and run them",
+                       description="Run a worker node. It opens no port: it pulls work from the "
+                                   "brokers of the discovery file and pushes results back.")
+    w.add_argument("function_file", metavar="FUNCTION_FILE",
+                   help="Python file declaring the p2prpc_ functions this worker runs")
+    w.add_argument("--discovery", required=True, metavar="FILE",
+                   help="discovery.txt: one broker host:port per line, tried in order")
+    w.add_argument("--data-dir", default="p2prpc-worker",
+                   help="directory of the blob cache and job files (default ./p2prpc-worker)")
+    w.add_argument("--concurrency", type=int, default=1, help="calls run at once (default 1)")
+    _add_password(w)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "broker":
+            from ._broker_node import read_password, run_broker
+
+            run_broker(args.function_file, host=args.host, port=args.port,
+                       data_dir=args.data_dir, password=read_password(args.password_file),
+                       execute=args.execute, concurrency=args.concurrency,
+                       lease_ms=args.lease_ms, heartbeat_ms=args.heartbeat_ms,
+                       max_attempts=args.max_attempts, synchronous=args.synchronous)
+        elif args.command == "worker":
+            from ._broker_node import read_password
+            from ._worker_node import run_worker
+
+            run_worker(args.function_file, args.discovery, args.data_dir, args.concurrency,
+                       read_password(args.password_file))
+    except (P2PRPCError, OSError, ValueError) as e:
+        print("p2prpc %s: %s" % (args.command, e), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,783 @@
+"""The client: the seed's create_p2p_client_app / register_p2p_func / future
+API on top of the engine's HTTP client (_core.Connection, docs/API.md).
+
+Calling a registered function binds its arguments to the declaration, hashes
+each file once, computes the call id and then, in this order: answers from
+the local result cache (no network at all), or finds a broker from the
+discovery file, uploads the file blobs it lacks, submits the call and returns
+a P2PFuture that long-polls the broker for the result.
+
+The cache (cache_path) holds `calls/<id>.json`, one finished call each
+(written atomically), and `blobs/`, the content-addressed result files.
+
+Thread safety: an app and its futures may be used from several threads. Each
+request borrows a connection of the broker's small pool, so a long-poll never
+blocks another call. Background watcher threads (add_done_callback) stop with
+app.background_server.shutdown().
+"""
+import functools
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+
+from . import _core
+from ._identity import PreparedCall, prepare_call, spec_of
+from ._wire import BlobRef, decode_entries, encode_entry
+from .errors import (
+    ENGINE_ERRORS,
+    AuthenticationError,
+    ClientCallDeleted,
+    ClientCallFailed,
+    ClientCallTerminated,
+    ClientFunctionError,
+    ClientFutureTimeoutError,
+    ClientNoBrokerFound,
+    ClientP2PFunctionInvalidArguments,
+    ConnectionFailed,
+    EngineTimeoutError,
+    FunctionVersionMismatch,
+    NotFoundError,
+    P2PRPCError,
+    ProtocolError,
+)
+
+__all__ = ["create_p2p_client_app", "P2PClientApp", "P2PFuture", "ResultCache", "read_discovery"]
+
+log = logging.getLogger("p2prpc.client")
+
+TERMINAL = ("done", "failed", "terminated")
+LONG_POLL_MS = 60000  # the broker's cap on wait_ms
+WATCH_POLL_MS = 2000  # watcher threads poll shorter, so shutdown() returns quickly
+REQUEST_MARGIN_MS = 15000  # a long-poll's request timeout beyond its wait
+CONNECT_TIMEOUT_MS = 2000
+# The error type a broker records when it gave up on a call itself (lapsed
+# leases), as opposed to the function raising.
+NETWORK_FAILURE_TYPE = "p2prpc.CallFailed"
+
+_SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def default_cache_path():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "p2prpc", "client")
+
+
+def read_discovery(path):
+    """The broker addresses of a discovery file, in order: one host:port per
+    line; blank lines and lines starting with '#' are skipped, as is anything
+    after a '#'. Raises ClientNoBrokerFound when the file cannot be read or
+    lists no address."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ClientNoBrokerFound(
+            "cannot read the discovery file %s: %s" % (path, e.strerror or e)) from None
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and line not in out:
+            out.append(line)
+    if not out:
+        raise ClientNoBrokerFound(
+            "the discovery file %s lists no broker; write one host:port per line" % path)
+    return out
+
+
+def _error_fields(body):
+    try:
+        err = json.loads(body or b"{}").get("error") or {}
+        return str(err.get("code") or ""), str(err.get("message") or "")
+    except (ValueError, AttributeError):
+        return "", (body or b"")[:200].decode("utf-8", "replace")
+
+
+def raise_for_status(status, body, what):
+    """Raise the p2prpc error for a non-2xx answer: the engine code of the
+    broker's {"error": {"code", "message"}} through errors.ENGINE_ERRORS
+    (401: AuthenticationError), prefixed by `what`."""
+    code, message = _error_fields(body)
+    if status == 401 or code == "EAUTH":
+        raise AuthenticationError(
+            "%s: the broker refused our credentials (%s); check the password given to "
+            "create_p2p_client_app" % (what, message or "HTTP 401"))
+    cls = ENGINE_ERRORS.get(code)
+    if cls is None:
+        raise ProtocolError("%s: the broker answered HTTP %d %s" % (what, status, message))
+    raise cls("%s: %s" % (what, message or code))
+
+
+def _json(body, what):
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise ProtocolError("%s: the broker answered something that is not JSON: %.200r"
+                            % (what, body)) from None
+    if not isinstance(value, dict):
+        raise ProtocolError("%s: the broker answered %.200r, not an object" % (what, value))
+    return value
+
+
+class _Broker:
+    """One broker address and a small pool of idle connections to it."""
+
+    def __init__(self, address, key):
+        self.address = address
+        self.key = key
+        self._idle = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _acquire(self):
+        with self._lock:
+            if self._closed:
+                raise P2PRPCError("the client app was shut down")
+            if self._idle:
+                return self._idle.pop()
+        return _core.Connection(self.address, key=self.key, connect_timeout_ms=CONNECT_TIMEOUT_MS)
+
+    def _release(self, conn, ok):
+        with self._lock:
+            if ok and not self._closed:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def run(self, fn):
+        """fn(connection) with a pooled connection; a connection that saw a
+        transport error is dropped, not reused."""
+        conn = self._acquire()
+        ok = False
+        try:
+            out = fn(conn)
+            ok = True
+            return out
+        except (AuthenticationError, NotFoundError, FunctionVersionMismatch):
+            ok = True  # an answer, the connection is fine
+            raise
+        finally:
+            self._release(conn, ok)
+
+    def request(self, method, path, body=None, timeout_ms=30000):
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        return self.run(lambda c: c.request(method, path, data, timeout_ms=timeout_ms))
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for c in idle:
+            c.close()
+
+
+class ResultCache:
+    """The client's local store of finished calls under `root`:
+    calls/<call id>.json and blobs/ (content-addressed result files)."""
+
+    def __init__(self, root):
+        self.root = os.path.abspath(root)
+        self.calls_dir = os.path.join(self.root, "calls")
+        self.blob_dir = os.path.join(self.root, "blobs")
+        self._lock = threading.Lock()
+
+    def _entry_path(self, call_id):
+        if not isinstance(call_id, str) or not _SHA_RE.match(call_id):
+            raise ValueError("not a call id (64 lowercase hex): %.80r" % (call_id,))
+        return os.path.join(self.calls_dir, call_id + ".json")
+
+    def load(self, call_id):
+        """The cached record of a finished call, or None. A record whose result
+        files are missing or the wrong size counts as absent."""
+        path = self._entry_path(call_id)
+        try:
+            with open(path, encoding="utf-8") as f:
+                entry = json.load(f)
+        except (OSError, ValueError):
+            return None
+        try:
+            for name, rel in entry.get("files", {}).items():
+                blob = next(e for e in entry["outputs"] if e["name"] == name)
+                st = os.stat(os.path.join(self.root, rel))
+                if st.st_size != blob["size"]:
+                    return None
+        except (OSError, KeyError, StopIteration, TypeError, AttributeError):
+            return None
+        return entry
+
+    def store(self, call_id, function, version, outputs, files, finished_ms=None):
+        """Record a finished call atomically. outputs: the typed entries as the
+        broker sent them; files: {output name: path of its blob inside the
+        cache's blob dir}."""
+        entry = {
+            "id": call_id,
+            "function": function,
+            "version": version,
+            "state": "done",
+            "finished_ms": finished_ms,
+            "outputs": outputs,
+            "files": {name: os.path.relpath(path, self.root) for name, path in files.items()},
+        }
+        path = self._entry_path(call_id)
+        os.makedirs(self.calls_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.calls_dir, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(entry, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        dfd = os.open(self.calls_dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return entry
+
+    def add_file(self, path):
+        """Copy a local file into the blob dir (for seeding the cache); its
+        (sha, size, path in the blob dir)."""
+        sha = _core.sha256_file(path)
+        dest = os.path.join(self.blob_dir, sha[:2], sha[2:])
+        if not os.path.exists(dest):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=".tmp-")
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        return sha, os.path.getsize(dest), dest
+
+    def open_outputs(self, entry, spec):
+        """The declared result dict of a cached record: file outputs opened
+        'rb' from the cache, the rest as values."""
+        values = decode_entries(entry["outputs"], expected=[(r.name, r.kind) for r in spec.returns])
+        out, opened = {}, []
+        try:
+            for r in spec.returns:
+                if r.kind == "file":
+                    f = open(os.path.join(self.root, entry["files"][r.name]), "rb")
+                    opened.append(f)
+                    out[r.name] = f
+                else:
+                    out[r.name] = values[r.name]
+        except BaseException:
+            for f in opened:
+                f.close()
+            raise
+        return out
+
+    def remove(self, call_id):
+        """Drop a call's record and the result files no other record uses.
+        Only files inside the cache are ever removed."""
+        with self._lock:
+            entry = self.load(call_id)
+            try:
+                os.unlink(self._entry_path(call_id))
+            except FileNotFoundError:
+                pass
+            if entry is None:
+                return
+            mine = set(entry.get("files", {}).values())
+            try:
+                names = os.listdir(self.calls_dir)
+            except FileNotFoundError:
+                names = []
+            for name in names:
+                if name.endswith(".json") and _SHA_RE.match(name[:-5]):
+                    other = self.load(name[:-5])
+                    if other is not None:
+                        mine -= set(other.get("files", {}).values())
+            for rel in mine:
+                path = os.path.normpath(os.path.join(self.root, rel))
+                if path.startswith(self.blob_dir + os.sep):
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+
+
+class BackgroundServer:
+    """What an app runs in the background: watcher threads and broker
+    connections. shutdown() stops and closes all of it."""
+
+    def __init__(self):
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = set()
+        self._brokers = []
+
+    def start_thread(self, target, name):
+        with self._lock:
+            if self.stopping.is_set():
+                raise P2PRPCError("the client app was shut down")
+            t = threading.Thread(target=self._run, args=(target,), name=name, daemon=True)
+            self._threads.add(t)
+        t.start()
+        return t
+
+    def _run(self, target):
+        try:
+            target()
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def add_broker(self, broker):
+        with self._lock:
+            self._brokers.append(broker)
+
+    def shutdown(self, timeout=None):
+        """Stop every background thread (each ends within one watcher poll,
+        about 2 s) and close every connection. Idempotent."""
+        self.stopping.set()
+        with self._lock:
+            threads = list(self._threads)
+            brokers, self._brokers = self._brokers, []
+        for t in threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+        for b in brokers:
+            b.close()
+
+
+class P2PClientApp:
+    """A client of a p2prpc network. Build it with create_p2p_client_app()."""
+
+    def __init__(self, discovery_file, password=None, cache_path=None, no_broker_timeout=10.0):
+        self.discovery_file = os.path.abspath(discovery_file)
+        self.key = _core.derive_key(password) if password is not None else None
+        self.cache = ResultCache(cache_path or default_cache_path())
+        self.no_broker_timeout = float(no_broker_timeout)
+        self.background_server = BackgroundServer()
+        self._broker = None
+        self._broker_lock = threading.Lock()
+        self._brokers = {}
+
+    def register_p2p_func(self):
+        """Decorator factory: `f = app.register_p2p_func()(f)`. The returned
+        function keeps f's name, docstring and spec (`.p2p_spec`); calling it
+        with keyword arguments returns a P2PFuture. Raises
+        P2PFunctionDeclarationError when f breaks a declaration rule."""
+
+        def decorate(fn):
+            spec = spec_of(fn)
+
+            @functools.wraps(spec.func)
+            def remote(*args, **kwargs):
+                return self.call(spec, args, kwargs)
+
+            remote.p2p_spec = spec
+            remote.p2p_app = self
+            return remote
+
+        return decorate
+
+    # -- brokers ---------------------------------------------------------------
+
+    def broker_at(self, address):
+        with self._broker_lock:
+            b = self._brokers.get(address)
+            if b is None:
+                b = _Broker(address, self.key)
+                self._brokers[address] = b
+                self.background_server.add_broker(b)
+            return b
+
+    def find_broker(self, forget=None):
+        """The broker in use, else the first one of the discovery file that
+        answers /v1/health, trying them in order until no_broker_timeout
+        seconds have passed (ClientNoBrokerFound naming each address and why)."""
+        with self._broker_lock:
+            if forget is not None and self._broker is forget:
+                self._broker = None
+            if self._broker is not None:
+                return self._broker
+        addresses = read_discovery(self.discovery_file)
+        deadline = time.monotonic() + self.no_broker_timeout
+        why = {}
+        while True:
+            for address in addresses:
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                try:
+                    conn = _core.Connection(address, key=self.key,
+                                            connect_timeout_ms=max(100, min(CONNECT_TIMEOUT_MS, left_ms)))
+                except P2PRPCError as e:
+                    why[address] = str(e)
+                    continue
+                try:
+                    status, body = conn.request("GET", "/v1/health",
+                                                timeout_ms=max(200, min(5000, left_ms)))
+                    health = json.loads(body) if status == 200 else None
+                    if isinstance(health, dict) and health.get("ok") is True:
+                        b = self.broker_at(address)
+                        with self._broker_lock:
+                            self._broker = b
+                        return b
+                    why[address] = "not a p2prpc broker (HTTP %d: %.80r)" % (status, body)
+                except (P2PRPCError, ValueError) as e:
+                    why[address] = str(e) or type(e).__name__
+                finally:
+                    conn.close()
+            left = deadline - time.monotonic()
+            if left <= 0 or self.background_server.stopping.is_set():
+                raise ClientNoBrokerFound(
+                    "no broker answered within %.1f s; tried (from %s): %s"
+                    % (self.no_broker_timeout, self.discovery_file,
+                       "; ".join("%s: %s" % (a, why.get(a, "not tried")) for a in addresses)))
+            self.background_server.stopping.wait(min(0.5, left))
+
+    # -- calls -----------------------------------------------------------------
+
+    def call(self, spec, args, kwargs):
+        """Call `spec`'s function remotely; a P2PFuture. See the module doc."""
+        if self.background_server.stopping.is_set():
+            raise P2PRPCError("the client app was shut down; create a new one to call %s"
+                              % spec.name)
+        bound = spec.bind(tuple(args), dict(kwargs))
+        prepared = prepare_call(spec, bound)
+        entry = self.cache.load(prepared.call_id)
+        if entry is not None:
+            return P2PFuture(self, prepared, None, cached=entry)
+        broker = self.find_broker()
+        try:
+            call = self.submit(broker, prepared)
+        except ConnectionFailed:
+            broker = self.find_broker(forget=broker)
+            call = self.submit(broker, prepared)
+        return P2PFuture(self, prepared, broker, call=call)
+
+    def submit(self, broker, prepared):
+        """Upload the file blobs and POST the call; the broker's CALL record."""
+        spec = prepared.spec
+        for name, d in prepared.files.items():
+            fd = _live_fd(prepared, name)
+            broker.run(lambda c, fd=fd, d=d: c.upload_blob(fd, d.sha, d.size))
+        args = []
+        for a in spec.args:
+            if a.kind == "file":
+                d = prepared.files[a.name]
+                args.append(encode_entry(a.name, "file", BlobRef(d.sha, d.size, d.filename)))
+            else:
+                args.append(encode_entry(a.name, a.kind, prepared.bound[a.name]))
+        body = {"id": prepared.call_id, "function": spec.name, "version": spec.version,
+                "args": args}
+        what = "calling %s on broker %s" % (spec.name, broker.address)
+        status, data = broker.request("POST", "/v1/calls", body)
+        if status == 404:
+            code, message = _error_fields(data)
+            raise NotFoundError("%s: the broker does not serve function %s (%s); start it with "
+                                "this function file" % (what, spec.name, message or code))
+        if status == 409:
+            code, message = _error_fields(data)
+            if code == "EVERSION":
+                raise FunctionVersionMismatch(
+                    "%s: function versions differ, this client has version %s: %s"
+                    % (what, spec.version, message))
+        if status != 200:
+            raise_for_status(status, data, what)
+        call = _json(data, what).get("call")
+        if not isinstance(call, dict) or call.get("id") != prepared.call_id:
+            raise ProtocolError("%s: the broker answered a call record for another call: %.200r"
+                                % (what, call))
+        return call
+
+
+def _live_fd(prepared, name):
+    """The fd of a file argument, reopening it by name (and checking its
+    content is unchanged) when the caller closed it since the call."""
+    f = prepared.bound[name]
+    if not f.closed:
+        return f.fileno()
+    d = prepared.files[name]
+    path = getattr(f, "name", None)
+    if isinstance(path, str) and os.path.isfile(path):
+        again = open(path, "rb")
+        if _core.sha256_file(again.fileno()) == d.sha:
+            prepared.bound[name] = again
+            return again.fileno()
+        again.close()
+    raise ClientP2PFunctionInvalidArguments(
+        "%s(): argument %r: the file was closed and its content is gone or changed, so the "
+        "call cannot be sent again" % (prepared.spec.name, name))
+
+
+class P2PFuture:
+    """The pending result of a remote call (returned by a registered function).
+
+    get(timeout=None) waits and returns the declared result dict (file
+    outputs opened 'rb' from the client's cache); done(), progress,
+    add_done_callback(fn), terminate(), restart() and delete() act on the
+    call. Thread-safe."""
+
+    def __init__(self, app, prepared: PreparedCall, broker, call=None, cached=None):
+        self.app = app
+        self.prepared = prepared
+        self.call_id = prepared.call_id
+        self.function = prepared.spec.name
+        self._broker = broker
+        self._call = call
+        self._cached = cached
+        self._deleted = False
+        self._lock = threading.Lock()
+        self._callbacks = []
+        self._watcher = None
+
+    def __repr__(self):
+        return "<P2PFuture %s call %s… %s>" % (self.function, self.call_id[:12], self._state())
+
+    def _state(self):
+        if self._deleted:
+            return "deleted"
+        if self._cached is not None:
+            return "done"
+        return (self._call or {}).get("state", "unknown")
+
+    def _what(self):
+        return "call %s of %s" % (self.call_id, self.function)
+
+    # -- talking to the broker -------------------------------------------------
+
+    def _broker_or_find(self):
+        if self._broker is None:
+            self._broker = self.app.find_broker()
+        return self._broker
+
+    def _poll(self, wait_ms):
+        """One GET of the call record (long-poll up to wait_ms); retries a
+        broker that does not answer for up to no_broker_timeout seconds."""
+        broker = self._broker_or_find()
+        since = int((self._call or {}).get("updated_ms") or 0)
+        path = "/v1/calls/%s?wait_ms=%d&since=%d" % (self.call_id, wait_ms, since)
+        give_up = time.monotonic() + self.app.no_broker_timeout
+        while True:
+            try:
+                status, data = broker.request("GET", path, timeout_ms=wait_ms + REQUEST_MARGIN_MS)
+                break
+            except (ConnectionFailed, EngineTimeoutError) as e:
+                left = give_up - time.monotonic()
+                if left <= 0 or self.app.background_server.stopping.is_set():
+                    raise ConnectionFailed("%s: broker %s stopped answering: %s"
+                                           % (self._what(), broker.address, e)) from None
+                self.app.background_server.stopping.wait(min(0.5, left))
+        if status == 404:
+            self._deleted = True
+            raise ClientCallDeleted("%s was deleted from broker %s while waiting for it"
+                                    % (self._what(), broker.address))
+        if status != 200:
+            raise_for_status(status, data, "waiting for %s" % self._what())
+        call = _json(data, "waiting for %s" % self._what()).get("call")
+        if not isinstance(call, dict) or call.get("state") not in TERMINAL + ("queued", "leased"):
+            raise ProtocolError("waiting for %s: bad call record %.200r" % (self._what(), call))
+        with self._lock:
+            self._call = call
+        return call
+
+    def _post(self, action):
+        broker = self._broker_or_find()
+        status, data = broker.request("POST", "/v1/calls/%s/%s" % (self.call_id, action))
+        return broker, status, data
+
+    # -- results ---------------------------------------------------------------
+
+    def _finish(self, call):
+        state = call["state"]
+        if state == "failed":
+            err = call.get("error") or {}
+            rtype, rmsg, rtb = (str(err.get("type") or ""), str(err.get("message") or ""),
+                                str(err.get("traceback") or ""))
+            if rtype == NETWORK_FAILURE_TYPE:
+                raise ClientCallFailed("%s failed: %s" % (self._what(), rmsg))
+            raise ClientFunctionError("%s failed on the worker: %s: %s%s"
+                                      % (self._what(), rtype, rmsg,
+                                         "\n\nremote traceback:\n" + rtb if rtb else ""),
+                                      rtype, rmsg, rtb)
+        if state == "terminated":
+            raise ClientCallTerminated("%s was terminated before it finished" % self._what())
+        return self._store(call)
+
+    def _store(self, call):
+        spec = self.prepared.spec
+        outputs = call.get("outputs")
+        values = decode_entries(outputs, expected=[(r.name, r.kind) for r in spec.returns])
+        files = {}
+        broker = self._broker_or_find()
+        os.makedirs(self.app.cache.blob_dir, exist_ok=True)
+        for r in spec.returns:
+            if r.kind == "file":
+                sha = values[r.name].blob
+                files[r.name] = broker.run(
+                    lambda c, sha=sha: c.download_blob(sha, self.app.cache.blob_dir))
+        entry = self.app.cache.store(self.call_id, spec.name, spec.version, outputs, files,
+                                     call.get("finished_ms"))
+        with self._lock:
+            if not self._deleted:
+                self._cached = entry
+        return entry
+
+    def get(self, timeout=None):
+        """Wait for the call and return its result dict. Raises
+        ClientFutureTimeoutError after `timeout` seconds, ClientFunctionError
+        when the function raised, ClientCallTerminated, ClientCallDeleted."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._deleted:
+                raise ClientCallDeleted("%s was deleted" % self._what())
+            entry = self._cached
+            if entry is not None:
+                return self.app.cache.open_outputs(entry, self.prepared.spec)
+            call = self._call
+            if call is not None and call.get("state") in TERMINAL:
+                self._finish(call)
+                continue
+            if deadline is None:
+                wait_ms = LONG_POLL_MS
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ClientFutureTimeoutError(
+                        "%s did not finish within %s s (state %s, progress %.1f%%)"
+                        % (self._what(), timeout, (call or {}).get("state", "unknown"),
+                           float((call or {}).get("progress") or 0)))
+                wait_ms = max(1, min(LONG_POLL_MS, int(left * 1000)))
+            self._poll(wait_ms)
+
+    def result(self, timeout=None):
+        """The same as get(timeout), as concurrent.futures names it."""
+        return self.get(timeout)
+
+    def done(self) -> bool:
+        """True once the call finished (done, failed or terminated)."""
+        if self._cached is not None:
+            return True
+        if self._deleted:
+            return False
+        call = self._call
+        if call is None or call.get("state") not in TERMINAL:
+            call = self._poll(0)
+        return call["state"] in TERMINAL
+
+    @property
+    def progress(self) -> float:
+        """The call's progress, 0..100, as the function last reported it
+        (p2p_progress_hook); asks the broker unless the call is finished."""
+        if self._cached is not None:
+            return 100.0
+        call = self._call
+        if call is None or call.get("state") not in TERMINAL:
+            call = self._poll(0)
+        if call["state"] == "done":
+            return 100.0
+        return float(call.get("progress") or 0.0)
+
+    def add_done_callback(self, fn):
+        """Call fn(future) once the call finished (at once when it already
+        has), from a background thread of the app."""
+        with self._lock:
+            finished = self._cached is not None or (self._call or {}).get("state") in TERMINAL
+            if not finished:
+                self._callbacks.append(fn)
+                if self._watcher is None:
+                    self._watcher = self.app.background_server.start_thread(
+                        self._watch, "p2prpc-watch-%s" % self.call_id[:8])
+        if finished:
+            self._invoke(fn)
+
+    def _invoke(self, fn):
+        try:
+            fn(self)
+        except Exception:
+            log.exception("a done callback of %s raised", self._what())
+
+    def _watch(self):
+        stopping = self.app.background_server.stopping
+        while not stopping.is_set():
+            try:
+                call = self._poll(WATCH_POLL_MS)
+            except ClientCallDeleted:
+                break
+            except P2PRPCError as e:
+                log.warning("watching %s: %s", self._what(), e)
+                if stopping.wait(1.0):
+                    return
+                continue
+            if call["state"] in TERMINAL:
+                break
+        else:
+            return
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, []
+            self._watcher = None
+        for fn in callbacks:
+            self._invoke(fn)
+
+    # -- control ---------------------------------------------------------------
+
+    def terminate(self):
+        """Ask the network to stop the call: a queued call stops at once, a
+        running one at its worker's next heartbeat. No-op for a result served
+        from the local cache."""
+        if self._cached is not None:
+            return
+        broker, status, data = self._post("terminate")
+        if status != 200:
+            raise_for_status(status, data, "terminating %s" % self._what())
+        call = _json(data, "terminating %s" % self._what()).get("call")
+        if isinstance(call, dict):
+            with self._lock:
+                self._call = call
+
+    def restart(self):
+        """Run the call again: outputs and error are cleared on the broker and
+        in the local cache, and the call goes back to the queue (resubmitted
+        when the broker no longer has it)."""
+        self.app.cache.remove(self.call_id)
+        with self._lock:
+            self._cached = None
+            self._call = None
+            self._deleted = False
+        broker, status, data = self._post("restart")
+        if status == 404:
+            call = self.app.submit(broker, self.prepared)
+        elif status != 200:
+            raise_for_status(status, data, "restarting %s" % self._what())
+        else:
+            call = _json(data, "restarting %s" % self._what()).get("call")
+        with self._lock:
+            self._call = call if isinstance(call, dict) else None
+
+    def delete(self):
+        """Remove the call from the broker and from the local cache (result
+        files in the cache included; never the caller's own files). Threads
+        waiting in get() raise ClientCallDeleted."""
+        self.app.cache.remove(self.call_id)
+        with self._lock:
+            self._cached = None
+            self._deleted = True
+        broker = self._broker_or_find()
+        status, data = broker.request("DELETE", "/v1/calls/%s" % self.call_id)
+        if status not in (200, 404):
+            raise_for_status(status, data, "deleting %s" % self._what())
+
+
+def create_p2p_client_app(discovery_file, password=None, cache_path=None, no_broker_timeout=10.0):
+    """A client app (the seed's entry point). discovery_file lists the
+    brokers, one host:port per line; password must match the network's;
+    cache_path holds finished results (default ~/.cache/p2prpc/client);
+    no_broker_timeout bounds the search for a broker, in seconds."""
+    return P2PClientApp(discovery_file, password=password, cache_path=cache_path,
+                        no_broker_timeout=no_broker_timeout)

@@ -1,0 +1,112 @@
+"""Call identity on the Python side: turns a function and its bound arguments
+into the engine's call id (docs/IDENTITY.md, computed by
+_core.call_identifier_raw) and into the file digests an upload needs.
+
+A file argument is named by the SHA-256 of its whole content, read from its
+fd from offset 0 with the position left where the caller had it. The client
+needs each file's SHA-256 twice (for the id and to name the blob it uploads),
+so prepare_call() hashes every file once and hands both out.
+"""
+import os
+from typing import Dict, NamedTuple, Optional
+
+from . import _core
+from ._spec import FunctionSpec, read_function
+
+__all__ = ["call_identifier", "spec_of", "FileDigest", "PreparedCall", "file_digests",
+           "prepare_call"]
+
+_TAGS = {"int": "i", "float": "f", "bool": "b", "str": "s", "file": "F"}
+
+# Tag for a file given by its precomputed SHA-256 (64 hex). Older engines only
+# take 'F' (fd or path); probed once, see _digest_tag_supported().
+_DIGEST_TAG = "H"
+_digest_tag = None
+
+
+class FileDigest(NamedTuple):
+    """A file argument as it goes on the wire: its content's SHA-256 (hex), its
+    size in bytes, the base name it was opened under (metadata) and its fd."""
+
+    sha: str
+    size: int
+    filename: str
+    fd: int
+
+
+class PreparedCall(NamedTuple):
+    """A call ready to send: its id, the spec, the bound arguments and, per
+    file argument, its digest."""
+
+    call_id: str
+    spec: FunctionSpec
+    bound: Dict[str, object]
+    files: Dict[str, FileDigest]
+
+
+def spec_of(fn) -> FunctionSpec:
+    """The spec of a p2prpc_ function, or of a function returned by
+    register_p2p_func() (which carries the spec of the function it wraps)."""
+    spec = getattr(fn, "p2p_spec", None)
+    if isinstance(spec, FunctionSpec):
+        return spec
+    return read_function(fn)
+
+
+def call_identifier(fn, **kwargs) -> str:
+    """The call id (64 lowercase hex) of calling fn with these keyword
+    arguments: what the client, the broker and the cache all name the call by.
+    Raises ClientP2PFunctionInvalidArguments when the arguments do not fit the
+    declaration, P2PFunctionDeclarationError when fn is not a p2prpc function."""
+    spec = spec_of(fn)
+    bound = spec.bind((), kwargs)
+    return prepare_call(spec, bound).call_id
+
+
+def file_digests(spec: FunctionSpec, bound: Dict[str, object]) -> Dict[str, FileDigest]:
+    """{argument name: FileDigest} for every file argument, each hashed once."""
+    out = {}
+    for a in spec.args:
+        if a.kind != "file":
+            continue
+        f = bound[a.name]
+        fd = f.fileno()
+        sha = _core.sha256_file(fd)
+        size = os.fstat(fd).st_size
+        name = getattr(f, "name", "")
+        filename = os.path.basename(name) if isinstance(name, str) else ""
+        out[a.name] = FileDigest(sha, size, filename, fd)
+    return out
+
+
+def prepare_call(spec: FunctionSpec, bound: Dict[str, object],
+                 files: Optional[Dict[str, FileDigest]] = None) -> PreparedCall:
+    """Hash the file arguments (unless `files` already holds their digests)
+    and compute the call id. `bound` is the output of spec.bind()."""
+    if files is None:
+        files = file_digests(spec, bound) if _digest_tag_supported() else {}
+    raw = []
+    for a in spec.args:
+        if a.kind == "file":
+            d = files.get(a.name)
+            if d is not None and _digest_tag_supported():
+                raw.append((a.name, _DIGEST_TAG, d.sha))
+            else:
+                raw.append((a.name, "F", bound[a.name].fileno()))
+        else:
+            raw.append((a.name, _TAGS[a.kind], bound[a.name]))
+    call_id = _core.call_identifier_raw(spec.name, spec.version, raw)
+    if len(files) != sum(1 for a in spec.args if a.kind == "file"):
+        files = file_digests(spec, bound)
+    return PreparedCall(call_id, spec, bound, files)
+
+
+def _digest_tag_supported() -> bool:
+    global _digest_tag
+    if _digest_tag is None:
+        try:
+            _core.call_identifier_raw("p2prpc_probe", "0" * 64, [("f", _DIGEST_TAG, "0" * 64)])
+            _digest_tag = True
+        except Exception:
+            _digest_tag = False
+    return _digest_tag

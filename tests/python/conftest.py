@@ -1,0 +1,35 @@
+"""Shared pytest fixtures for the Python tests (which run against the installed package)."""
+import textwrap
+
+import pytest
+
+
+@pytest.fixture
+def rb_file(tmp_path):
+    """Factory: write `content` to a new file under tmp_path and return it opened
+    with `mode` (default "rb"). Every file it opened is closed at teardown."""
+    opened = []
+
+    def make(content=b"p2prpc test bytes\n", name=None, mode="rb"):
+        path = tmp_path / (name or "file%d.bin" % len(opened))
+        path.write_bytes(content)
+        f = open(path, mode)
+        opened.append(f)
+        return f
+
+    yield make
+    for f in opened:
+        f.close()
+
+
+@pytest.fixture
+def write_module(tmp_path):
+    """Factory: write dedented Python `source` to tmp_path/<name> and return its Path."""
+
+    def write(source, name="function.py"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source), encoding="utf-8")
+        return path
+
+    return write

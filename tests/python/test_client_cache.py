@@ -1,0 +1,196 @@
+"""The client without a network: cache hits, argument errors, no broker."""
+import hashlib
+import io
+import os
+import socket
+import time
+
+import pytest
+
+from p2prpc._client import ResultCache, read_discovery
+from p2prpc._identity import call_identifier, prepare_call, spec_of
+from p2prpc._wire import BlobRef, encode_entry
+from p2prpc.errors import (
+    ClientNoBrokerFound,
+    ClientP2PFunctionInvalidArguments,
+    P2PFunctionDeclarationError,
+)
+from p2prpc.p2p_client import create_p2p_client_app
+
+
+def p2prpc_analyze(video_handle: io.IOBase, arg2: int) -> {"results_file": io.IOBase,
+                                                           "res_var": int, "note": str}:
+    """Doubles arg2."""
+    return {"results_file": video_handle, "res_var": 2 * arg2, "note": "x"}
+
+
+def seed_cache(cache_root, fn, result_bytes, tmp_path, **kwargs):
+    """Write a finished call of fn(**kwargs) into the cache the way the client
+    does after a download; the call id."""
+    call_id = call_identifier(fn, **kwargs)
+    cache = ResultCache(cache_root)
+    src = tmp_path / "result.bin"
+    src.write_bytes(result_bytes)
+    sha, size, blob_path = cache.add_file(str(src))
+    outputs = [encode_entry("results_file", "file", BlobRef(sha, size, "result.bin")),
+               encode_entry("res_var", "int", 2 * kwargs["arg2"]),
+               encode_entry("note", "str", "from the cache")]
+    cache.store(call_id, "p2prpc_analyze", "v", outputs, {"results_file": blob_path})
+    return call_id, blob_path
+
+
+@pytest.fixture
+def app(tmp_path):
+    # The discovery file does not exist: any attempt to reach the network fails loudly.
+    a = create_p2p_client_app(str(tmp_path / "missing-discovery.txt"),
+                              cache_path=str(tmp_path / "clientdb"), no_broker_timeout=0.5)
+    yield a
+    a.background_server.shutdown()
+
+
+def test_cache_hit_needs_no_broker(app, tmp_path, rb_file):
+    video = rb_file(b"video bytes")
+    call_id, _ = seed_cache(str(tmp_path / "clientdb"), p2prpc_analyze, b"cached result",
+                            tmp_path, video_handle=video, arg2=160)
+    remote = app.register_p2p_func()(p2prpc_analyze)
+    start = time.monotonic()
+    fut = remote(video_handle=video, arg2=160)
+    assert fut.call_id == call_id
+    assert fut.done() is True and fut.progress == 100.0
+    res = fut.get(timeout=0)
+    assert time.monotonic() - start < 0.5
+    assert list(res) == ["results_file", "res_var", "note"]
+    assert res["res_var"] == 320 and res["note"] == "from the cache"
+    assert res["results_file"].mode == "rb"
+    assert res["results_file"].read() == b"cached result"
+    res["results_file"].close()
+    # The argument file's position is untouched by hashing.
+    assert video.tell() == 0
+    # Another argument value is another call: not in the cache, so the client
+    # goes to the network, which here is a missing discovery file.
+    with pytest.raises(ClientNoBrokerFound, match="cannot read the discovery file .*missing-discovery"):
+        remote(video_handle=video, arg2=161)
+
+
+def test_a_cache_entry_with_a_missing_file_is_a_miss(app, tmp_path, rb_file):
+    video = rb_file(b"v")
+    _, blob_path = seed_cache(str(tmp_path / "clientdb"), p2prpc_analyze, b"r", tmp_path,
+                              video_handle=video, arg2=1)
+    os.unlink(blob_path)
+    remote = app.register_p2p_func()(p2prpc_analyze)
+    with pytest.raises(ClientNoBrokerFound, match="discovery"):
+        remote(video_handle=video, arg2=1)
+
+
+def test_registered_function_keeps_name_doc_and_identity(app, rb_file):
+    remote = app.register_p2p_func()(p2prpc_analyze)
+    assert remote.__name__ == "p2prpc_analyze" and remote.__doc__ == "Doubles arg2."
+    assert remote.p2p_spec.name == "p2prpc_analyze"
+    assert [(a.name, a.kind) for a in remote.p2p_spec.args] == [("video_handle", "file"),
+                                                                ("arg2", "int")]
+    f = rb_file(b"same")
+    assert call_identifier(remote, video_handle=f, arg2=1) == call_identifier(
+        p2prpc_analyze, video_handle=f, arg2=1)
+    assert call_identifier(p2prpc_analyze, video_handle=f, arg2=1) != call_identifier(
+        p2prpc_analyze, video_handle=f, arg2=2)
+
+
+def test_identity_follows_content_not_name(rb_file):
+    a, b, c = rb_file(b"same"), rb_file(b"same"), rb_file(b"other")
+    b.read(2)
+    ida = call_identifier(p2prpc_analyze, video_handle=a, arg2=1)
+    assert ida == call_identifier(p2prpc_analyze, video_handle=b, arg2=1)
+    assert b.tell() == 2
+    assert ida != call_identifier(p2prpc_analyze, video_handle=c, arg2=1)
+    prepared = prepare_call(spec_of(p2prpc_analyze), {"video_handle": a, "arg2": 1})
+    assert prepared.call_id == ida
+    assert prepared.files["video_handle"].sha == hashlib.sha256(b"same").hexdigest()
+    assert prepared.files["video_handle"].size == 4
+    assert prepared.files["video_handle"].filename == os.path.basename(a.name)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, words",
+    [
+        ((1,), {}, "keyword arguments only"),
+        ((), {"arg2": 1}, "missing argument 'video_handle'"),
+        ((), {"video_handle": None, "arg2": 1, "extra": 2}, "unexpected argument 'extra'"),
+        ((), {"video_handle": "path.mp4", "arg2": 1}, "argument 'video_handle'"),
+        ((), {"video_handle": None, "arg2": True}, "argument 'arg2'.*bool"),
+    ],
+)
+def test_bad_arguments(app, rb_file, args, kwargs, words):
+    remote = app.register_p2p_func()(p2prpc_analyze)
+    if kwargs.get("video_handle", "") is None:
+        kwargs["video_handle"] = rb_file()
+    with pytest.raises(ClientP2PFunctionInvalidArguments, match=words):
+        remote(*args, **kwargs)
+
+
+def test_text_mode_file_is_refused(app, rb_file):
+    remote = app.register_p2p_func()(p2prpc_analyze)
+    with pytest.raises(ClientP2PFunctionInvalidArguments, match="'video_handle'.*text mode"):
+        remote(video_handle=rb_file(mode="r"), arg2=1)
+
+
+def test_bad_declaration_is_refused_at_registration(app):
+    def p2prpc_bad(x) -> {"y": int}:
+        return {"y": 1}
+
+    with pytest.raises(P2PFunctionDeclarationError, match="'x'.*annotation is missing"):
+        app.register_p2p_func()(p2prpc_bad)
+
+
+def test_no_broker_found_within_the_timeout(tmp_path, rb_file):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connections are refused
+    discovery = tmp_path / "discovery.txt"
+    discovery.write_text("# brokers\n\n127.0.0.1:%d\n" % port)
+    app = create_p2p_client_app(str(discovery), cache_path=str(tmp_path / "db"),
+                                no_broker_timeout=1.0)
+    try:
+        remote = app.register_p2p_func()(p2prpc_analyze)
+        start = time.monotonic()
+        with pytest.raises(ClientNoBrokerFound) as e:
+            remote(video_handle=rb_file(), arg2=1)
+        elapsed = time.monotonic() - start
+        assert 0.9 <= elapsed < 4.0
+        assert "no broker answered within 1.0 s" in str(e.value)
+        assert "127.0.0.1:%d:" % port in str(e.value)
+    finally:
+        app.background_server.shutdown()
+
+
+def test_read_discovery(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_text("# comment\n\n  10.0.0.1:5002  \nhost:1 # trailing comment\n10.0.0.1:5002\n")
+    assert read_discovery(str(path)) == ["10.0.0.1:5002", "host:1"]
+    path.write_text("# only a comment\n\n")
+    with pytest.raises(ClientNoBrokerFound, match="lists no broker"):
+        read_discovery(str(path))
+
+
+def test_cache_remove_keeps_shared_and_outside_files(tmp_path):
+    cache = ResultCache(str(tmp_path / "db"))
+    user_file = tmp_path / "mine.bin"
+    user_file.write_bytes(b"shared")
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"only one")
+    sha1, size1, shared = cache.add_file(str(user_file))
+    sha2, size2, lonely = cache.add_file(str(other))
+    a, b = "a" * 64, "b" * 64
+    cache.store(a, "p2prpc_f", "v", [encode_entry("x", "file", BlobRef(sha1, size1, "m")),
+                                     encode_entry("y", "file", BlobRef(sha2, size2, "o"))],
+                {"x": shared, "y": lonely})
+    cache.store(b, "p2prpc_f", "v", [encode_entry("x", "file", BlobRef(sha1, size1, "m"))],
+                {"x": shared})
+    assert cache.load(a) is not None and cache.load(b) is not None
+    cache.remove(a)
+    assert cache.load(a) is None
+    assert not os.path.exists(lonely)
+    assert os.path.exists(shared) and cache.load(b) is not None
+    assert user_file.read_bytes() == b"shared" and other.read_bytes() == b"only one"
+    with pytest.raises(ValueError, match="not a call id"):
+        cache.load("../../etc/passwd")
