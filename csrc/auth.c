@@ -91,11 +91,13 @@ int prpc_auth_verify(const uint8_t key[PRPC_AUTH_KEY_LEN], const char *method,
     char *end = NULL;
     long long t;
 
+    if (method == NULL || path_and_query == NULL || body_sha256_hex == NULL)
+        return prpc_error_set(err, PRPC_EAUTH, "authentication failed: malformed request");
     if (time_str == NULL || nonce_hex == NULL || sig_hex == NULL)
         return prpc_error_set(err, PRPC_EAUTH,
                               "authentication required: the request is not signed");
     t = strtoll(time_str, &end, 10);
-    if (end == time_str || *end != '\0')
+    if (end == time_str || *end != '\0' || time_str[0] < '0' || time_str[0] > '9')
         return prpc_error_set(err, PRPC_EAUTH, "authentication failed: malformed timestamp");
     if (t < now_ms - PRPC_AUTH_WINDOW_MS || t > now_ms + PRPC_AUTH_WINDOW_MS)
         return prpc_error_set(err, PRPC_EAUTH,

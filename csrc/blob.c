@@ -3,9 +3,10 @@
  * verified, fsynced chunks and renamed into place only once whole.
  *
  * A partial file's length is the resume point: a chunk is appended and
- * fsynced before it is acknowledged, so after a crash the partial file holds
- * exactly the acknowledged prefix (a torn tail past it is truncated away on
- * the next write).
+ * fsynced before it is acknowledged. A crash mid-chunk can leave unacknowledged
+ * bytes past that prefix; they are kept as received, and the whole-content
+ * hash at commit catches any that are wrong (the partial file is then dropped
+ * and the upload starts over).
  */
 #include "blob.h"
 #include "hash.h"

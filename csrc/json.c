@@ -105,16 +105,24 @@ int prpc_buf_json_str(prpc_buf_t *b, const char *s, size_t len)
             return b->failed;
         }
     }
-    return prpc_buf_append(b, "\"", 1);
+    if (prpc_buf_append(b, "\"", 1) != 0) {
+        if (b->data != NULL && start < b->cap) {
+            b->len = start;
+            b->data[start] = '\0';
+        }
+        return b->failed;
+    }
+    return 0;
 }
 
 char *prpc_buf_take(prpc_buf_t *b, size_t *len, prpc_error_t *err)
 {
     char *out = NULL;
     if (b->failed) {
-        prpc_error_set(err, b->failed, b->failed == PRPC_ELIMIT
-                                           ? "JSON text exceeds its size limit"
-                                           : "out of memory writing JSON");
+        prpc_error_set(err, b->failed,
+                       b->failed == PRPC_ELIMIT   ? "JSON text exceeds its size limit"
+                       : b->failed == PRPC_EINVAL ? "a value could not be formatted as JSON text"
+                                                  : "out of memory writing JSON");
         prpc_buf_cleanup(b);
         return NULL;
     }

@@ -24,7 +24,8 @@ static int module_exec(PyObject *m)
         PyErr_SetString(PyExc_ImportError, "p2prpc: curl_global_init failed");
         return -1;
     }
-    if (pyprpc_hash_exec(m) < 0 || pyprpc_broker_exec(m) < 0)
+    if (pyprpc_hash_exec(m) < 0 || pyprpc_broker_exec(m) < 0 || pyprpc_httpc_exec(m) < 0 ||
+        pyprpc_worker_exec(m) < 0)
         return -1;
     return 0;
 }

@@ -31,5 +31,7 @@ PyObject *pyprpc_raise(pyprpc_state_t *st, const prpc_error_t *err);
  * -1 with an exception set. */
 int pyprpc_hash_exec(PyObject *module);
 int pyprpc_broker_exec(PyObject *module);
+int pyprpc_httpc_exec(PyObject *module);
+int pyprpc_worker_exec(PyObject *module);
 
 #endif

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define FAKE_FN static __attribute__((unused))
 #define FAKE_MAX_CONNS 64
 #define FAKE_HEAD_MAX 16384
 
@@ -68,7 +69,7 @@ struct fake_conn_arg {
 };
 
 /* Copy header `name`'s value into out (empty when absent); returns 1 if found. */
-static int fake_header(const fake_req_t *req, const char *name, char *out, size_t cap)
+FAKE_FN int fake_header(const fake_req_t *req, const char *name, char *out, size_t cap)
 {
     size_t nl = strlen(name);
     const char *p = req->head;
@@ -96,7 +97,7 @@ static int fake_header(const fake_req_t *req, const char *name, char *out, size_
 
 /* Wait up to ms for fd to become readable or the server to stop: 1 readable,
  * 0 timeout, -1 stopping. */
-static int fake_wait(fake_server_t *srv, int fd, int ms)
+FAKE_FN int fake_wait(fake_server_t *srv, int fd, int ms)
 {
     struct pollfd p[2] = {{srv->stop_pipe[0], POLLIN, 0}, {fd, POLLIN, 0}};
     int n = poll(p, fd >= 0 ? 2 : 1, ms);
@@ -105,7 +106,7 @@ static int fake_wait(fake_server_t *srv, int fd, int ms)
     return n > 0 ? 1 : 0;
 }
 
-static int fake_send_all(int fd, const char *data, size_t len)
+FAKE_FN int fake_send_all(int fd, const char *data, size_t len)
 {
     while (len > 0) {
         ssize_t w = send(fd, data, len, MSG_NOSIGNAL);
@@ -247,7 +248,7 @@ static void *fake_accept_main(void *arg)
 }
 
 /* Start a server on an ephemeral port. Returns 0 or -1. */
-static int fake_start(fake_server_t *srv, fake_handler_fn handler, void *ud)
+FAKE_FN int fake_start(fake_server_t *srv, fake_handler_fn handler, void *ud)
 {
     struct sockaddr_in a;
     socklen_t alen = sizeof(a);
@@ -271,7 +272,7 @@ static int fake_start(fake_server_t *srv, fake_handler_fn handler, void *ud)
     return pthread_create(&srv->thread, NULL, fake_accept_main, srv) == 0 ? 0 : -1;
 }
 
-static void fake_stop(fake_server_t *srv)
+FAKE_FN void fake_stop(fake_server_t *srv)
 {
     if (write(srv->stop_pipe[1], "x", 1) != 1)
         return;
@@ -284,7 +285,7 @@ static void fake_stop(fake_server_t *srv)
     pthread_mutex_destroy(&srv->mu);
 }
 
-static int fake_count(fake_server_t *srv, int *field)
+FAKE_FN int fake_count(fake_server_t *srv, int *field)
 {
     int v;
     pthread_mutex_lock(&srv->mu);
@@ -294,7 +295,7 @@ static int fake_count(fake_server_t *srv, int *field)
 }
 
 /* Set a malloc'd copy of a string as the answer's body. */
-static void fake_body(fake_resp_t *resp, const char *s)
+FAKE_FN void fake_body(fake_resp_t *resp, const char *s)
 {
     resp->body_len = strlen(s);
     resp->body = malloc(resp->body_len + 1);
@@ -313,7 +314,7 @@ typedef struct fake_blobs {
     char last_range[64];
 } fake_blobs_t;
 
-static void fake_error(fake_resp_t *resp, int status, const char *code, const char *msg)
+FAKE_FN void fake_error(fake_resp_t *resp, int status, const char *code, const char *msg)
 {
     char b[700];
     snprintf(b, sizeof(b), "{\"error\": {\"code\": \"%s\", \"message\": \"%s\"}}", code, msg);
@@ -321,7 +322,7 @@ static void fake_error(fake_resp_t *resp, int status, const char *code, const ch
     fake_body(resp, b);
 }
 
-static void fake_blob_route(fake_blobs_t *st, const fake_req_t *req, fake_resp_t *resp)
+FAKE_FN void fake_blob_route(fake_blobs_t *st, const fake_req_t *req, fake_resp_t *resp)
 {
     char sha[65], hdr[128], b[128];
     const char *rest = req->path + strlen("/v1/blobs/");

@@ -3,6 +3,7 @@ import hashlib
 import io
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -11,6 +12,11 @@ from p2prpc._client import ResultCache, read_discovery
 from p2prpc._identity import call_identifier, prepare_call, spec_of
 from p2prpc._wire import BlobRef, encode_entry
 from p2prpc.errors import (
+    AuthenticationError,
+    ClientCallDeleted,
+    ClientCallTerminated,
+    ClientFunctionError,
+    ClientFutureTimeoutError,
     ClientNoBrokerFound,
     ClientP2PFunctionInvalidArguments,
     P2PFunctionDeclarationError,
@@ -194,3 +200,139 @@ def test_cache_remove_keeps_shared_and_outside_files(tmp_path):
     assert user_file.read_bytes() == b"shared" and other.read_bytes() == b"only one"
     with pytest.raises(ValueError, match="not a call id"):
         cache.load("../../etc/passwd")
+
+
+# ---------------------------------------------------------------------------
+# Through a real broker and worker on loopback: the result lands in the cache,
+# and the future's other operations.
+
+NETWORK_FUNCTIONS = '''
+import io, os, time
+from p2prpc.p2p_client import p2p_progress_hook
+
+def p2prpc_analyze_large_file(video_handle: io.IOBase, arg2: int) -> {"results_file1": io.IOBase,
+                                                               "res_var": int}:
+    video_handle.close()
+    return {"results_file1": open(video_handle.name, 'rb'), "res_var": 10 * arg2}
+
+def p2prpc_halfway(flag: str) -> {"ok": bool}:
+    p2p_progress_hook(1, 2)
+    deadline = time.time() + 30
+    while not os.path.exists(flag) and time.time() < deadline:
+        time.sleep(0.02)
+    return {"ok": True}
+
+def p2prpc_fails(n: int) -> {"x": int}:
+    raise KeyError("no such thing %d" % n)
+
+def p2prpc_sleeps(seconds: float) -> {"x": int}:
+    time.sleep(seconds)
+    return {"x": 1}
+'''
+
+
+@pytest.fixture
+def network(tmp_path, write_module):
+    from p2prpc._broker_node import BrokerNode
+    from p2prpc._spec import read_module_functions
+    from p2prpc._worker_node import WorkerNode
+
+    path = write_module(NETWORK_FUNCTIONS, name="network_functions.py")
+    broker = BrokerNode(str(path), port=0, data_dir=str(tmp_path / "broker"), execute=False,
+                        heartbeat_ms=200, password="pw")
+    worker = None
+    try:
+        worker = WorkerNode(str(path), [broker.address], str(tmp_path / "worker"), concurrency=2,
+                            password="pw", lease_wait_ms=1000)
+        discovery = tmp_path / "discovery.txt"
+        discovery.write_text(broker.address + "\n")
+        app = create_p2p_client_app(str(discovery), password="pw",
+                                    cache_path=str(tmp_path / "clientdb"), no_broker_timeout=5)
+        fns = {s.name: app.register_p2p_func()(s.func) for s in read_module_functions(str(path))}
+        yield app, fns, broker
+        app.background_server.shutdown()
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+
+
+def test_network_result_is_cached_for_a_later_app(network, tmp_path, rb_file):
+    app, fns, _ = network
+    video = rb_file(b"frames" * 1000)
+    fut = fns["p2prpc_analyze_large_file"](video_handle=video, arg2=160)
+    res = fut.get(timeout=60)
+    assert res["res_var"] == 1600
+    assert res["results_file1"].read() == b"frames" * 1000
+    assert res["results_file1"].name.startswith(str(tmp_path / "clientdb"))
+    res["results_file1"].close()
+    assert fut.done() and fut.progress == 100.0
+    # A new app whose discovery file names no reachable broker: served from the cache.
+    (tmp_path / "nowhere.txt").write_text("127.0.0.1:1\n")
+    later = create_p2p_client_app(str(tmp_path / "nowhere.txt"), password="pw",
+                                  cache_path=str(tmp_path / "clientdb"), no_broker_timeout=0.2)
+    remote = later.register_p2p_func()(fns["p2prpc_analyze_large_file"])
+    again = remote(video_handle=video, arg2=160)
+    assert again.call_id == fut.call_id
+    assert again.get(timeout=0)["res_var"] == 1600
+    later.background_server.shutdown()
+
+
+def test_network_progress_and_done_callback(network, tmp_path):
+    app, fns, _ = network
+    flag = tmp_path / "flag"
+    fut = fns["p2prpc_halfway"](flag=str(flag))
+    called = threading.Event()
+    fut.add_done_callback(lambda f: called.set())
+    deadline = time.monotonic() + 20
+    while fut.progress != 50.0:
+        assert time.monotonic() < deadline, "progress never reached 50%"
+        time.sleep(0.05)
+    assert not fut.done() and not called.is_set()
+    with pytest.raises(ClientFutureTimeoutError, match="did not finish within 0.2 s"):
+        fut.get(timeout=0.2)
+    flag.write_text("go")
+    assert fut.get(timeout=30) == {"ok": True}
+    assert called.wait(10)
+
+
+def test_network_failure_carries_the_remote_error(network):
+    app, fns, _ = network
+    with pytest.raises(ClientFunctionError) as e:
+        fns["p2prpc_fails"](n=3).get(timeout=60)
+    assert e.value.remote_type == "KeyError"
+    assert e.value.remote_message == "'no such thing 3'"
+    assert 'raise KeyError("no such thing %d" % n)' in e.value.remote_traceback
+
+
+def test_network_terminate_restart_delete(network, tmp_path):
+    app, fns, _ = network
+    fut = fns["p2prpc_sleeps"](seconds=60.0)
+    start = time.monotonic()
+    fut.terminate()
+    with pytest.raises(ClientCallTerminated):
+        fut.get(timeout=30)
+    assert time.monotonic() - start < 15
+    fut.delete()
+    with pytest.raises(ClientCallDeleted):
+        fut.get(timeout=1)
+    quick = fns["p2prpc_sleeps"](seconds=0.0)
+    assert quick.get(timeout=60) == {"x": 1}
+    assert list((tmp_path / "clientdb" / "calls").glob(quick.call_id + ".json"))
+    quick.restart()
+    assert not list((tmp_path / "clientdb" / "calls").glob(quick.call_id + ".json"))
+    assert quick.get(timeout=60) == {"x": 1}
+    quick.delete()
+    assert not list((tmp_path / "clientdb" / "calls").glob(quick.call_id + ".json"))
+
+
+def test_wrong_password_is_an_authentication_error(network, tmp_path, rb_file):
+    app, fns, broker = network
+    wrong = create_p2p_client_app(str(tmp_path / "discovery.txt"), password="not it",
+                                  cache_path=str(tmp_path / "other"), no_broker_timeout=2)
+    try:
+        remote = wrong.register_p2p_func()(fns["p2prpc_fails"])
+        with pytest.raises(AuthenticationError, match="refused our credentials"):
+            remote(n=1)
+    finally:
+        wrong.background_server.shutdown()

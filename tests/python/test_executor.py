@@ -313,3 +313,32 @@ def test_child_imports_our_p2prpc_and_keeps_the_users_environment(module, tmp_pa
     assert res["state"] == "done", res
     out = {e["name"]: e["value"] for e in res["outputs"]}
     assert out == {"safepath": "<unset>", "pythonpath": "/somewhere/else"}
+
+
+def test_children_outlive_the_thread_that_asked_for_them(module):
+    # PR_SET_PDEATHSIG fires when the forking *thread* ends; engine threads
+    # come and go, so children must not be forked by them.
+    # Each asking thread lives on a little, so that a child it forked itself
+    # would have set PR_SET_PDEATHSIG before the thread ends.
+    box = {}
+    t = threading.Thread(target=lambda: (box.update(pool=ExecutorPool(str(module))),
+                                         time.sleep(0.5)))
+    t.start()
+    t.join()
+    p = box["pool"]
+    try:
+        pid = p.pids()[0]
+        time.sleep(0.3)
+        assert pid_alive(pid)
+        res = {}
+        runner = threading.Thread(target=lambda: (res.update(
+            json.loads(p.run(job("o1", "p2prpc_crash", [("code", "int", 1)])))), time.sleep(0.5)))
+        runner.start()
+        runner.join()  # the replacement child was asked for by this ending thread
+        new_pid = p.pids()[0]
+        assert new_pid != pid
+        time.sleep(0.3)
+        assert pid_alive(new_pid)
+        assert json.loads(p.run(job("o2", "p2prpc_steps", [("n", "int", 1)])))["state"] == "done"
+    finally:
+        p.close()

@@ -1,0 +1,311 @@
+/*
+ * py_httpc.c - Python bindings of httpc.c and the key derivation of auth.c:
+ * _core.Connection (one keep-alive connection to one broker) and
+ * _core.derive_key.
+ *
+ * Every network call runs with the GIL released. A Connection wraps one
+ * libcurl handle, which one thread may use at a time, so each object carries
+ * a lock taken (without the GIL, so a waiting thread never blocks the
+ * interpreter) around every use of the handle, close() included.
+ */
+#include "py_module.h"
+
+#include "auth.h"
+#include "blob.h"
+#include "httpc.h"
+#include "ident.h"
+
+#include <pythread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    prpc_httpc_t *h;         /* NULL once closed */
+    PyThread_type_lock lock; /* serialises users of h */
+} conn_object_t;
+
+/* Raise err with any bytes that are not UTF-8 (a message cut mid-character
+ * at PRPC_ERROR_MSG_MAX, a path) turned into '?'. Returns NULL. */
+static PyObject *raise_err(PyTypeObject *tp, prpc_error_t *err)
+{
+    size_t len = strnlen(err->message, sizeof(err->message) - 1), at;
+    err->message[len] = '\0';
+    at = prpc_utf8_invalid_at(err->message, len);
+    while (at < len) {
+        err->message[at] = '?';
+        at += 1 + prpc_utf8_invalid_at(err->message + at + 1, len - at - 1);
+    }
+    return pyprpc_raise(pyprpc_state_of_type(tp), err);
+}
+
+static int conn_init(conn_object_t *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"base_url", "key", "connect_timeout_ms", NULL};
+    const char *url = NULL;
+    Py_buffer key = {0};
+    int connect_timeout_ms = 2000;
+    prpc_httpc_t *h;
+    prpc_error_t err;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|z*i:Connection", kwlist, &url, &key,
+                                     &connect_timeout_ms))
+        return -1;
+    if (key.buf != NULL && key.len != PRPC_AUTH_KEY_LEN) {
+        PyBuffer_Release(&key);
+        PyErr_Format(PyExc_ValueError, "key must be %d bytes (from derive_key)",
+                     PRPC_AUTH_KEY_LEN);
+        return -1;
+    }
+    if (self->lock == NULL) {
+        self->lock = PyThread_allocate_lock();
+        if (self->lock == NULL) {
+            PyBuffer_Release(&key);
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    h = prpc_httpc_new(url, key.buf, connect_timeout_ms, &err);
+    PyBuffer_Release(&key);
+    if (h == NULL) {
+        raise_err(Py_TYPE(self), &err);
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    prpc_httpc_free(self->h);
+    self->h = h;
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    return 0;
+}
+
+static PyObject *closed_error(void)
+{
+    PyErr_SetString(PyExc_ValueError, "the connection is closed");
+    return NULL;
+}
+
+static PyObject *conn_request(conn_object_t *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"method", "path", "body", "timeout_ms", NULL};
+    const char *method, *path;
+    Py_buffer body = {0};
+    int timeout_ms = 30000, rc = 0, closed = 0;
+    long status = 0;
+    char *resp = NULL;
+    size_t resp_len = 0;
+    prpc_error_t err;
+    PyObject *out;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|z*i:request", kwlist, &method, &path, &body,
+                                     &timeout_ms))
+        return NULL;
+    if (self->lock == NULL)
+        return closed_error();
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    if (self->h == NULL)
+        closed = 1;
+    else
+        rc = prpc_httpc_request(self->h, method, path, body.buf, body.buf ? (size_t)body.len : 0,
+                                timeout_ms, &status, &resp, &resp_len, &err);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&body);
+    if (closed)
+        return closed_error();
+    if (rc != 0)
+        return raise_err(Py_TYPE(self), &err);
+    out = Py_BuildValue("(ly#)", status, resp, (Py_ssize_t)resp_len);
+    free(resp);
+    return out;
+}
+
+static PyObject *conn_upload_blob(conn_object_t *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "sha", "size", NULL};
+    const char *sha;
+    int fd, rc = 0, closed = 0;
+    unsigned long long size;
+    prpc_error_t err;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isK:upload_blob", kwlist, &fd, &sha, &size))
+        return NULL;
+    if (self->lock == NULL)
+        return closed_error();
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    if (self->h == NULL)
+        closed = 1;
+    else
+        rc = prpc_httpc_upload_blob(self->h, fd, sha, (uint64_t)size, &err);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    if (closed)
+        return closed_error();
+    if (rc != 0)
+        return raise_err(Py_TYPE(self), &err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *conn_download_blob(conn_object_t *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"sha", "blob_dir", NULL};
+    const char *sha;
+    PyObject *dir_obj = NULL;
+    char path[PRPC_BLOB_PATH_MAX];
+    int rc = 0, closed = 0;
+    prpc_blobdir_t *bd = NULL;
+    prpc_error_t err;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sO&:download_blob", kwlist, &sha,
+                                     PyUnicode_FSConverter, &dir_obj))
+        return NULL;
+    if (self->lock == NULL) {
+        Py_DECREF(dir_obj);
+        return closed_error();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    bd = prpc_blobdir_open(PyBytes_AS_STRING(dir_obj), &err);
+    if (bd == NULL) {
+        rc = err.code;
+    } else {
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        if (self->h == NULL)
+            closed = 1;
+        else
+            rc = prpc_httpc_download_blob(self->h, sha, bd, &err);
+        PyThread_release_lock(self->lock);
+        if (rc == 0 && !closed)
+            rc = prpc_blobdir_path(bd, sha, path, &err);
+        prpc_blobdir_free(bd);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(dir_obj);
+    if (closed)
+        return closed_error();
+    if (rc != 0)
+        return raise_err(Py_TYPE(self), &err);
+    return PyUnicode_DecodeFSDefault(path);
+}
+
+static PyObject *conn_close(conn_object_t *self, PyObject *unused)
+{
+    PRPC_UNUSED(unused);
+    if (self->lock == NULL)
+        Py_RETURN_NONE;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    prpc_httpc_free(self->h);
+    self->h = NULL;
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *conn_base_url(conn_object_t *self, void *closure)
+{
+    PyObject *out;
+    PRPC_UNUSED(closure);
+    if (self->lock == NULL)
+        return closed_error();
+    /* The base URL never changes while h lives; the lock keeps close() out. */
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_END_ALLOW_THREADS
+    out = self->h != NULL ? PyUnicode_FromString(prpc_httpc_base_url(self->h)) : closed_error();
+    PyThread_release_lock(self->lock);
+    return out;
+}
+
+static void conn_dealloc(conn_object_t *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    prpc_httpc_free(self->h);
+    self->h = NULL;
+    if (self->lock != NULL)
+        PyThread_free_lock(self->lock);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef conn_methods[] = {
+    {"request", (PyCFunction)(void (*)(void))conn_request, METH_VARARGS | METH_KEYWORDS,
+     "request(method, path, body=None, timeout_ms=30000) -> (status, body)\n\n"
+     "One HTTP request (signed when the connection has a key). Any status is returned;\n"
+     "401 raises AuthenticationError; transport failures raise ConnectionFailed or\n"
+     "EngineTimeoutError; an answer over 4 MiB raises LimitExceeded."},
+    {"upload_blob", (PyCFunction)(void (*)(void))conn_upload_blob, METH_VARARGS | METH_KEYWORDS,
+     "upload_blob(fd, sha, size) -> None\n\nMake the broker hold blob sha, the first size "
+     "bytes of fd: skipped when held, resumed when partial, sent in verified chunks."},
+    {"download_blob", (PyCFunction)(void (*)(void))conn_download_blob,
+     METH_VARARGS | METH_KEYWORDS,
+     "download_blob(sha, blob_dir) -> str\n\nFetch blob sha into the blob directory (resuming, "
+     "verified) unless it is there; returns the blob's path."},
+    {"close", (PyCFunction)conn_close, METH_NOARGS, "Close the connection. Idempotent."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef conn_getset[] = {
+    {"base_url", (getter)conn_base_url, NULL, "The broker's normalised URL.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot conn_slots[] = {
+    {Py_tp_init, conn_init},
+    {Py_tp_dealloc, conn_dealloc},
+    {Py_tp_methods, conn_methods},
+    {Py_tp_getset, conn_getset},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "Connection(base_url, key=None, connect_timeout_ms=2000)\n\n"
+                "One keep-alive connection to one broker (docs/API.md). base_url is\n"
+                "'host:port' or 'http://host:port'; key is 32 bytes from derive_key()."},
+    {0, NULL},
+};
+
+static PyType_Spec conn_spec = {
+    .name = "p2prpc._core.Connection",
+    .basicsize = sizeof(conn_object_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = conn_slots,
+};
+
+static PyObject *derive_key(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"password", NULL};
+    const char *pw;
+    Py_ssize_t len;
+    uint8_t key[PRPC_AUTH_KEY_LEN];
+    prpc_error_t err;
+    int rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s#:derive_key", kwlist, &pw, &len))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = prpc_auth_derive_key(pw, (size_t)len, key, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != 0)
+        return pyprpc_raise(pyprpc_state(module), &err);
+    return PyBytes_FromStringAndSize((const char *)key, sizeof(key));
+}
+
+static PyMethodDef httpc_functions[] = {
+    {"derive_key", (PyCFunction)(void (*)(void))derive_key, METH_VARARGS | METH_KEYWORDS,
+     "derive_key(password) -> bytes\n\nThe 32-byte network key of a password (PBKDF2-HMAC-"
+     "SHA256, slow on purpose: call once). The GIL is released meanwhile."},
+    {NULL, NULL, 0, NULL},
+};
+
+int pyprpc_httpc_exec(PyObject *module)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, &conn_spec, NULL);
+    int rc;
+    if (type == NULL)
+        return -1;
+    rc = PyModule_AddObjectRef(module, "Connection", type);
+    Py_DECREF(type);
+    if (rc < 0)
+        return -1;
+    return PyModule_AddFunctions(module, httpc_functions);
+}
