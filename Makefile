@@ -64,7 +64,7 @@ build/c/%.o: csrc/%.c $(wildcard csrc/*.h)
 	@mkdir -p build/c
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
-build/c/test_%: tests/c/test_%.c tests/c/test.h $(ENGINE_OBJ)
+build/c/test_%: tests/c/test_%.c $(wildcard tests/c/*.h) $(ENGINE_OBJ)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/c $< $(ENGINE_OBJ) -o $@ $(PKG_LIBS)
 
 ctest: deps $(CTEST_BIN)

@@ -728,11 +728,11 @@ static void on_submit(prpc_broker_t *b, h2o_req_t *req)
     c.args_json = prpc_buf_take(&args, NULL, &err);
     if (c.args_json == NULL)
         goto fail;
-    for (size_t i = 0; i < nblobs; i++)
-        if (prpc_store_blob_link(b->store, c.id, blobs[i], &err) != 0)
-            goto fail;
     if (prpc_store_call_submit(b->store, &c, prpc_now_ms(), &created, &cur, &err) != 0)
         goto fail;
+    for (size_t i = 0; created && i < nblobs; i++)
+        if (prpc_store_blob_link(b->store, c.id, blobs[i], &err) != 0)
+            goto fail;
     send_call(req, &cur, created ? "\"created\": true, " : "\"created\": false, ");
     if (created)
         dispatch_leases(b);

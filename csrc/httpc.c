@@ -51,8 +51,9 @@ typedef struct sink {
     uint64_t file_off;  /* next byte of fd to write */
     uint64_t start_off; /* what fd held when the request started */
     int64_t partial;    /* X-P2PRPC-Partial when the answer carried it, else -1 */
-    int fail_code;      /* set when the sink refused data */
-    char fail_msg[256]; /* why, for the caller's error */
+    int fail_code;      /* set when the sink refused data... */
+    int fail_errno;     /* ...because of this errno (0: not a system error) */
+    char fail_msg[256]; /* what it was doing, for the caller's error */
 } sink_t;
 
 static void sink_init(sink_t *s, CURL *curl, int fd, uint64_t offset)
@@ -88,15 +89,23 @@ static int sink_decide(sink_t *s)
     s->to_file = st == 200 || st == 206;
     if (st == 200 && s->start_off > 0) {
         if (ftruncate(s->fd, 0) != 0) {
-            s->fail_code = prpc_error_errno(NULL, errno, "x");
-            snprintf(s->fail_msg, sizeof(s->fail_msg), "truncating partial blob: %s",
-                     strerror(errno));
+            s->fail_code = PRPC_EIO;
+            s->fail_errno = errno;
+            snprintf(s->fail_msg, sizeof(s->fail_msg), "truncating the partial blob");
             return -1;
         }
         s->file_off = 0;
         s->start_off = 0;
     }
     return 0;
+}
+
+/* The error the sink recorded, naming the request. */
+static int sink_error(const sink_t *s, prpc_error_t *err, const char *method, const char *url)
+{
+    if (s->fail_errno != 0)
+        return prpc_error_errno(err, s->fail_errno, "%s %s: %s", method, url, s->fail_msg);
+    return prpc_error_set(err, s->fail_code, "%s %s: %s", method, url, s->fail_msg);
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
@@ -111,10 +120,9 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
             if (w < 0 && errno == EINTR)
                 continue;
             if (w <= 0) {
-                int e = w < 0 ? errno : EIO;
-                s->fail_code = prpc_error_errno(NULL, e, "x");
-                snprintf(s->fail_msg, sizeof(s->fail_msg), "writing partial blob: %s",
-                         strerror(e));
+                s->fail_code = PRPC_EIO;
+                s->fail_errno = w < 0 ? errno : EIO;
+                snprintf(s->fail_msg, sizeof(s->fail_msg), "writing the partial blob");
                 return 0;
             }
             done += (size_t)w;
@@ -206,10 +214,10 @@ prpc_httpc_t *prpc_httpc_new(const char *base_url, const uint8_t *key, int conne
     has_scheme = (n >= 7 && strncasecmp(p, "http://", 7) == 0) ||
                  (n >= 8 && strncasecmp(p, "https://", 8) == 0);
     hostpart = has_scheme ? strstr(p, "://") + 3 : p;
-    if (n == 0 || (size_t)(hostpart - p) >= n || memchr(hostpart, '/', n - (size_t)(hostpart - p)) ||
-        memchr(p, ' ', n) || n + 8 >= PRPC_HTTPC_URL_MAX) {
-        prpc_error_set(err, PRPC_EINVAL, "bad broker URL '%s': expected host:port or http://host:port",
-                       base_url);
+    if (n == 0 || (size_t)(hostpart - p) >= n ||
+        memchr(hostpart, '/', n - (size_t)(hostpart - p)) || n + 8 >= PRPC_HTTPC_URL_MAX) {
+        prpc_error_set(err, PRPC_EINVAL,
+                       "bad broker URL '%s': expected host:port or http://host:port", base_url);
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -392,7 +400,7 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
     if (cc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
         if (sink_decide(s) != 0)
-            rc = prpc_error_set(err, s->fail_code, "%s %s: %s", method, url, s->fail_msg);
+            rc = sink_error(s, err, method, url);
         goto out;
     }
     switch (cc) {
@@ -402,7 +410,7 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
         break;
     case CURLE_WRITE_ERROR:
         if (s->fail_code != 0) {
-            rc = prpc_error_set(err, s->fail_code, "%s %s: %s", method, url, s->fail_msg);
+            rc = sink_error(s, err, method, url);
             break;
         }
         rc = prpc_error_set(err, PRPC_EIO, "%s %s: %s", method, url, curl_easy_strerror(cc));

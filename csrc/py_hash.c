@@ -181,6 +181,11 @@ static PyObject *pyprpc_sha256_file(PyObject *module, PyObject *arg)
 
 /* ---- call_identifier_raw --------------------------------------------- */
 
+/* Binding-only tag: a file argument given by the hex SHA-256 of its content,
+ * for callers that already hashed the file (the client hashes each file once
+ * for both the identity and the upload). Encoded exactly as 'F'. */
+#define TAG_FILE_DIGEST 'H'
+
 static int add_arg(prpc_ident_t *id, const arg_copy_t *a, prpc_error_t *err)
 {
     switch (a->tag) {
@@ -192,6 +197,8 @@ static int add_arg(prpc_ident_t *id, const arg_copy_t *a, prpc_error_t *err)
         return prpc_ident_add_bool(id, a->name, a->b, err);
     case PRPC_IDENT_TAG_STR:
         return prpc_ident_add_str(id, a->name, (const char *)a->bytes, a->len, err);
+    case TAG_FILE_DIGEST:
+        return prpc_ident_add_file_sha256(id, a->name, a->bytes, err);
     default:
         if (a->file.path != NULL)
             return prpc_ident_add_file_path(id, a->name, a->file.path, err);
@@ -274,6 +281,8 @@ static const char *tag_type_name(char tag)
         return "float";
     case PRPC_IDENT_TAG_BOOL:
         return "bool";
+    case TAG_FILE_DIGEST:
+        return "str (64 hex digits)";
     default:
         return "str";
     }
@@ -319,10 +328,11 @@ static int copy_arg(pyprpc_state_t *st, PyObject *item, Py_ssize_t i, arg_copy_t
     tag_s = PyUnicode_AsUTF8AndSize(tag, &tag_len);
     if (tag_s == NULL)
         return -1;
-    if (tag_len != 1 || strchr("ifbsF", tag_s[0]) == NULL) {
+    if (tag_len != 1 || strchr("ifbsFH", tag_s[0]) == NULL) {
         PyErr_Format(
             PyExc_ValueError,
-            "call_identifier_raw: argument %R: unknown tag %R (one of 'i', 'f', 'b', 's', 'F')",
+            "call_identifier_raw: argument %R: unknown tag %R (one of 'i', 'f', 'b', 's', 'F', "
+            "'H')",
             name, tag);
         return -1;
     }
@@ -338,6 +348,7 @@ static int copy_arg(pyprpc_state_t *st, PyObject *item, Py_ssize_t i, arg_copy_t
         ok = PyBool_Check(value);
         break;
     case PRPC_IDENT_TAG_STR:
+    case TAG_FILE_DIGEST:
         ok = PyUnicode_Check(value);
         break;
     default:
@@ -364,6 +375,26 @@ static int copy_arg(pyprpc_state_t *st, PyObject *item, Py_ssize_t i, arg_copy_t
         int rc = copy_utf8(st, value, "string value", 1, &utf8, &a->len);
         a->bytes = (uint8_t *)utf8;
         return rc;
+    }
+    case TAG_FILE_DIGEST: {
+        Py_ssize_t n = 0;
+        const char *hex = PyUnicode_AsUTF8AndSize(value, &n);
+        if (hex == NULL)
+            return -1;
+        a->bytes = malloc(32);
+        if (a->bytes == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        a->len = 32;
+        if (n != 64 || prpc_hex_decode(hex, 64, a->bytes, 32, NULL) != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "call_identifier_raw: argument %R (tag 'H') must be the 64 hex digits "
+                         "of a SHA-256",
+                         name);
+            return -1;
+        }
+        return 0;
     }
     default: {
         PyObject *label = PyUnicode_FromFormat("call_identifier_raw: argument %R (tag 'F')", name);

@@ -142,7 +142,7 @@ static const struct {
     /* The right-hand sides read the row before the update: attempts and worker
      * are the expired lease's. */
     [SQ_EXPIRE_FAIL] = {"UPDATE calls SET state = 3, error_json = json_object('type', "
-                        "'LeaseExpired', 'message', printf('the lease expired %d times "
+                        "'p2prpc.LeaseExpired', 'message', printf('the lease expired %d times "
                         "(max_attempts %d); the last worker was %s', attempts, ?2, worker), "
                         "'attempts', attempts, 'worker', worker), finished_ms = ?1, "
                         "updated_ms = ?1, lease_id = '', lease_deadline_ms = 0, worker = '' "

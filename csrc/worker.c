@@ -873,6 +873,7 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
     prpc_error_t err;
     int run_rc = -1, skip, terminated, stale;
 
+    prpc_error_clear(&err);
     if (lease == NULL) {
         wlog(w, PRPC_LOG_ERROR, "broker %s answered a lease request with invalid JSON",
              w->brokers[b]);
@@ -916,7 +917,7 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
     skip = s->stale || s->terminate_ordered;
     s->running = job != NULL && !skip;
     pthread_mutex_unlock(&w->mu);
-    if (job == NULL) {
+    if (job == NULL && !transport_error(err.code)) {
         bson_t doc = BSON_INITIALIZER;
         wlog(w, PRPC_LOG_ERROR, "call %s: cannot prepare the job: %s", cid, err.message);
         BSON_APPEND_UTF8(&doc, "state", "failed");
@@ -934,6 +935,10 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
     pthread_mutex_unlock(&w->mu);
     if (stale) {
         wlog(w, PRPC_LOG_WARNING, "call %s: lease lost, result dropped", cid);
+    } else if (job == NULL && transport_error(err.code)) {
+        /* The broker is unreachable: failing the call would be wrong and could
+         * not be reported anyway. The lease lapses and the call is handed on. */
+        wlog(w, PRPC_LOG_WARNING, "call %s: left to lapse: %s", cid, err.message);
     } else if (!skip && !terminated && atomic_load(&w->stopping) && run_rc == 0 &&
                result_is_terminated(result)) {
         wlog(w, PRPC_LOG_INFO, "call %s: stopped with the worker; its lease will lapse", cid);

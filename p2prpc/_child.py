@@ -192,7 +192,7 @@ def _restore_env():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 3:
-        sys.stderr.write("usage: python -m p2prpc._child FUNCTION_FILE FD PARENT_PID\n")
+        sys.stderr.write("usage: p2prpc executor child FUNCTION_FILE FD PARENT_PID (started by ExecutorPool)\n")
         return 2
     function_file, fd, parent_pid = argv[0], int(argv[1]), int(argv[2])
     _die_with_parent(parent_pid)
@@ -221,13 +221,14 @@ def main(argv=None):
             continue
         job = msg["job"]
         result = run_job(specs, job, send)
+        # What the function printed shows up with its result, not whenever
+        # the pipe's buffer happens to fill.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
         send({"t": "result", "call_id": job["call_id"], "result": result})
     return 0
 
 
-if __name__ == "__main__":
-    # Run as the module p2prpc._child, not as __main__: the user's code imports
-    # p2p_progress_hook from p2prpc, and both must see the same _current.
-    from p2prpc._child import main as _main
-
-    sys.exit(_main())

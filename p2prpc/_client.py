@@ -54,9 +54,10 @@ LONG_POLL_MS = 60000  # the broker's cap on wait_ms
 WATCH_POLL_MS = 2000  # watcher threads poll shorter, so shutdown() returns quickly
 REQUEST_MARGIN_MS = 15000  # a long-poll's request timeout beyond its wait
 CONNECT_TIMEOUT_MS = 2000
-# The error type a broker records when it gave up on a call itself (lapsed
-# leases), as opposed to the function raising.
-NETWORK_FAILURE_TYPE = "p2prpc.CallFailed"
+# Error types a broker records when it gave up on a call itself (e.g.
+# "p2prpc.LeaseExpired" after too many lapsed leases), as opposed to the
+# function raising, start with this prefix.
+NETWORK_FAILURE_PREFIX = "p2prpc."
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -156,8 +157,13 @@ class _Broker:
             out = fn(conn)
             ok = True
             return out
-        except (AuthenticationError, NotFoundError, FunctionVersionMismatch):
+        except AuthenticationError as e:
             ok = True  # an answer, the connection is fine
+            raise AuthenticationError(
+                "broker %s refused our credentials (%s); check the password given to "
+                "create_p2p_client_app" % (self.address, e)) from None
+        except (NotFoundError, FunctionVersionMismatch):
+            ok = True
             raise
         finally:
             self._release(conn, ok)
@@ -479,9 +485,12 @@ class P2PClientApp:
         what = "calling %s on broker %s" % (spec.name, broker.address)
         status, data = broker.request("POST", "/v1/calls", body)
         if status == 404:
-            code, message = _error_fields(data)
-            raise NotFoundError("%s: the broker does not serve function %s (%s); start it with "
-                                "this function file" % (what, spec.name, message or code))
+            served = self._served_functions(broker)
+            if served is not None and spec.name not in served:
+                raise NotFoundError("%s: the broker does not serve function %s (it serves: %s); "
+                                    "start it with this function's file"
+                                    % (what, spec.name, ", ".join(served) or "nothing"))
+            raise_for_status(status, data, what)
         if status == 409:
             code, message = _error_fields(data)
             if code == "EVERSION":
@@ -495,6 +504,18 @@ class P2PClientApp:
             raise ProtocolError("%s: the broker answered a call record for another call: %.200r"
                                 % (what, call))
         return call
+
+
+    @staticmethod
+    def _served_functions(broker):
+        """Names of the functions the broker serves, or None when it will not say."""
+        try:
+            status, data = broker.request("GET", "/v1/functions")
+            if status != 200:
+                return None
+            return [f["name"] for f in _json(data, "listing functions")["functions"]]
+        except (P2PRPCError, KeyError, TypeError):
+            return None
 
 
 def _live_fd(prepared, name):
@@ -600,7 +621,7 @@ class P2PFuture:
             err = call.get("error") or {}
             rtype, rmsg, rtb = (str(err.get("type") or ""), str(err.get("message") or ""),
                                 str(err.get("traceback") or ""))
-            if rtype == NETWORK_FAILURE_TYPE:
+            if rtype.startswith(NETWORK_FAILURE_PREFIX):
                 raise ClientCallFailed("%s failed: %s" % (self._what(), rmsg))
             raise ClientFunctionError("%s failed on the worker: %s: %s%s"
                                       % (self._what(), rtype, rmsg,

@@ -25,3 +25,66 @@ def call_identifier_raw(
     args: (name, tag, value) in declaration order; tag 'i' int, 'f' float,
     'b' bool, 's' str, 'F' file (int fd or path, hashed by content)."""
     ...
+
+# transport
+# (csrc/py_httpc.c over csrc/httpc.h; csrc/py_worker.c over csrc/worker.h and csrc/gpu.h)
+
+from typing import Callable, Dict, Optional, Sequence
+
+class Connection:
+    """One keep-alive connection to one broker; requests are signed when key is given.
+    Every network call releases the GIL; one thread uses the connection at a time."""
+
+    def __init__(
+        self, base_url: str, key: Optional[bytes] = None, connect_timeout_ms: int = 2000
+    ) -> None: ...
+    @property
+    def base_url(self) -> str: ...
+    def request(
+        self, method: str, path: str, body: Optional[bytes] = None, timeout_ms: int = 30000
+    ) -> Tuple[int, bytes]:
+        """(status, body). 401 raises AuthenticationError; transport failures raise
+        ConnectionFailed or EngineTimeoutError; answers over 4 MiB LimitExceeded."""
+        ...
+    def upload_blob(self, fd: int, sha: str, size: int) -> None:
+        """Make the broker hold blob sha (the first size bytes of fd): dedup, resume, chunks."""
+        ...
+    def download_blob(self, sha: str, blob_dir: _StrPath) -> str:
+        """Fetch blob sha into blob_dir (resumed, verified) unless held; returns its path."""
+        ...
+    def close(self) -> None: ...
+
+def derive_key(password: str) -> bytes:
+    """The 32-byte network key of a password (PBKDF2-HMAC-SHA256; slow, GIL released)."""
+    ...
+
+class Worker:
+    """The worker loop on engine threads. run(job_json) -> result_json blocks until the
+    call finished; cancel(call_id) asks a running call to stop; log(level, message)."""
+
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        functions: Sequence[Tuple[str, str]],
+        data_dir: _StrPath,
+        run: Callable[[str], str],
+        cancel: Callable[[str], None],
+        key: Optional[bytes] = None,
+        name: Optional[str] = None,
+        concurrency: int = 1,
+        lease_wait_ms: int = 20000,
+        log: Optional[Callable[[int, str], None]] = None,
+        connect_timeout_ms: int = 5000,
+    ) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None:
+        """Stop polling, let running calls finish and report, join (GIL released)."""
+        ...
+    def report_progress(self, call_id: str, pct: float) -> bool:
+        """Progress (0..100) for the call's next heartbeat; False when it is not running."""
+        ...
+
+def gpu_probe() -> List[Dict[str, Union[int, str, bool]]]:
+    """GPUs via NVML or the CUDA driver (dlopen'd): index, name, uuid, total_bytes,
+    free_bytes, free_known, source. [] when there is no GPU or driver."""
+    ...

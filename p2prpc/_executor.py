@@ -93,6 +93,9 @@ def _failed(type_, message, tb=""):
                                                          "traceback": tb}}
 
 
+_CHILD_MAIN = "import sys; from p2prpc._child import main; sys.exit(main())"
+
+
 class ExecutorPool:
     """`size` warm child processes serving the p2prpc_ functions of
     `function_file`. on_progress(call_id, pct) is called from the thread
@@ -167,7 +170,9 @@ class ExecutorPool:
         env["PYTHONSAFEPATH"] = "1"
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "p2prpc._child", self.function_file,
+                # -c, not -m: p2prpc imports p2prpc._child itself, and running
+                # it with -m would execute a second copy of it.
+                [sys.executable, "-c", _CHILD_MAIN, self.function_file,
                  str(child.fileno()), str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 pass_fds=[child.fileno()],

@@ -157,9 +157,10 @@ class FunctionSpec:
                     % (self.name, r.name, e)
                 ) from None
         opened = []
+        kinds = {r.name: r.kind for r in self.returns}
         try:
             for key, value in checked.items():
-                if isinstance(value, (str, os.PathLike)):
+                if kinds[key] == "file" and isinstance(value, (str, os.PathLike)):
                     checked[key] = open(value, "rb")
                     opened.append(checked[key])
         except OSError as e:

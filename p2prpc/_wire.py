@@ -136,7 +136,7 @@ def decode_entry(entry) -> tuple:
         raise ProtocolError("typed entry without a name: %.200r" % (entry,))
     where = "entry %r" % name
     if kind == "file":
-        if "path" in entry and "blob" not in entry:
+        if "path" in entry:
             path = entry["path"]
             if not isinstance(path, str) or not path:
                 raise ProtocolError("%s: file path must be a non-empty string" % where)

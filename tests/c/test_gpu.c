@@ -32,7 +32,8 @@ static const char FAKE_SRC[] =
     "int cuInit(unsigned f) { (void)f; return mode(\"cuda-stub\") ? 34 : 0; }\n"
     "int cuDeviceGetCount(int *n) { *n = 1; return 0; }\n"
     "int cuDeviceGet(int *d, int i) { *d = i + 7; return 0; }\n"
-    "int cuDeviceGetName(char *s, int n, int d) { (void)d; strncpy(s, \"Fake L4\", n); return 0; }\n"
+    "int cuDeviceGetName(char *s, int n, int d) {\n"
+    "  (void)d; strncpy(s, \"Fake L4\", n); return 0; }\n"
     "int cuDeviceTotalMem_v2(unsigned long *b, int d) { *b = 1000UL * d; return 0; }\n"
     "int cuDeviceGetUuid(unsigned char u[16], int d) { for (int i = 0; i < 16; i++) u[i] = i + d;\n"
     "  return 0; }\n";

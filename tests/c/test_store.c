@@ -423,7 +423,7 @@ static void case_lease_expiry(prpc_store_t *s)
     CHECK_EQ_INT(got.finished_ms, 2300);
     CHECK_EQ_STR(got.lease_id, "");
     CHECK(got.error_json != NULL);
-    CHECK(strstr(got.error_json, "\"type\":\"LeaseExpired\"") != NULL);
+    CHECK(strstr(got.error_json, "\"type\":\"p2prpc.LeaseExpired\"") != NULL);
     CHECK(strstr(got.error_json, "expired 2 times (max_attempts 2)") != NULL);
     CHECK(strstr(got.error_json, "\"worker\":\"w1\"") != NULL);
     prpc_call_cleanup(&got);

@@ -69,8 +69,8 @@ static void broker_handler(void *ud, const fake_req_t *req, fake_resp_t *resp)
         if (b->leases_to_give > 0) {
             b->leases_to_give--;
             snprintf(body, sizeof(body),
-                     "{\"lease\": {\"id\": \"1ea5e1ea5e1ea5e1ea5e1ea5e1ea5e00\", \"call_id\": \"%s\","
-                     " \"deadline_ms\": 1, \"heartbeat_ms\": 100},"
+                     "{\"lease\": {\"id\": \"1ea5e1ea5e1ea5e1ea5e1ea5e1ea5e00\","
+                     " \"call_id\": \"%s\", \"deadline_ms\": 1, \"heartbeat_ms\": 100},"
                      " \"call\": {\"id\": \"%s\", \"function\": \"f\", \"version\": \"%s\","
                      " \"state\": \"leased\", \"args\": ["
                      "{\"name\": \"n\", \"kind\": \"int\", \"value\": \"-5\"},"
@@ -410,6 +410,23 @@ TEST(run_failure_is_a_failed_call)
     fixture_down(&fx);
 }
 
+TEST(missing_argument_blob_fails_the_call)
+{
+    fixture_t fx;
+    prpc_worker_t *w;
+    CHECK(fixture_up(&fx) == 0);
+    memset(fx.b.in_sha, 'd', 64);
+    fx.b.leases_to_give = 1;
+    w = start_worker(&fx);
+    CHECK(w != NULL);
+    CHECK(wait_count(&fx.b.mu, &fx.b.results, 1, 10000));
+    prpc_worker_free(w);
+    CHECK_EQ_INT(fx.r.runs, 0);
+    CHECK(strstr(fx.b.result, "\"state\" : \"failed\"") != NULL);
+    CHECK(strstr(fx.b.result, "downloading blob dddd") != NULL);
+    fixture_down(&fx);
+}
+
 TEST(fails_over_to_the_next_broker)
 {
     fixture_t fx;
@@ -502,5 +519,6 @@ TEST(config_errors_name_the_field)
 
 TEST_MAIN(TEST_ENTRY(lease_run_upload_result), TEST_ENTRY(terminate_order_cancels_once),
           TEST_ENTRY(lost_lease_cancels_and_drops_result), TEST_ENTRY(run_failure_is_a_failed_call),
+          TEST_ENTRY(missing_argument_blob_fails_the_call),
           TEST_ENTRY(fails_over_to_the_next_broker), TEST_ENTRY(stop_ends_a_long_poll_promptly),
           TEST_ENTRY(config_errors_name_the_field))

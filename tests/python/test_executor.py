@@ -2,10 +2,8 @@
 cleanly, die on terminate and with their parent."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -108,7 +106,7 @@ def pool(module, tmp_path, monkeypatch):
     p.close()
 
 
-def test_run_returns_outputs(pool, module, tmp_path, capfd):
+def test_run_returns_outputs(pool, module, tmp_path):
     data = tmp_path / "in.bin"
     data.write_bytes(b"abc")
     spec = {s.name: s for s in read_module_functions(str(module))}["p2prpc_work"]
@@ -123,6 +121,18 @@ def test_run_returns_outputs(pool, module, tmp_path, capfd):
     assert out["count"]["value"] == "9"
     assert out["label"]["value"] == "hé!"
     assert int(out["pid"]["value"]) in pool.pids() and int(out["pid"]["value"]) != os.getpid()
+
+
+def test_prints_reach_the_workers_stdout(capfd, module, tmp_path):
+    # The pool is made inside the test: its child inherits fd 1 as capfd set it.
+    data = tmp_path / "in.bin"
+    data.write_bytes(b"abc")
+    spec = {s.name: s for s in read_module_functions(str(module))}["p2prpc_work"]
+    with ExecutorPool(str(module), size=1) as p:
+        res = json.loads(p.run(job("c1", "p2prpc_work",
+                                   [("data", "file", str(data)), ("n", "int", 3),
+                                    ("label", "str", "x")], version=spec.version)))
+    assert res["state"] == "done", res
     assert "printed by the function" in capfd.readouterr().out
 
 
