@@ -40,7 +40,9 @@ def p2prpc_fail(message: str) -> {"never": int}:
 
 def p2prpc_forever(tag: str) -> {"never": int}:
     d = os.environ.get("P2PRPC_TEST_RECORD")
-    with open(os.path.join(d, "forever.pid"), "w") as f:
+    tmp = os.path.join(d, "forever.pid.tmp")
+    with open(tmp, "w") as f:
         f.write(str(os.getpid()))
+    os.replace(tmp, os.path.join(d, "forever.pid"))  # readers never see it half-written
     while True:
         time.sleep(0.05)
