@@ -62,10 +62,12 @@ install: $(VENV)/.installed
 
 build/c/%.o: csrc/%.c $(wildcard csrc/*.h)
 	@mkdir -p build/c
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 build/c/test_%: tests/c/test_%.c $(wildcard tests/c/*.h) $(ENGINE_OBJ)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/c $< $(ENGINE_OBJ) -o $@ $(PKG_LIBS)
+	@echo "  CCLD    $@"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/c $< $(ENGINE_OBJ) -o $@ $(PKG_LIBS)
 
 ctest: deps $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done

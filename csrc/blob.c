@@ -12,6 +12,7 @@
 #include "hash.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +20,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The running SHA-256 of an upload in progress: chunks arrive in order, so
+ * the whole-content hash is ready when the last chunk lands and commit need
+ * not read the blob again. Lost on restart; commit then hashes the file. */
+typedef struct running_hash {
+    char sha[65];    /* "" when the slot is free */
+    uint64_t offset; /* bytes fed so far */
+    uint64_t used;   /* last use, for eviction */
+    prpc_sha256_t ctx;
+} running_hash_t;
+
+#define RUNNING_MAX 32
+
 struct prpc_blobdir {
     char *dir; /* absolute or as given; never derived from user input */
+    pthread_mutex_t lock; /* guards running */
+    uint64_t clock;
+    running_hash_t running[RUNNING_MAX];
 };
 
 int prpc_blob_valid_sha(const char *sha)
@@ -72,13 +88,95 @@ prpc_blobdir_t *prpc_blobdir_open(const char *dir, prpc_error_t *err)
         prpc_error_set(err, PRPC_ENOMEM, "out of memory opening blob directory %s", dir);
         return NULL;
     }
+    pthread_mutex_init(&bd->lock, NULL);
     return bd;
+}
+
+static void running_drop_locked(running_hash_t *r)
+{
+    if (r->sha[0] != '\0')
+        prpc_sha256_cleanup(&r->ctx);
+    memset(r, 0, sizeof(*r));
+}
+
+static running_hash_t *running_find_locked(prpc_blobdir_t *bd, const char *sha)
+{
+    for (int i = 0; i < RUNNING_MAX; i++)
+        if (strcmp(bd->running[i].sha, sha) == 0)
+            return &bd->running[i];
+    return NULL;
+}
+
+static void running_drop(prpc_blobdir_t *bd, const char *sha)
+{
+    running_hash_t *r;
+    pthread_mutex_lock(&bd->lock);
+    r = running_find_locked(bd, sha);
+    if (r != NULL)
+        running_drop_locked(r);
+    pthread_mutex_unlock(&bd->lock);
+}
+
+/* Feed a chunk just written at offset into sha's running hash, starting one
+ * at offset 0 (evicting the least recently used when all slots are taken).
+ * A chunk that does not continue the running hash drops it: commit then
+ * falls back to hashing the file. */
+static void running_feed(prpc_blobdir_t *bd, const char *sha, uint64_t offset, const void *data,
+                         size_t len)
+{
+    running_hash_t *r;
+    pthread_mutex_lock(&bd->lock);
+    r = running_find_locked(bd, sha);
+    if (r == NULL && offset == 0) {
+        running_hash_t *victim = &bd->running[0];
+        for (int i = 0; i < RUNNING_MAX; i++) {
+            if (bd->running[i].sha[0] == '\0') {
+                victim = &bd->running[i];
+                break;
+            }
+            if (bd->running[i].used < victim->used)
+                victim = &bd->running[i];
+        }
+        running_drop_locked(victim);
+        if (prpc_sha256_init(&victim->ctx, NULL) == 0) {
+            memcpy(victim->sha, sha, 65);
+            r = victim;
+        }
+    }
+    if (r != NULL) {
+        if (r->offset != offset || prpc_sha256_update(&r->ctx, data, len, NULL) != 0) {
+            running_drop_locked(r);
+        } else {
+            r->offset += len;
+            r->used = ++bd->clock;
+        }
+    }
+    pthread_mutex_unlock(&bd->lock);
+}
+
+/* 1 and the digest when sha's running hash covers exactly size bytes. */
+static int running_take(prpc_blobdir_t *bd, const char *sha, uint64_t size,
+                        uint8_t out[PRPC_SHA256_LEN])
+{
+    running_hash_t *r;
+    int ok = 0;
+    pthread_mutex_lock(&bd->lock);
+    r = running_find_locked(bd, sha);
+    if (r != NULL) {
+        ok = r->offset == size && prpc_sha256_final(&r->ctx, out, NULL) == 0;
+        running_drop_locked(r);
+    }
+    pthread_mutex_unlock(&bd->lock);
+    return ok;
 }
 
 void prpc_blobdir_free(prpc_blobdir_t *bd)
 {
     if (bd == NULL)
         return;
+    for (int i = 0; i < RUNNING_MAX; i++)
+        running_drop_locked(&bd->running[i]);
+    pthread_mutex_destroy(&bd->lock);
     free(bd->dir);
     free(bd);
 }
@@ -193,11 +291,13 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
         return prpc_error_errno(err, errno, "opening partial blob %s", sha);
     if (write_all(fd, data, len, offset) != 0 || fsync(fd) != 0) {
         rc = prpc_error_errno(err, errno, "writing chunk of blob %s", sha);
+        running_drop(bd, sha);
         /* Keep only the acknowledged prefix, so a resume starts from truth. */
         if (ftruncate(fd, (off_t)offset) != 0)
             rc = prpc_error_errno(err, errno, "truncating partial blob %s", sha);
         goto out;
     }
+    running_feed(bd, sha, offset, data, len);
     *partial = offset + len;
     rc = 0;
 out:
@@ -222,6 +322,7 @@ int prpc_blobdir_commit(prpc_blobdir_t *bd, const char *sha, uint64_t size, prpc
     uint8_t got[PRPC_SHA256_LEN];
     char got_hex[PRPC_SHA256_HEX_LEN + 1];
     uint64_t got_size = 0, present = 0;
+    struct stat st;
     int rc;
 
     if ((rc = prpc_blobdir_path(bd, sha, dst, err)) != 0)
@@ -229,11 +330,16 @@ int prpc_blobdir_commit(prpc_blobdir_t *bd, const char *sha, uint64_t size, prpc
     if (prpc_blobdir_stat(bd, sha, &present, NULL) == 0 && present == size)
         return 0;
     partial_path(bd, sha, src);
-    rc = prpc_hash_path(src, got, &got_size, err);
-    if (rc == PRPC_ENOTFOUND)
-        return prpc_error_set(err, PRPC_ENOTFOUND, "blob %s: nothing was uploaded", sha);
-    if (rc != 0)
-        return rc;
+    if (stat(src, &st) == 0 && (uint64_t)st.st_size == size && running_take(bd, sha, size, got)) {
+        got_size = size;
+    } else {
+        running_drop(bd, sha);
+        rc = prpc_hash_path(src, got, &got_size, err);
+        if (rc == PRPC_ENOTFOUND)
+            return prpc_error_set(err, PRPC_ENOTFOUND, "blob %s: nothing was uploaded", sha);
+        if (rc != 0)
+            return rc;
+    }
     prpc_hex_encode(got, sizeof(got), got_hex);
     if (got_size != size || strcmp(got_hex, sha) != 0) {
         unlink(src);
@@ -364,6 +470,7 @@ int prpc_blobdir_remove(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err)
         return rc;
     if (unlink(path) != 0 && errno != ENOENT)
         return prpc_error_errno(err, errno, "removing blob %s", sha);
+    running_drop(bd, sha);
     partial_path(bd, sha, path);
     if (unlink(path) != 0 && errno != ENOENT)
         return prpc_error_errno(err, errno, "removing partial blob %s", sha);

@@ -29,7 +29,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define EXPIRE_EVERY_MS 250
+#define EXPIRE_EVERY_MS 250         /* lapsed leases are looked for this often */
+#define RETENTION_EVERY_MS 10000    /* finished calls and unused blobs, this often */
+#define RETENTION_DEFAULT_MS (7LL * 24 * 3600 * 1000)
 
 typedef struct typed_decl {
     char name[PRPC_STORE_NAME_MAX + 1];
@@ -77,6 +79,9 @@ struct prpc_broker {
     int heartbeat_ms;
     int max_attempts;
     int64_t last_expire_ms;
+    int64_t expire_ms;          /* retention of finished calls; < 0 = forever */
+    int64_t last_retention_ms;
+    int64_t retention_every_ms; /* short retentions are enforced promptly */
     h2o_linklist_t call_waiters;
     h2o_linklist_t lease_waiters;
 };
@@ -811,13 +816,15 @@ static void on_restart(prpc_broker_t *b, h2o_req_t *req, const char *id)
     dispatch_leases(b);
 }
 
-static void remove_unreferenced_blobs(prpc_broker_t *b)
+/* Remove blobs no call references that were added before older_than_ms
+ * (uploads still waiting for their submit are younger than that). */
+static void remove_unreferenced_blobs(prpc_broker_t *b, int64_t older_than_ms)
 {
     char shas[64][65];
     size_t n = 0;
     prpc_error_t err;
     do {
-        if (prpc_store_blobs_unreferenced(b->store, prpc_now_ms() + 1, shas, 64, &n, &err) != 0)
+        if (prpc_store_blobs_unreferenced(b->store, older_than_ms, shas, 64, &n, &err) != 0)
             return;
         for (size_t i = 0; i < n; i++) {
             if (prpc_blobdir_remove(b->blobs, shas[i], &err) != 0 ||
@@ -837,7 +844,8 @@ static void on_delete(prpc_broker_t *b, h2o_req_t *req, const char *id)
         send_err(req, &err);
         return;
     }
-    remove_unreferenced_blobs(b);
+    /* Blobs uploaded in the last minute may belong to a submit on its way. */
+    remove_unreferenced_blobs(b, prpc_now_ms() - 60000);
     prpc_httpd_send_json(req, 200, "{\"deleted\": true}", 17);
     notify_calls(b, id, 1);
 }
@@ -1266,6 +1274,21 @@ static int route(void *ud, h2o_req_t *req)
     return 0;
 }
 
+/* Remove finished calls past their retention, then the blobs no call
+ * references any more (a blob a live call references is never removed). */
+static void run_retention(prpc_broker_t *b, int64_t now)
+{
+    int removed = 0;
+    prpc_error_t err;
+    if (b->expire_ms < 0)
+        return;
+    if (prpc_store_calls_expire(b->store, now - b->expire_ms, &removed, &err) != 0)
+        return;
+    remove_unreferenced_blobs(b, now - b->expire_ms);
+    if (removed > 0)
+        notify_calls(b, NULL, 1);
+}
+
 static void on_tick(void *ud, uint64_t now_ms)
 {
     prpc_broker_t *b = ud;
@@ -1299,6 +1322,10 @@ static void on_tick(void *ud, uint64_t now_ms)
                 dispatch_leases(b);
         }
     }
+    if (now - b->last_retention_ms >= b->retention_every_ms) {
+        b->last_retention_ms = now;
+        run_retention(b, now);
+    }
 }
 
 static void on_stop(void *ud)
@@ -1318,6 +1345,12 @@ static void on_stop(void *ud)
 
 /* ---- life cycle ------------------------------------------------------- */
 
+static int is_loopback(const char *host)
+{
+    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+           strcmp(host, "::1") == 0;
+}
+
 prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *err)
 {
     prpc_broker_t *b = calloc(1, sizeof(*b));
@@ -1335,6 +1368,18 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     b->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 30000;
     b->heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 2000;
     b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 3;
+    b->expire_ms = cfg->expire_ms == 0 ? RETENTION_DEFAULT_MS : cfg->expire_ms;
+    b->last_retention_ms = prpc_now_ms();
+    b->retention_every_ms = RETENTION_EVERY_MS;
+    if (b->expire_ms > 0 && b->expire_ms / 2 < RETENTION_EVERY_MS)
+        b->retention_every_ms = b->expire_ms / 2 > 100 ? b->expire_ms / 2 : 100;
+    if (cfg->key == NULL && !cfg->insecure && !is_loopback(host)) {
+        prpc_error_set(err, PRPC_EINVAL,
+                       "refusing to listen on %s without a password: anyone who can connect "
+                       "could run calls; set a password, or pass --insecure to accept the risk",
+                       host);
+        goto fail;
+    }
     if (cfg->key != NULL) {
         memcpy(b->key, cfg->key, PRPC_AUTH_KEY_LEN);
         b->has_key = 1;

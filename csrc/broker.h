@@ -27,10 +27,15 @@ typedef struct prpc_broker_config {
     int64_t lease_ms;           /* 0 = 30000 */
     int heartbeat_ms;           /* told to workers; 0 = 2000 */
     int max_attempts;           /* leases before a call fails; 0 = 3 */
+    int64_t expire_ms;          /* finished calls and unreferenced blobs older than this are
+                                   removed; 0 = 7 days, < 0 = never */
+    int insecure;               /* allow a non-loopback address without a key */
 } prpc_broker_config_t;
 
 /* Open the store and blob directory, parse the functions, bind the port.
- * Nothing is served until prpc_broker_start. Errors name what was wrong. */
+ * Nothing is served until prpc_broker_start. Errors name what was wrong.
+ * Without a key the broker binds only loopback addresses (anyone who can
+ * connect could run calls) unless cfg->insecure is set. */
 prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *err);
 int prpc_broker_start(prpc_broker_t *b, prpc_error_t *err);
 int prpc_broker_port(const prpc_broker_t *b);

@@ -866,7 +866,70 @@ BLOB_TEST(remove_reports_failure)
     CHECK(rmdir(blob) == 0);
 }
 
-TEST_MAIN(TEST_ENTRY(open_creates_dirs), TEST_ENTRY(open_refuses_bad_paths),
+/* ---- the running hash ------------------------------------------------ */
+
+/* After a restart (a fresh handle on the same directory) the running hash is
+ * gone: commit hashes the partial file, and still refuses a wrong one. */
+BLOB_TEST(commit_after_reopen_hashes_the_file)
+{
+    size_t n = 3 * 1024 * 1024 + 5;
+    uint8_t *data = pattern(n, 7);
+    char sha[65], other[65];
+    prpc_error_t err;
+    uint64_t size = 0;
+    CHECK(data != NULL);
+    sha_hex(data, n, sha);
+    CHECK_EQ_INT(upload(f, sha, data, n, 1024 * 1024, &err), 0);
+    prpc_blobdir_free(f->bd);
+    f->bd = prpc_blobdir_open(f->dir, &err);
+    CHECK(f->bd != NULL);
+    CHECK_EQ_INT(prpc_blobdir_commit(f->bd, sha, n, &err), 0);
+    CHECK_EQ_INT(prpc_blobdir_stat(f->bd, sha, &size, &err), 0);
+    CHECK_EQ_INT(size, n);
+    /* The same upload under a name its bytes do not hash to, reopened before
+     * commit: refused by the full hash. */
+    data[0] ^= 1;
+    sha_hex(data, n, other);
+    data[0] ^= 1;
+    CHECK_EQ_INT(upload(f, other, data, n, 1024 * 1024, &err), 0);
+    prpc_blobdir_free(f->bd);
+    f->bd = prpc_blobdir_open(f->dir, &err);
+    CHECK(f->bd != NULL);
+    CHECK_EQ_INT(prpc_blobdir_commit(f->bd, other, n, &err), PRPC_ECORRUPT);
+    CHECK(strstr(err.message, other) != NULL);
+    free(data);
+}
+
+/* Many uploads interleaved (more than the running-hash slots): every one
+ * commits, those that lost their slot by the full hash. */
+BLOB_TEST(interleaved_uploads_all_commit)
+{
+    enum { N = 40 };
+    static uint8_t *data[N];
+    char sha[N][65], csha[65];
+    size_t len = 64 * 1024;
+    uint64_t partial = 0;
+    prpc_error_t err;
+    for (int i = 0; i < N; i++) {
+        data[i] = pattern(2 * len, (unsigned)i + 100);
+        CHECK(data[i] != NULL);
+        sha_hex(data[i], 2 * len, sha[i]);
+    }
+    for (int half = 0; half < 2; half++)
+        for (int i = 0; i < N; i++) {
+            sha_hex(data[i] + half * len, len, csha);
+            CHECK_EQ_INT(prpc_blobdir_write_chunk(f->bd, sha[i], half * len, data[i] + half * len,
+                                                  len, csha, &partial, &err),
+                         0);
+        }
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ_INT(prpc_blobdir_commit(f->bd, sha[i], 2 * len, &err), 0);
+        free(data[i]);
+    }
+}
+
+TEST_MAIN(TEST_ENTRY(commit_after_reopen_hashes_the_file), TEST_ENTRY(interleaved_uploads_all_commit),
+          TEST_ENTRY(open_creates_dirs), TEST_ENTRY(open_refuses_bad_paths),
           TEST_ENTRY(invalid_names_refused), TEST_ENTRY(path_layout),
           TEST_ENTRY(chunks_in_order_then_commit), TEST_ENTRY(chunk_without_checksum_and_max_size),
           TEST_ENTRY(out_of_order_offset_refused),
