@@ -10,6 +10,7 @@
  * Thread safety: see httpc.h; nothing here is shared between handles.
  */
 #include "httpc.h"
+#include "fault.h"
 
 #include "auth.h"
 #include "hash.h"
@@ -20,6 +21,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,7 +315,7 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
     size_t url_len;
     CURL *c = h->curl;
     CURLcode cc;
-    int rc = 0;
+    int rc = 0, delay_ms = 0;
 
     *status = 0;
     if (!valid_request_line(method, pq))
@@ -396,7 +398,16 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
         goto out;
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 
+    if (prpc_fault("delay_request", &delay_ms) && delay_ms > 0) {
+        struct timespec ts = {delay_ms / 1000, (long)(delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     cc = curl_easy_perform(c);
+    if (cc == CURLE_OK && prpc_fault("drop_reply", NULL)) {
+        rc = prpc_error_set(err, PRPC_ECONN, "%s %s: the reply was lost (injected fault)", method,
+                            url);
+        goto out;
+    }
     if (cc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
         if (sink_decide(s) != 0)

@@ -7,6 +7,7 @@
  * connections (see store.h).
  */
 #include "store.h"
+#include "fault.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,16 @@ const char *prpc_store_backend(const prpc_store_t *s)
     return s != NULL ? s->ops->name : "none";
 }
 
+/* The store_write fault (fault.h): a write that fails before it reaches the
+ * backend, as a full or failing disk would make it. */
+static int injected_write_failure(const char *what, prpc_error_t *err)
+{
+    if (!prpc_fault("store_write", NULL))
+        return 0;
+    prpc_error_set(err, PRPC_EIO, "store: %s failed (injected fault)", what);
+    return 1;
+}
+
 int prpc_store_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
                            prpc_call_t *current, prpc_error_t *err)
 {
@@ -211,6 +222,8 @@ int prpc_store_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms
         rc = check_json(c->args_json, "args_json", err);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("call submit", err))
+        return PRPC_EIO;
     rc = s->ops->call_submit(s, c, now_ms, &made, current, err);
     if (rc == 0 && created != NULL)
         *created = made;
@@ -262,6 +275,8 @@ int prpc_store_lease_next(prpc_store_t *s, const char *const *functions,
         rc = new_lease_id(lease_id, err);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("lease next", err))
+        return PRPC_EIO;
     return s->ops->lease_next(s, functions, versions, n, worker, lease_id, deadline, now_ms, out,
                               err);
 }
@@ -285,6 +300,8 @@ int prpc_store_lease_renew(prpc_store_t *s, const char *call_id, const char *lea
         rc = prpc_error_set(err, PRPC_EINVAL, "progress must be within 0..100, got %g", progress);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("lease renew", err))
+        return PRPC_EIO;
     rc = s->ops->lease_renew(s, call_id, lease_id, progress, deadline, now_ms, &term, err);
     if (rc == 0 && terminate_requested != NULL)
         *terminate_requested = term;
@@ -325,6 +342,8 @@ int prpc_store_call_finish(prpc_store_t *s, const char *call_id, const char *lea
     }
     if (rc < 0)
         return rc;
+    if (injected_write_failure("call finish", err))
+        return PRPC_EIO;
     return s->ops->call_finish(s, call_id, lease_id, state, outputs_json, error_json, now_ms, err);
 }
 
@@ -337,6 +356,8 @@ int prpc_store_call_terminate(prpc_store_t *s, const char *id, int64_t now_ms, i
         rc = check_id(id, "call id", err);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("call terminate", err))
+        return PRPC_EIO;
     rc = s->ops->call_terminate(s, id, now_ms, &st, err);
     if (rc == 0 && state_out != NULL)
         *state_out = st;
@@ -350,6 +371,8 @@ int prpc_store_call_restart(prpc_store_t *s, const char *id, int64_t now_ms, prp
         rc = check_id(id, "call id", err);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("call restart", err))
+        return PRPC_EIO;
     return s->ops->call_restart(s, id, now_ms, err);
 }
 
@@ -360,6 +383,8 @@ int prpc_store_call_delete(prpc_store_t *s, const char *id, prpc_error_t *err)
         rc = check_id(id, "call id", err);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("call delete", err))
+        return PRPC_EIO;
     return s->ops->call_delete(s, id, err);
 }
 
@@ -377,6 +402,8 @@ int prpc_store_leases_expire(prpc_store_t *s, int64_t now_ms, int max_attempts, 
                             max_attempts);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("leases expire", err))
+        return PRPC_EIO;
     rc = s->ops->leases_expire(s, now_ms, max_attempts, &rq, &fl, err);
     if (rc == 0 && requeued != NULL)
         *requeued = rq;
@@ -407,6 +434,8 @@ int prpc_store_blob_add(prpc_store_t *s, const char *sha256_hex, uint64_t size, 
                             (unsigned long long)size);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("blob add", err))
+        return PRPC_EIO;
     return s->ops->blob_add(s, sha256_hex, size, now_ms, err);
 }
 
@@ -438,6 +467,8 @@ int prpc_store_blob_link(prpc_store_t *s, const char *call_id, const char *sha25
         rc = check_id(sha256_hex, "blob sha256", err);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("blob link", err))
+        return PRPC_EIO;
     return s->ops->blob_link(s, call_id, sha256_hex, err);
 }
 
@@ -464,6 +495,8 @@ int prpc_store_blob_remove(prpc_store_t *s, const char *sha256_hex, prpc_error_t
         rc = check_id(sha256_hex, "blob sha256", err);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("blob remove", err))
+        return PRPC_EIO;
     return s->ops->blob_remove(s, sha256_hex, err);
 }
 
@@ -476,6 +509,8 @@ int prpc_store_calls_expire(prpc_store_t *s, int64_t finished_before_ms, int *re
     rc = check_store(s, err);
     if (rc < 0)
         return rc;
+    if (injected_write_failure("calls expire", err))
+        return PRPC_EIO;
     rc = s->ops->calls_expire(s, finished_before_ms, &r, err);
     if (rc == 0 && removed != NULL)
         *removed = r;

@@ -55,7 +55,64 @@ def build_parser():
                    help="directory of the blob cache and job files (default ./p2prpc-worker)")
     w.add_argument("--concurrency", type=int, default=1, help="calls run at once (default 1)")
     _add_password(w)
+
+    gb = sub.add_parser("generate-broker",
+                        help="write broker/: a broker app, Dockerfile and compose file",
+                        description="Write DIR/broker/ for the functions of a file: brokerapp.py "
+                                    "(the broker command with its defaults), a copy of the file, "
+                                    "a Dockerfile, broker.docker-compose.yml and a README.")
+    _add_function_file(gb)
+    gb.add_argument("--store", choices=["sqlite", "mongodb"], default="sqlite",
+                    help="the broker's store in the compose file (default sqlite, embedded)")
+    _add_generate_flags(gb)
+
+    gw = sub.add_parser("generate-worker",
+                        help="write worker/: a worker app, Dockerfile and compose file",
+                        description="Write DIR/worker/ for the functions of a file: workerapp.py, "
+                                    "copies of the file and of the discovery file, a Dockerfile, "
+                                    "worker.docker-compose.yml and a README.")
+    _add_function_file(gw)
+    gw.add_argument("discovery_file", metavar="DISCOVERY_FILE",
+                    help="discovery.txt: one broker host:port per line")
+    _add_generate_flags(gw)
+
+    gc = sub.add_parser("generate-client",
+                        help="write client/clientapp.py: a client that runs as generated",
+                        description="Write DIR/client/: clientapp.py, which calls the functions "
+                                    "of the file with placeholder arguments and prints the "
+                                    "results, and copies of the file and of the discovery file.")
+    _add_function_file(gc)
+    gc.add_argument("discovery_file", metavar="DISCOVERY_FILE",
+                    help="discovery.txt: one broker host:port per line")
+    _add_generate_flags(gc)
     return parser
+
+
+def _add_function_file(p):
+    p.add_argument("function_file", metavar="FUNCTION_FILE",
+                   help="Python file declaring one or more p2prpc_ functions")
+
+
+def _add_generate_flags(p):
+    p.add_argument("--out", default=".", metavar="DIR",
+                   help="directory to write into (default: the current directory)")
+    p.add_argument("--force", action="store_true",
+                   help="replace generated files that already exist (other files are kept)")
+
+
+def _generate(args):
+    from . import _generate as g
+
+    if args.command == "generate-broker":
+        path = g.generate_broker(args.function_file, args.out, store=args.store, force=args.force)
+    elif args.command == "generate-worker":
+        path = g.generate_worker(args.function_file, args.discovery_file, args.out,
+                                 force=args.force)
+    else:
+        path = g.generate_client(args.function_file, args.discovery_file, args.out,
+                                 force=args.force)
+    print("p2prpc: wrote %s%s; see %s" % (path, os.sep, os.path.join(
+        path, "clientapp.py" if args.command == "generate-client" else "README.md")))
 
 
 def main(argv=None):
@@ -79,6 +136,8 @@ def main(argv=None):
 
             run_worker(args.function_file, args.discovery, args.data_dir, args.concurrency,
                        read_password(args.password_file))
+        elif args.command.startswith("generate-"):
+            _generate(args)
     except (P2PRPCError, OSError, ValueError) as e:
         print("p2prpc %s: %s" % (args.command, e), file=sys.stderr)
         return 1

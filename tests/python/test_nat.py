@@ -34,14 +34,18 @@ def skip(reason):
     pytest.skip(reason)
 
 
-@pytest.fixture
-def nat():
+def make_namespace():
     try:
-        ns = NatNamespace.create()
+        return NatNamespace.create()
     except Unavailable as e:
         skip("network namespaces are unavailable here: %s" % e)
+
+
+@pytest.fixture
+def nat():
+    ns = make_namespace()
     yield ns
-    ns.close()
+    ns.close()  # also when the test failed; raises if anything is left behind
 
 
 @pytest.fixture
@@ -70,7 +74,9 @@ def outside_connect_error(host, port):
     return None
 
 
-def test_namespace_blocks_inbound_and_allows_outbound(nat, broker):
+def assert_only_outbound(nat, broker):
+    """The NAT's asymmetry: the namespace reaches the broker, the root namespace cannot
+    open a connection into the namespace."""
     host, port = broker.address.rsplit(":", 1)
     assert host == nat.host_ip
     inside = nat.exec([sys.executable, "-c", CONNECT, host, port], check=False)
@@ -132,6 +138,7 @@ def wait_for_worker(worker, nat):
 
 
 def test_worker_behind_nat_runs_the_seed_example(nat, broker, tmp_path, record):
+    assert_only_outbound(nat, broker)
     discovery = write_discovery(tmp_path, broker.address)
     watch = SocketWatch(nat)
     worker = start_worker(tmp_path, discovery, env={"P2PRPC_TEST_RECORD": record},
@@ -168,10 +175,28 @@ def test_worker_behind_nat_runs_the_seed_example(nat, broker, tmp_path, record):
     assert len(runs) == 1 and runs[0][1] == worker.proc.pid, (runs, worker.proc.pid)
 
     assert len(samples) >= 5, "too few socket samples (%d) to say anything" % len(samples)
-    listening = [s for sample in samples for s in sample if s.listening]
+    listening = sorted({s.line for sample in samples for s in sample if s.listening})
     assert listening == [], "the worker listened: %r" % listening
     # The samples saw the worker at work: its connections go out to the broker.
     outbound = [s for sample in samples for s in sample
                 if s.state == "ESTAB" and s.peer == broker.address]
     assert outbound, "no sample saw the worker connected to the broker"
     assert all(s.local.startswith(nat.inner_ip + ":") for s in outbound), outbound
+
+
+def test_close_leaves_nothing_behind():
+    ns = make_namespace()
+    try:
+        sleeper = subprocess.Popen(ns.prefix + ["sleep", "60"])
+        deadline = time.time() + 10
+        while not ns.contains(sleeper.pid):
+            assert time.time() < deadline, "the process did not enter %s" % ns.name
+            time.sleep(0.02)
+    finally:
+        ns.close()
+    assert sleeper.wait(5) == -9  # what still ran inside was killed
+    assert ns.name not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                         text=True, check=True).stdout.split()
+    link = subprocess.run(["ip", "link", "show", ns.host_if], capture_output=True, text=True)
+    assert link.returncode != 0 and ns.host_if in link.stderr, link
+    ns.close()  # idempotent

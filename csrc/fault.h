@@ -1,0 +1,30 @@
+/*
+ * fault.h - the fault-injection hook used by the reliability tests: off
+ * unless the environment variable P2PRPC_FAULTS names faults.
+ *
+ * P2PRPC_FAULTS is a comma-separated list of name=probability[:milliseconds],
+ * e.g. "drop_reply=0.25,delay_request=0.1:200,store_write=0.05". Names in use:
+ *   drop_reply     httpc: the broker acted, but its answer is thrown away and
+ *                  the caller sees a transport error (a reply lost in flight)
+ *   delay_request  httpc: sleep the given milliseconds before sending
+ *   store_write    store: a write fails with EIO before reaching the backend
+ * The variable is read once, on first use. With it unset, prpc_fault costs a
+ * load and a compare.
+ *
+ * Thread safety: any thread; each thread draws from its own random stream.
+ */
+#ifndef PRPC_FAULT_H
+#define PRPC_FAULT_H
+
+#include "common.h"
+
+#define PRPC_FAULTS_ENV "P2PRPC_FAULTS"
+
+/* 1 when the named fault fires this time (drawn with its probability), else
+ * 0. *delay_ms (may be NULL) gets the fault's milliseconds parameter. */
+int prpc_fault(const char *name, int *delay_ms);
+
+/* Re-read P2PRPC_FAULTS (tests change it between cases). */
+void prpc_fault_reload(void);
+
+#endif
