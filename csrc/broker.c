@@ -27,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define EXPIRE_EVERY_MS 250         /* lapsed leases are looked for this often */
 #define RETENTION_EVERY_MS 10000    /* finished calls and unused blobs, this often */
@@ -84,6 +86,19 @@ struct prpc_broker {
     int64_t retention_every_ms; /* short retentions are enforced promptly */
     h2o_linklist_t call_waiters;
     h2o_linklist_t lease_waiters;
+    struct {
+        uint64_t requests;
+        uint64_t bytes_received; /* blob chunk bytes accepted */
+        uint64_t chunks_received;
+        uint64_t chunks_refused;
+        uint64_t blobs_committed;
+        uint64_t bytes_served;   /* blob bytes sent by verified GETs */
+        uint64_t corrupt_blobs_dropped;
+        uint64_t calls_submitted;
+        uint64_t leases_granted;
+        uint64_t results_accepted;
+        uint64_t results_refused;
+    } metrics;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -638,10 +653,12 @@ static void dispatch_leases(prpc_broker_t *b)
         if (rc == PRPC_ENOTFOUND)
             continue;
         h2o_linklist_unlink(&w->link);
-        if (rc != 0)
+        if (rc != 0) {
             send_err(w->req, &err);
-        else
+        } else {
+            b->metrics.leases_granted++;
             send_lease(b, w->req, &c);
+        }
         prpc_call_cleanup(&c);
         /* The state of the leased call changed: readers learn it. */
         if (rc == 0)
@@ -738,6 +755,8 @@ static void on_submit(prpc_broker_t *b, h2o_req_t *req)
     for (size_t i = 0; created && i < nblobs; i++)
         if (prpc_store_blob_link(b->store, c.id, blobs[i], &err) != 0)
             goto fail;
+    if (created)
+        b->metrics.calls_submitted++;
     send_call(req, &cur, created ? "\"created\": true, " : "\"created\": false, ");
     if (created)
         dispatch_leases(b);
@@ -1043,8 +1062,12 @@ static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
         if (prpc_store_blob_link(b->store, call_id, blobs[i], &err) != 0)
             goto fail;
     if (prpc_store_call_finish(b->store, call_id, lease, state, outputs_json, error_json,
-                               prpc_now_ms(), &err) != 0)
+                               prpc_now_ms(), &err) != 0) {
+        if (err.code == PRPC_ESTATE)
+            b->metrics.results_refused++;
         goto fail;
+    }
+    b->metrics.results_accepted++;
     prpc_call_cleanup(&c);
     reply_call(b, req, call_id);
     notify_calls(b, call_id, 0);
@@ -1060,6 +1083,134 @@ out:
     free(blobs);
     if (doc != NULL)
         bson_destroy(doc);
+}
+
+/* ---- serving blobs: verified while streamed ---------------------------- */
+
+#define SERVE_CHUNK (1u << 20)
+
+/* A blob streamed from disk through its SHA-256: the last chunk is held back
+ * until the whole content has hashed to the blob's name, so a blob that rotted
+ * on disk is never delivered whole; it is cut short (the receiver sees a
+ * failed transfer) and dropped. */
+typedef struct blob_stream {
+    h2o_generator_t super;
+    prpc_broker_t *b;
+    int fd;
+    uint64_t pos, size;
+    prpc_sha256_t hash;
+    char sha[65];
+    char *buf;
+} blob_stream_t;
+
+static void drop_corrupt_blob(prpc_broker_t *b, const char *sha, const char *why)
+{
+    prpc_error_t err;
+    fprintf(stderr, "p2prpc broker: blob %s is corrupt on disk (%s); it was removed\n", sha,
+            why);
+    b->metrics.corrupt_blobs_dropped++;
+    prpc_blobdir_remove(b->blobs, sha, &err);
+}
+
+static void blob_stream_close(blob_stream_t *st)
+{
+    if (st->fd >= 0) {
+        close(st->fd);
+        st->fd = -1;
+        prpc_sha256_cleanup(&st->hash);
+    }
+}
+
+static void blob_stream_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    PRPC_UNUSED(req);
+    blob_stream_close((blob_stream_t *)g);
+}
+
+static void blob_stream_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    blob_stream_t *st = (blob_stream_t *)g;
+    size_t want = st->size - st->pos < SERVE_CHUNK ? (size_t)(st->size - st->pos) : SERVE_CHUNK;
+    size_t got = 0;
+    h2o_iovec_t iov;
+    int last;
+
+    while (got < want) {
+        ssize_t n = pread(st->fd, st->buf + got, want - got, (off_t)(st->pos + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got < want) {
+        drop_corrupt_blob(st->b, st->sha, "shorter than its recorded size");
+        blob_stream_close(st);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    prpc_sha256_update(&st->hash, st->buf, got, NULL);
+    st->pos += got;
+    last = st->pos == st->size;
+    if (last) {
+        uint8_t digest[PRPC_SHA256_LEN];
+        char hex[PRPC_SHA256_HEX_LEN + 1];
+        prpc_sha256_final(&st->hash, digest, NULL);
+        prpc_hex_encode(digest, sizeof(digest), hex);
+        if (strcmp(hex, st->sha) != 0) {
+            drop_corrupt_blob(st->b, st->sha, "its content no longer hashes to its name");
+            blob_stream_close(st);
+            h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+            return;
+        }
+        blob_stream_close(st);
+    }
+    iov = h2o_iovec_init(st->buf, got);
+    st->b->metrics.bytes_served += got;
+    h2o_send(req, &iov, 1, last ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const char *path)
+{
+    blob_stream_t *st;
+    struct stat sb;
+    uint64_t recorded = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "no blob %s on this broker", sha);
+        return;
+    }
+    if (fstat(fd, &sb) != 0 ||
+        (prpc_store_blob_get(b->store, sha, &recorded, NULL) == 0 &&
+         recorded != (uint64_t)sb.st_size)) {
+        close(fd);
+        drop_corrupt_blob(b, sha, "its size differs from the recorded size");
+        prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND,
+                              "blob %s was corrupt on this broker and was dropped; upload it again",
+                              sha);
+        return;
+    }
+    st = h2o_mem_alloc_shared(&req->pool, sizeof(*st), NULL);
+    memset(st, 0, sizeof(*st));
+    st->super.proceed = blob_stream_proceed;
+    st->super.stop = blob_stream_stop;
+    st->b = b;
+    st->fd = fd;
+    st->size = (uint64_t)sb.st_size;
+    memcpy(st->sha, sha, 65);
+    st->buf = h2o_mem_alloc_pool(&req->pool, SERVE_CHUNK);
+    if (prpc_sha256_init(&st->hash, NULL) != 0) {
+        close(fd);
+        prpc_httpd_send_error(req, 500, PRPC_ENOMEM, "out of memory");
+        return;
+    }
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = st->size;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/octet-stream"));
+    h2o_start_response(req, &st->super);
+    blob_stream_proceed(&st->super, req);
 }
 
 static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const char *rest)
@@ -1098,7 +1249,14 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
             send_err(req, &err);
             return;
         }
-        prpc_httpd_send_file(req, path);
+        if (prpc_httpd_header(req, "range") != NULL) {
+            /* A resumed download: the receiver hashes the whole blob when it
+             * commits, and starts over from zero (an unranged, verified GET)
+             * when that fails. */
+            prpc_httpd_send_file(req, path);
+            return;
+        }
+        serve_blob(b, req, sha, path);
         return;
     }
     if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("PUT"))) {
@@ -1119,9 +1277,12 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
         }
         if (prpc_blobdir_write_chunk(b->blobs, sha, (uint64_t)offset, req->entity.base,
                                      req->entity.len, chunk_sha, &partial, &err) != 0) {
+            b->metrics.chunks_refused++;
             send_err(req, &err);
             return;
         }
+        b->metrics.chunks_received++;
+        b->metrics.bytes_received += req->entity.len;
         n = snprintf(body, sizeof(body), "{\"partial\": %llu}", (unsigned long long)partial);
         prpc_httpd_send_json(req, 200, body, (size_t)n);
         return;
@@ -1137,6 +1298,7 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
             send_err(req, &err);
             return;
         }
+        b->metrics.blobs_committed++;
         n = snprintf(body, sizeof(body), "{\"size\": %lld}", (long long)want);
         prpc_httpd_send_json(req, 200, body, (size_t)n);
         return;
@@ -1211,6 +1373,7 @@ static int route(void *ud, h2o_req_t *req)
         prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "no such route");
         return 0;
     }
+    b->metrics.requests++;
     if (authenticate(b, req) != 0)
         return 0;
     p = path + 4;
@@ -1261,6 +1424,27 @@ static int route(void *ud, h2o_req_t *req)
         size_t n = strlen(p) - 10 - 6;
         snprintf(name, sizeof(name), "%.*s", (int)n, p + 10);
         on_stats(b, req, name);
+    } else if (strcmp(p, "metrics") == 0 && METHOD("GET")) {
+        prpc_buf_t out = PRPC_BUF_INIT;
+        prpc_buf_printf(&out,
+                        "{\"requests\": %llu, \"bytes_received\": %llu, "
+                        "\"chunks_received\": %llu, \"chunks_refused\": %llu, "
+                        "\"blobs_committed\": %llu, \"bytes_served\": %llu, "
+                        "\"corrupt_blobs_dropped\": %llu, \"calls_submitted\": %llu, "
+                        "\"leases_granted\": %llu, \"results_accepted\": %llu, "
+                        "\"results_refused\": %llu}",
+                        (unsigned long long)b->metrics.requests,
+                        (unsigned long long)b->metrics.bytes_received,
+                        (unsigned long long)b->metrics.chunks_received,
+                        (unsigned long long)b->metrics.chunks_refused,
+                        (unsigned long long)b->metrics.blobs_committed,
+                        (unsigned long long)b->metrics.bytes_served,
+                        (unsigned long long)b->metrics.corrupt_blobs_dropped,
+                        (unsigned long long)b->metrics.calls_submitted,
+                        (unsigned long long)b->metrics.leases_granted,
+                        (unsigned long long)b->metrics.results_accepted,
+                        (unsigned long long)b->metrics.results_refused);
+        send_buf(req, 200, &out);
     } else if (strcmp(p, "nodes") == 0 && METHOD("GET")) {
         prpc_buf_t out = PRPC_BUF_INIT;
         prpc_buf_puts(&out, "{\"nodes\": [");

@@ -13,10 +13,24 @@ def _add_password(p):
                         "no password = no authentication)")
 
 
+class _CommandListFormatter(argparse.HelpFormatter):
+    """Aligns help past the longest command name, so each command takes one line:
+    argparse measures subcommands without their extra indent and would wrap the
+    long generate-* names."""
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction) and action.choices:
+            longest = max(len(name) for name in action.choices)
+            self._action_max_length = max(self._action_max_length,
+                                          longest + self._current_indent + 2 * self._indent_increment)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="p2prpc",
-        description="Remote procedure calls for heavy functions across machines behind NAT.")
+        description="Remote procedure calls for heavy functions across machines behind NAT.",
+        formatter_class=_CommandListFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     b = sub.add_parser("broker", help="run a broker: serve the p2prpc_ functions of a file",
@@ -57,7 +71,7 @@ def build_parser():
     _add_password(w)
 
     gb = sub.add_parser("generate-broker",
-                        help="write broker/: a broker app, Dockerfile and compose file",
+                        help="write broker/: broker app, Dockerfile, compose file",
                         description="Write DIR/broker/ for the functions of a file: brokerapp.py "
                                     "(the broker command with its defaults), a copy of the file, "
                                     "a Dockerfile, broker.docker-compose.yml and a README.")
@@ -67,7 +81,7 @@ def build_parser():
     _add_generate_flags(gb)
 
     gw = sub.add_parser("generate-worker",
-                        help="write worker/: a worker app, Dockerfile and compose file",
+                        help="write worker/: worker app, Dockerfile, compose file",
                         description="Write DIR/worker/ for the functions of a file: workerapp.py, "
                                     "copies of the file and of the discovery file, a Dockerfile, "
                                     "worker.docker-compose.yml and a README.")
@@ -77,7 +91,7 @@ def build_parser():
     _add_generate_flags(gw)
 
     gc = sub.add_parser("generate-client",
-                        help="write client/clientapp.py: a client that runs as generated",
+                        help="write client/: a client app that runs as generated",
                         description="Write DIR/client/: clientapp.py, which calls the functions "
                                     "of the file with placeholder arguments and prints the "
                                     "results, and copies of the file and of the discovery file.")

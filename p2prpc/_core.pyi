@@ -1,14 +1,14 @@
 """Type stubs for p2prpc._core, the C engine (csrc/). Each subsystem's
 bindings add their section below."""
 import os
-from typing import List, Literal, Tuple, Union
+from typing import Dict, List, Literal, Optional, Tuple, Union
 
 # hashing and identity
 # (csrc/py_hash.c; the encoding is specified in docs/IDENTITY.md)
 
 _StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 _FileRef = Union[int, _StrPath]  # an open fd (hashed from offset 0, position kept) or a path
-_IdentTag = Literal["i", "f", "b", "s", "F"]
+_IdentTag = Literal["i", "f", "b", "s", "F", "H"]  # H: a file given by its SHA-256 hex
 _IdentArg = Tuple[str, _IdentTag, Union[int, float, bool, str, _FileRef]]
 
 def sha256_file(file: _FileRef, /) -> str:
@@ -88,3 +88,29 @@ def gpu_probe() -> List[Dict[str, Union[int, str, bool]]]:
     """GPUs via NVML or the CUDA driver (dlopen'd): index, name, uuid, total_bytes,
     free_bytes, free_known, source. [] when there is no GPU or driver."""
     ...
+
+# broker
+class Broker:
+    """A broker node serving docs/API.md on an engine thread."""
+
+    def __init__(
+        self,
+        functions_json: str,
+        data_dir: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        key: Optional[bytes] = None,
+        lease_ms: int = 30000,
+        heartbeat_ms: int = 2000,
+        max_attempts: int = 3,
+        synchronous: Optional[str] = None,
+        store_uri: Optional[str] = None,
+        advertise: Optional[str] = None,
+        expire_ms: int = 0,
+        insecure: bool = False,
+    ) -> None: ...
+    @property
+    def port(self) -> int: ...
+    def start(self) -> None: ...
+    def stop(self) -> None:
+        """Answer parked long-polls (503), stop serving, close the store. Idempotent."""

@@ -134,9 +134,10 @@ def _client_call(spec):
         lines.append("    #   %s is %s" % (a.name, _KIND_WORDS[a.kind]))
     args = ", ".join("%s=%s" % (a.name, _PLACEHOLDERS[a.kind]) for a in spec.args)
     lines.append("    res = %s(%s)" % (spec.name, args))
-    lines.append("    # .get() waits for the result dict: %s. Meanwhile res.progress,"
-                 % ", ".join("%r (%s)" % (r.name, r.kind) for r in spec.returns))
-    lines.append("    # res.terminate(), res.restart() and res.delete() do what they say.")
+    lines.append("    # res.get() waits for the result dict, with the keys")
+    lines.append("    #   %s" % ", ".join("%r (%s)" % (r.name, r.kind) for r in spec.returns))
+    lines.append("    # meanwhile res.progress, res.terminate(), res.restart() and res.delete()"
+                 " do what they say.")
     lines.append("    print(res.get())")
     return "\n".join(lines)
 
