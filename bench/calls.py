@@ -180,9 +180,25 @@ def run_sequential(noop, base, n, timeout):
     return out
 
 
-def run_burst(noop, base, n, deadline_s):
+def function_stats(address, key, name):
+    """The broker's per-state counts of a function (GET /v1/functions/NAME/stats)."""
+    conn = _core.Connection(address, key=key)
+    try:
+        status, body = conn.request("GET", "/v1/functions/%s/stats" % name)
+    finally:
+        conn.close()
+    if status != 200:
+        raise BenchError("GET /v1/functions/%s/stats answered HTTP %d: %.200r"
+                         % (name, status, body))
+    data = json.loads(body)
+    return {k: data.get(k) for k in ("queued", "leased", "done", "failed", "terminated")}
+
+
+def run_burst(noop, base, n, deadline_s, stats=lambda: None):
     """Submit n calls (every future first), then get() each. Returns a dict of
-    timings and of the errors seen (by type, with the first message of each)."""
+    timings, of the errors seen (by type, with the first message of each), of
+    stats() taken once every call was submitted, and of the span between the
+    first call's creation and the last one's finish in the broker's records."""
     errors = {}
 
     def note(e):
@@ -198,6 +214,7 @@ def run_burst(noop, base, n, deadline_s):
         except Exception as e:  # measured, reported, not fatal to the run
             note(e)
     t_submitted = time.perf_counter()
+    at_submitted = stats()
     give_up = t0 + deadline_s
     done = 0
     for i, fut in futures:
@@ -211,8 +228,13 @@ def run_burst(noop, base, n, deadline_s):
         except Exception as e:
             note(e)
     t_end = time.perf_counter()
+    records = [f._call for _, f in futures if isinstance(f._call, dict)]
+    created = [r["created_ms"] for r in records if r.get("created_ms")]
+    finished = [r["finished_ms"] for r in records if r.get("finished_ms")]
+    broker_span_s = (max(finished) - min(created)) / 1000.0 if created and finished else None
     return {"n": n, "done": done, "submit_s": t_submitted - t0, "drain_s": t_end - t_submitted,
-            "total_s": t_end - t0, "errors": errors}
+            "total_s": t_end - t0, "errors": errors, "at_submitted": at_submitted,
+            "broker_span_s": broker_span_s}
 
 
 class _Timed:
@@ -293,6 +315,24 @@ def transport_floor(address, key, n):
         return out
     finally:
         conn.close()
+
+
+def disk_floor(directory, n):
+    """Seconds of each of n 100-byte write + fsync pairs on a file in directory:
+    what one durable acknowledgement costs on this disk at the least."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(fd, b"x" * 100)
+            os.fsync(fd)
+            out.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return out
 
 
 def latency_summary(seconds):
@@ -394,11 +434,13 @@ def main():
                 raise BenchError("%s exited during warm-up; its output:\n%s" % (w.name, w.log()))
 
         seq = latency_summary(run_sequential(noop, SEQ_BASE, args.seq, timeout=30))
-        burst = run_burst(noop, BURST_BASE, args.burst, args.deadline)
+        key = _core.derive_key(args.password) if args.password else None
+        burst = run_burst(noop, BURST_BASE, args.burst, args.deadline,
+                          lambda: function_stats(address, key, spec.name))
         burst["calls_s"] = burst["done"] / burst["total_s"] if burst["total_s"] > 0 else 0.0
         parts = run_breakdown(app, noop, BREAK_BASE, args.breakdown, timeout=30)
-        floor = latency_summary(transport_floor(
-            address, _core.derive_key(args.password) if args.password else None, 1000))
+        floor = latency_summary(transport_floor(address, key, 1000))
+        fsync = latency_summary(disk_floor(os.path.join(run_dir, "broker"), 300))
         memory = memory_rows(broker, workers)
     except BenchError as e:
         failed = str(e)
@@ -451,11 +493,17 @@ def main():
         pb.get("calls_s"), REFERENCE["calls_s"], ">= %d" % TARGET_CALLS_S, spec="%.0f")
     row("burst: submitting all, s", burst["submit_s"], pb.get("submit_s"), None, "", "%.2f")
     row("burst: then getting all, s", burst["drain_s"], pb.get("drain_s"), None, "", "%.2f")
+    row("burst: broker's first created_ms to last finished_ms, s", burst["broker_span_s"],
+        None, None, "", "%.2f")
     row("burst: calls that errored or timed out", args.burst - burst["done"],
         (pb["n"] - pb["done"]) if pb else None, None, "0", spec="%d")
     if not peers:
         print()
         print("Celery + Redis not measured in this run: %s" % peers_why)
+    if burst["at_submitted"]:
+        print()
+        print("broker's count when the last call was submitted: %s"
+              % ", ".join("%s %s" % kv for kv in burst["at_submitted"].items()))
     if burst["errors"]:
         print()
         for name, (count, first) in sorted(burst["errors"].items()):
@@ -488,6 +536,8 @@ def main():
           [float(r["broker_ms"]) for r in parts])
     print("| transport floor: GET /v1/health on a kept-alive connection (%d) | %.3f | %.3f | "
           "%.3f |" % (floor["n"], floor["p50_ms"], floor["p99_ms"], floor["mean_ms"]))
+    print("| disk floor: 100 B write + fsync in the store's directory (%d) | %.3f | %.3f | "
+          "%.3f |" % (fsync["n"], fsync["p50_ms"], fsync["p99_ms"], fsync["mean_ms"]))
     polls = sorted(r["polls"] for r in parts)
     print()
     print("long-polls per .get(): p50 %d, max %d" % (percentile(polls, 50), polls[-1]))

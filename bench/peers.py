@@ -19,6 +19,7 @@ bench/requirements.txt in the venv. --json prints one JSON object as its last li
 {"ok": true, ...} or {"ok": false, "why": ...}; calls.py reads it.
 """
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -203,6 +204,10 @@ def measure(seq_n, burst_n, workers, warmup, deadline, run_dir):
         for c in children_of(worker.proc.pid):
             memory.append(("  celery pool process", c, vm_hwm_kib(c)))
         memory.append(("celery client (peers.py)", os.getpid(), vm_hwm_kib(os.getpid())))
+        # AsyncResults sit in reference cycles; each one's __del__ unsubscribes
+        # from Redis and retries for a long time once Redis is gone. Collect
+        # them while it still answers.
+        gc.collect()
         peer_noop.app.close()
     finally:
         if worker is not None:

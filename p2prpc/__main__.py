@@ -21,9 +21,9 @@ class _CommandListFormatter(argparse.HelpFormatter):
     def add_argument(self, action):
         super().add_argument(action)
         if isinstance(action, argparse._SubParsersAction) and action.choices:
-            longest = max(len(name) for name in action.choices)
-            self._action_max_length = max(self._action_max_length,
-                                          longest + self._current_indent + 2 * self._indent_increment)
+            width = max(len(name) for name in action.choices)
+            width += self._current_indent + 2 * self._indent_increment
+            self._action_max_length = max(self._action_max_length, width)
 
 
 def build_parser():

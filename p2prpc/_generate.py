@@ -106,13 +106,14 @@ def generate_client(function_file, discovery_file, out=".", force=False):
     name = os.path.basename(source)
     module = os.path.splitext(name)[0]
     # clientapp.py imports the functions by the file's name, so it must be one
-    # Python can import and must not hide the package itself.
+    # Python can import, and not one that p2prpc or the standard library already
+    # took (their module would be imported instead of the copy).
     if not name.endswith(".py") or not module.isidentifier() or keyword.iskeyword(module) \
-            or module == "p2prpc":
+            or module == "p2prpc" or module in getattr(sys, "stdlib_module_names", ()):
         raise GenerateError(
             "%s: the client imports the functions by the file's name, so it must be a Python "
-            "module name ending in .py (letters, digits, '_', not 'p2prpc'); rename it, e.g. "
-            "to function.py" % source)
+            "module name ending in .py (letters, digits, '_'; not 'p2prpc' nor a standard "
+            "library module); rename it, e.g. to function.py" % source)
     discovery = _read_discovery(discovery_file)
     values = _common_values(name, specs, "client")
     values.update({
@@ -167,7 +168,7 @@ def _read_functions(function_file):
         specs = read_module_functions(path)
     except P2PRPCError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # its module code may even call sys.exit()
         raise GenerateError("cannot import the function file %s: %s: %s"
                             % (path, type(e).__name__, e)) from None
     # The directory carries a copy of the file only: say which of its neighbours
@@ -273,9 +274,10 @@ _MONGO_SERVICE = """    depends_on:
 _MONGO_SECTION = """
 ## MongoDB
 
-This broker was generated with `--store mongodb`: the compose file adds a `mongo` service
-(data in the volume `mongo-data`, reachable only inside the compose network) and starts the
-broker with `--store %s`. The MongoDB store backend is a later p2prpc issue: until the
-installed p2prpc has it, the broker refuses `--store` and stops; generate again without
-`--store` (SQLite, the default) to run now.
+This broker was generated with `--store mongodb`: the compose file adds a `mongo`
+service (data in the volume `mongo-data`, reachable only inside the compose network) and
+starts the broker with `--store %s`.
+The MongoDB store backend is a later p2prpc issue: until the installed p2prpc has it, the
+broker refuses `--store` and stops; generate again without `--store` (SQLite, the
+default) to run now.
 """ % MONGODB_URI

@@ -5,12 +5,15 @@ _core.call_identifier_raw) and into the file digests an upload needs.
 A file argument is named by the SHA-256 of its whole content, read from its
 fd from offset 0 with the position left where the caller had it. The client
 needs each file's SHA-256 twice (for the id and to name the blob it uploads),
-so prepare_call() hashes every file once and hands both out.
+so prepare_call() hashes every file once and hands both out. A file unchanged
+since it was last hashed is not read again: its SHA-256 comes from the
+content-hash index (_hashindex.py) of the client's cache_path.
 """
 import os
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Union
 
 from . import _core
+from ._hashindex import HashIndex, default_index, open_index
 from ._spec import FunctionSpec, read_function
 
 __all__ = ["call_identifier", "spec_of", "FileDigest", "PreparedCall", "file_digests",
@@ -63,16 +66,37 @@ def call_identifier(fn, **kwargs) -> str:
     return prepare_call(spec, bound).call_id
 
 
-def file_digests(spec: FunctionSpec, bound: Dict[str, object]) -> Dict[str, FileDigest]:
-    """{argument name: FileDigest} for every file argument, each hashed once."""
+IndexArg = Union[HashIndex, str, "os.PathLike[str]", bool, None]
+
+
+def _index_of(index: IndexArg) -> Optional[HashIndex]:
+    if index is None or index is True:
+        return default_index()
+    if index is False:
+        return None
+    if isinstance(index, HashIndex):
+        return index
+    return open_index(index)
+
+
+def file_digests(spec: FunctionSpec, bound: Dict[str, object],
+                 index: IndexArg = None) -> Dict[str, FileDigest]:
+    """{argument name: FileDigest} for every file argument, each hashed once.
+    index: the content-hash index to consult and update: a HashIndex, a
+    client's cache_path (its index file), None for the default cache_path's,
+    False to hash every file without one."""
+    idx = _index_of(index)
     out = {}
     for a in spec.args:
         if a.kind != "file":
             continue
         f = bound[a.name]
         fd = f.fileno()
-        sha = _core.sha256_file(fd)
-        size = os.fstat(fd).st_size
+        if idx is not None:
+            sha, size = idx.sha256_fd(fd)
+        else:
+            sha = _core.sha256_file(fd)
+            size = os.fstat(fd).st_size
         name = getattr(f, "name", "")
         filename = os.path.basename(name) if isinstance(name, str) else ""
         out[a.name] = FileDigest(sha, size, filename, fd)
@@ -80,11 +104,13 @@ def file_digests(spec: FunctionSpec, bound: Dict[str, object]) -> Dict[str, File
 
 
 def prepare_call(spec: FunctionSpec, bound: Dict[str, object],
-                 files: Optional[Dict[str, FileDigest]] = None) -> PreparedCall:
+                 files: Optional[Dict[str, FileDigest]] = None,
+                 index: IndexArg = None) -> PreparedCall:
     """Hash the file arguments (unless `files` already holds their digests)
-    and compute the call id. `bound` is the output of spec.bind()."""
+    and compute the call id. `bound` is the output of spec.bind(); index as
+    for file_digests()."""
     if files is None:
-        files = file_digests(spec, bound) if _digest_tag_supported() else {}
+        files = file_digests(spec, bound, index) if _digest_tag_supported() else {}
     raw = []
     for a in spec.args:
         if a.kind == "file":
@@ -97,7 +123,7 @@ def prepare_call(spec: FunctionSpec, bound: Dict[str, object],
             raw.append((a.name, _TAGS[a.kind], bound[a.name]))
     call_id = _core.call_identifier_raw(spec.name, spec.version, raw)
     if len(files) != sum(1 for a in spec.args if a.kind == "file"):
-        files = file_digests(spec, bound)
+        files = file_digests(spec, bound, index)
     return PreparedCall(call_id, spec, bound, files)
 
 

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -17,11 +18,12 @@ COMPOSE = shutil.which("docker-compose")
 
 
 def cli(*args, cwd=None, env=None):
-    """Run `python -m p2prpc ARGS` (the same main as the p2prpc console script)."""
+    """Run `python -m p2prpc ARGS` (the same main as the p2prpc console script) outside
+    the checkout, so the installed package is the one imported."""
     full_env = dict(os.environ, P2PRPC_PASSWORD=PASSWORD)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "p2prpc"] + [str(a) for a in args],
-                          cwd=str(cwd) if cwd else None, env=full_env, capture_output=True,
+                          cwd=str(cwd or tempfile.gettempdir()), env=full_env, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -267,8 +269,8 @@ def test_existing_files_are_kept_unless_force(generated, discovery):
     (generated / "client" / "notes.txt").write_text("mine\n")
     r = cli("generate-client", EXAMPLE, discovery, "--out", generated)
     assert r.returncode == 1
-    assert "%s already holds clientapp.py, discovery.txt, function.py" % (
-        generated / "client" / "") in r.stderr
+    assert "%s%s already holds clientapp.py, discovery.txt, function.py" % (
+        generated / "client", os.sep) in r.stderr
     assert "--force" in r.stderr
     assert app.read_text() == "# my edits\n"
     r = cli("generate-client", EXAMPLE, discovery, "--out", generated, "--force")
@@ -314,6 +316,8 @@ BAD_FUNCTION_FILES = {
                  "the name is reserved by p2prpc"),
     "import_error": ("import no_such_module_p2prpc\n",
                      "cannot import the function file %(path)s: ModuleNotFoundError"),
+    "exits": ("import sys\nsys.exit(3)\n",
+              "cannot import the function file %(path)s: SystemExit: 3"),
 }
 
 
@@ -361,8 +365,10 @@ def test_bad_discovery_file(tmp_path, content, message):
         assert not (tmp_path / "out").exists()
 
 
-def test_function_file_the_client_cannot_import(tmp_path, discovery):
-    path = tmp_path / "my-functions.py"
+@pytest.mark.parametrize("name", ["my-functions.py", "p2prpc.py", "json.py"])
+def test_function_file_the_client_cannot_import(tmp_path, discovery, name):
+    path = tmp_path / "src" / name
+    path.parent.mkdir()
     shutil.copyfile(EXAMPLE, str(path))
     r = cli("generate-client", path, discovery, "--out", tmp_path / "out")
     assert r.returncode == 1
@@ -371,7 +377,7 @@ def test_function_file_the_client_cannot_import(tmp_path, discovery):
     # The broker and worker run it by path, so any name will do for them.
     r = cli("generate-broker", path, "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "out" / "broker" / "my-functions.py").is_file()
+    assert (tmp_path / "out" / "broker" / name).is_file()
 
 
 def test_function_file_named_like_a_generated_app(tmp_path):
