@@ -11,11 +11,15 @@ result cache; every call passes a different i, so none is answered from a cache.
 Measured, after a warm-up:
   1. SEQ sequential calls, each f(i=...).get(): round trip p50, p99, mean.
   2. BURST calls submitted at once (every future first, then get() on each): calls/s
-     from the first submit to the last result, and how long each half took.
+     from the first submit to the last result, how long each half took, the broker's
+     per-state counts once the last call was submitted, and the span from the first
+     call's created_ms to the last one's finished_ms in the broker's records (how fast
+     the workers got through the queue, whatever the client did meanwhile).
   3. Where the time of one sequential call goes, seen from the client: the same loop
-     with timers around the client's request, its result-cache write, and the call's
+     with timers around the client's requests, its result-cache write, and the call's
      own timestamps (created_ms, finished_ms) as the broker recorded them.
-  4. The transport floor: GET /v1/health round trips on one keep-alive connection.
+  4. Floors: GET /v1/health round trips on one keep-alive connection (transport), and
+     100-byte write + fsync pairs in the broker's store directory (disk).
   5. Peak RSS (VmHWM) of every process involved.
 
     .venv/bin/python bench/calls.py [--quick] [--seq N] [--burst N] [--workers N]

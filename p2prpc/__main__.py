@@ -55,6 +55,12 @@ def build_parser():
                    help="heartbeat interval told to workers (default 2000)")
     b.add_argument("--max-attempts", type=int, default=3,
                    help="leases of a call before it fails (default 3)")
+    b.add_argument("--expire-after", type=float, default=7 * 24 * 3600, metavar="SECONDS",
+                   help="remove finished calls and the files only they used this long after "
+                        "they finished (default 7 days; 0 = never)")
+    b.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without a password (anyone who can "
+                        "connect can then run calls)")
     b.add_argument("--synchronous", choices=["full", "normal", "off"], default=None,
                    help="store durability (default full: acknowledged = on disk)")
 
@@ -143,7 +149,8 @@ def main(argv=None):
                        data_dir=args.data_dir, password=read_password(args.password_file),
                        execute=args.execute, concurrency=args.concurrency,
                        lease_ms=args.lease_ms, heartbeat_ms=args.heartbeat_ms,
-                       max_attempts=args.max_attempts, synchronous=args.synchronous)
+                       max_attempts=args.max_attempts, synchronous=args.synchronous,
+                       expire_after=args.expire_after, insecure=args.insecure)
         elif args.command == "worker":
             from ._broker_node import read_password
             from ._worker_node import run_worker

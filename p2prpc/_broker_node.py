@@ -44,7 +44,8 @@ class BrokerNode:
 
     def __init__(self, function_file, host="127.0.0.1", port=5001, data_dir=DEFAULT_DATA_DIR,
                  password=None, execute=None, can_do_work_func=None, lease_ms=30000,
-                 heartbeat_ms=2000, max_attempts=3, synchronous=None, concurrency=1):
+                 heartbeat_ms=2000, max_attempts=3, synchronous=None, concurrency=1,
+                 expire_after=7 * 24 * 3600, insecure=False):
         self.specs = read_module_functions(function_file)
         self.function_file = os.path.abspath(function_file)
         self.data_dir = os.path.abspath(data_dir)
@@ -54,7 +55,13 @@ class BrokerNode:
         functions_json = json.dumps([s.to_json() for s in self.specs])
         self.broker = _core.Broker(functions_json, self.data_dir, host=host, port=port, key=key,
                                    lease_ms=lease_ms, heartbeat_ms=heartbeat_ms,
-                                   max_attempts=max_attempts, synchronous=synchronous)
+                                   max_attempts=max_attempts, synchronous=synchronous,
+                                   expire_ms=int(expire_after * 1000) if expire_after > 0 else -1,
+                                   insecure=insecure)
+        if insecure and not password and host not in ("127.0.0.1", "localhost", "::1"):
+            print("p2prpc broker: WARNING: listening on %s WITHOUT a password (--insecure): "
+                  "anyone who can reach this address can run the functions of %s"
+                  % (host, function_file), file=sys.stderr, flush=True)
         self.host = host
         self.broker.start()
         self.port = self.broker.port
