@@ -37,7 +37,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import p2prpc
@@ -210,6 +209,7 @@ def run_burst(noop, base, n, deadline_s, stats=lambda: None):
         count, first = errors.get(key, (0, str(e)))
         errors[key] = (count + 1, first)
 
+    before = stats()
     futures = []
     t0 = time.perf_counter()
     for k in range(n):
@@ -219,6 +219,8 @@ def run_burst(noop, base, n, deadline_s, stats=lambda: None):
             note(e)
     t_submitted = time.perf_counter()
     at_submitted = stats()
+    if before and at_submitted:  # this burst's calls only, not the earlier phases'
+        at_submitted = {k: v - before[k] for k, v in at_submitted.items()}
     give_up = t0 + deadline_s
     done = 0
     for i, fut in futures:
@@ -506,7 +508,7 @@ def main():
         print("Celery + Redis not measured in this run: %s" % peers_why)
     if burst["at_submitted"]:
         print()
-        print("broker's count when the last call was submitted: %s"
+        print("the burst's calls on the broker when the last one was submitted: %s"
               % ", ".join("%s %s" % kv for kv in burst["at_submitted"].items()))
     if burst["errors"]:
         print()

@@ -87,10 +87,14 @@ class Proc:
                 self.proc.wait()
 
 
-def start_redis(run_dir, port):
+def find_redis_server():
     exe = shutil.which("redis-server")
     if exe is None:
         raise BenchError("redis-server is not installed (Debian: apt-get install redis-server)")
+    return exe
+
+
+def start_redis(exe, run_dir, port):
     proc = Proc("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", run_dir,
                           "--daemonize", "no"], run_dir)
     import redis
@@ -110,7 +114,7 @@ def start_redis(run_dir, port):
     raise BenchError("redis-server did not start; its output:\n" + proc.log())
 
 
-def versions(redis_exe="redis-server"):
+def versions(redis_exe):
     import celery
     import redis
 
@@ -173,7 +177,8 @@ def measure(seq_n, burst_n, workers, warmup, deadline, run_dir):
         import redis  # noqa: F401
     except ImportError as e:
         raise BenchError("%s; install bench/requirements.txt into the venv" % e) from None
-    celery_v, redis_py_v, server_v = versions()
+    exe = find_redis_server()
+    celery_v, redis_py_v, server_v = versions(exe)
     with open(os.path.join(run_dir, "peer_noop.py"), "w") as f:
         f.write(TASKS_SOURCE)
     port = free_port()
@@ -182,7 +187,7 @@ def measure(seq_n, burst_n, workers, warmup, deadline, run_dir):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     redis_proc = worker = None
     try:
-        redis_proc = start_redis(run_dir, port)
+        redis_proc = start_redis(exe, run_dir, port)
         worker = Proc("celery-worker", [sys.executable, "-m", "celery", "-A", "peer_noop",
                                         "worker", "--pool", "prefork", "--concurrency",
                                         str(workers), "--loglevel", "WARNING"], run_dir, env)
@@ -243,7 +248,10 @@ def main():
             print(json.dumps({"ok": False, "why": str(e)}))
         else:
             print("bench/peers.py: %s" % e, file=sys.stderr)
-        print("run directory kept: %s" % run_dir, file=sys.stderr)
+        if os.listdir(run_dir):
+            print("run directory kept: %s" % run_dir, file=sys.stderr)
+        else:
+            os.rmdir(run_dir)
         return 2
     shutil.rmtree(run_dir, ignore_errors=True)
     if args.json:

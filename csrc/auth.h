@@ -38,6 +38,31 @@ int prpc_auth_verify(const uint8_t key[PRPC_AUTH_KEY_LEN], const char *method,
                      const char *body_sha256_hex, const char *sig_hex, int64_t now_ms,
                      prpc_error_t *err);
 
+/* Sign a response: HMAC over "RESPONSE", the status, the request's nonce and
+ * the body's SHA-256, so a client knows the answer came from a broker that
+ * knows the password and belongs to its own request. */
+void prpc_auth_sign_response(const uint8_t key[PRPC_AUTH_KEY_LEN], int status,
+                             const char *request_nonce_hex, const char *body_sha256_hex,
+                             char sig_hex[PRPC_AUTH_SIG_HEX]);
+
+/* The nonces seen inside the time window, to refuse a replayed request.
+ * Memory is bounded by max_entries; when full of live nonces, new requests are
+ * refused (PRPC_ELIMIT) rather than risking a replay.
+ * Thread safety: one thread at a time (the broker's loop thread). */
+typedef struct prpc_nonce_cache prpc_nonce_cache_t;
+
+prpc_nonce_cache_t *prpc_nonce_cache_new(size_t max_entries, prpc_error_t *err);
+void prpc_nonce_cache_free(prpc_nonce_cache_t *c); /* accepts NULL */
+
+/* Remember nonce_hex (32 hex) until request_time_ms + PRPC_AUTH_WINDOW_MS.
+ * Returns 0 when it is new, PRPC_EAUTH when it was seen before (a replay),
+ * PRPC_ELIMIT when the cache is full of live nonces. */
+int prpc_nonce_cache_add(prpc_nonce_cache_t *c, const char *nonce_hex, int64_t request_time_ms,
+                         int64_t now_ms, prpc_error_t *err);
+
+/* Live entries (for tests and metrics). */
+size_t prpc_nonce_cache_size(const prpc_nonce_cache_t *c);
+
 /* Wall-clock unix time in milliseconds. */
 int64_t prpc_now_ms(void);
 

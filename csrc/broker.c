@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define NONCE_CACHE_MAX (4u << 20) /* live nonces remembered: ~64 MiB at most */
 #define EXPIRE_EVERY_MS 250         /* lapsed leases are looked for this often */
 #define RETENTION_EVERY_MS 10000    /* finished calls and unused blobs, this often */
 #define RETENTION_DEFAULT_MS (7LL * 24 * 3600 * 1000)
@@ -98,7 +99,9 @@ struct prpc_broker {
         uint64_t leases_granted;
         uint64_t results_accepted;
         uint64_t results_refused;
+        uint64_t auth_refused;
     } metrics;
+    prpc_nonce_cache_t *nonces; /* replay protection, when there is a key */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -479,11 +482,11 @@ static int check_typed(prpc_broker_t *b, const fn_spec_t *f, const typed_decl_t 
             uint8_t bits[8];
             double dv;
             uint64_t u = 0;
-            if (value == NULL || value_len != 16 ||
+            if (value == NULL || value_len != 16 || !valid_hex(value, 16) ||
                 prpc_hex_decode(value, 16, bits, sizeof(bits), NULL) != 0)
                 return prpc_error_set(err, PRPC_EINVAL,
                                       "%s of %s: \"%s\" must be the 16 hex digits of a float's "
-                                      "bits",
+                                      "bits (lowercase)",
                                       what, f->name, d->name);
             for (int j = 0; j < 8; j++)
                 u = (u << 8) | bits[j];
@@ -961,8 +964,8 @@ static void on_heartbeat(prpc_broker_t *b, h2o_req_t *req, const char *lease)
         return;
     }
     call_id = doc_str(doc, "call_id");
-    doc_num(doc, "progress", &progress);
-    if (!valid_hex(call_id, 64) || progress != progress || progress < 0 || progress > 100) {
+    if (!valid_hex(call_id, 64) || !doc_num(doc, "progress", &progress) ||
+        progress != progress || progress < 0 || progress > 100) {
         prpc_httpd_send_error(req, 400, PRPC_EINVAL,
                               "a heartbeat needs \"call_id\" (64 hex) and \"progress\" (0..100)");
         goto out;
@@ -1097,7 +1100,8 @@ typedef struct blob_stream {
     h2o_generator_t super;
     prpc_broker_t *b;
     int fd;
-    uint64_t pos, size;
+    uint64_t pos, end, size; /* sending [pos, end) of a blob of size bytes */
+    int verify;              /* the whole blob is sent: hash it on the way */
     prpc_sha256_t hash;
     char sha[65];
     char *buf;
@@ -1130,7 +1134,7 @@ static void blob_stream_stop(h2o_generator_t *g, h2o_req_t *req)
 static void blob_stream_proceed(h2o_generator_t *g, h2o_req_t *req)
 {
     blob_stream_t *st = (blob_stream_t *)g;
-    size_t want = st->size - st->pos < SERVE_CHUNK ? (size_t)(st->size - st->pos) : SERVE_CHUNK;
+    size_t want = st->end - st->pos < SERVE_CHUNK ? (size_t)(st->end - st->pos) : SERVE_CHUNK;
     size_t got = 0;
     h2o_iovec_t iov;
     int last;
@@ -1149,10 +1153,13 @@ static void blob_stream_proceed(h2o_generator_t *g, h2o_req_t *req)
         h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
         return;
     }
-    prpc_sha256_update(&st->hash, st->buf, got, NULL);
+    if (st->verify)
+        prpc_sha256_update(&st->hash, st->buf, got, NULL);
     st->pos += got;
-    last = st->pos == st->size;
-    if (last) {
+    last = st->pos == st->end;
+    if (last && !st->verify) {
+        blob_stream_close(st);
+    } else if (last) {
         uint8_t digest[PRPC_SHA256_LEN];
         char hex[PRPC_SHA256_HEX_LEN + 1];
         prpc_sha256_final(&st->hash, digest, NULL);
@@ -1170,11 +1177,56 @@ static void blob_stream_proceed(h2o_generator_t *g, h2o_req_t *req)
     h2o_send(req, &iov, 1, last ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
 
-static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const char *path)
+/* Parse "bytes=FIRST-" or "bytes=FIRST-LAST" against size. Returns 1 with
+ * [*first, *end) for a satisfiable range, 0 when it is not satisfiable, -1 when
+ * the header is not of a form we serve (the whole blob is sent then). */
+static int parse_range(const char *range, uint64_t size, uint64_t *first, uint64_t *end)
+{
+    char *e1 = NULL, *e2 = NULL;
+    unsigned long long a, z;
+    if (strncmp(range, "bytes=", 6) != 0)
+        return -1;
+    if (range[6] == '-' && range[7] >= '0' && range[7] <= '9') {
+        /* A suffix: the last N bytes. */
+        z = strtoull(range + 7, &e2, 10);
+        if (*e2 != '\0')
+            return -1;
+        if (z == 0 || size == 0)
+            return 0;
+        *first = z >= size ? 0 : size - z;
+        *end = size;
+        return 1;
+    }
+    if (range[6] < '0' || range[6] > '9')
+        return -1;
+    a = strtoull(range + 6, &e1, 10);
+    if (*e1 != '-')
+        return -1;
+    if (e1[1] == '\0') {
+        z = size ? size - 1 : 0;
+    } else {
+        if (e1[1] < '0' || e1[1] > '9')
+            return -1;
+        z = strtoull(e1 + 1, &e2, 10);
+        if (*e2 != '\0' || z < a)
+            return -1;
+        if (z >= size)
+            z = size ? size - 1 : 0;
+    }
+    if (a >= size)
+        return 0;
+    *first = a;
+    *end = z + 1;
+    return 1;
+}
+
+static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const char *path,
+                       const char *range)
 {
     blob_stream_t *st;
     struct stat sb;
-    uint64_t recorded = 0;
+    uint64_t recorded = 0, first = 0, end = 0;
+    int ranged = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "no blob %s on this broker", sha);
@@ -1197,6 +1249,19 @@ static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const 
     st->b = b;
     st->fd = fd;
     st->size = (uint64_t)sb.st_size;
+    if (range != NULL) {
+        ranged = parse_range(range, st->size, &first, &end);
+        if (ranged == 0) {
+            char cr[48];
+            int n = snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)st->size);
+            close(fd);
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
+                           h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
+            prpc_httpd_send_error(req, 416, PRPC_EINVAL, "range %.64s is outside blob %s", range,
+                                  sha);
+            return;
+        }
+    }
     memcpy(st->sha, sha, 65);
     st->buf = h2o_mem_alloc_pool(&req->pool, SERVE_CHUNK);
     if (prpc_sha256_init(&st->hash, NULL) != 0) {
@@ -1204,9 +1269,27 @@ static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const 
         prpc_httpd_send_error(req, 500, PRPC_ENOMEM, "out of memory");
         return;
     }
-    req->res.status = 200;
-    req->res.reason = "OK";
-    req->res.content_length = st->size;
+    if (ranged == 1 && !(first == 0 && end == st->size)) {
+        /* Part of a blob is not verified here: the receiver hashes the whole
+         * blob when it commits, and starts over from zero on a mismatch. */
+        char cr[96];
+        int n = snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)first,
+                         (unsigned long long)(end - 1), (unsigned long long)st->size);
+        st->verify = 0;
+        st->pos = first;
+        st->end = end;
+        req->res.status = 206;
+        req->res.reason = "Partial Content";
+        req->res.content_length = end - first;
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
+                       h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
+    } else {
+        st->verify = 1;
+        st->end = st->size;
+        req->res.status = 200;
+        req->res.reason = "OK";
+        req->res.content_length = st->size;
+    }
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("application/octet-stream"));
     h2o_start_response(req, &st->super);
@@ -1249,14 +1332,7 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
             send_err(req, &err);
             return;
         }
-        if (prpc_httpd_header(req, "range") != NULL) {
-            /* A resumed download: the receiver hashes the whole blob when it
-             * commits, and starts over from zero (an unranged, verified GET)
-             * when that fails. */
-            prpc_httpd_send_file(req, path);
-            return;
-        }
-        serve_blob(b, req, sha, path);
+        serve_blob(b, req, sha, path, prpc_httpd_header(req, "range"));
         return;
     }
     if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("PUT"))) {
@@ -1332,6 +1408,8 @@ static int authenticate(prpc_broker_t *b, h2o_req_t *req)
     prpc_error_t err;
     uint8_t digest[PRPC_SHA256_LEN];
     char body_hex[PRPC_SHA256_HEX_LEN + 1], method[16], *path;
+    const char *time_s, *nonce;
+    int64_t now;
     if (!b->has_key)
         return 0;
     if (prpc_sha256(req->entity.base ? req->entity.base : "", req->entity.len, digest, &err) != 0)
@@ -1339,10 +1417,13 @@ static int authenticate(prpc_broker_t *b, h2o_req_t *req)
     prpc_hex_encode(digest, sizeof(digest), body_hex);
     snprintf(method, sizeof(method), "%.*s", (int)req->method.len, req->method.base);
     path = h2o_strdup(&req->pool, req->path.base, req->path.len).base;
-    if (prpc_auth_verify(b->key, method, path, prpc_httpd_header(req, "x-p2prpc-time"),
-                         prpc_httpd_header(req, "x-p2prpc-nonce"), body_hex,
-                         prpc_httpd_header(req, "x-p2prpc-signature"), prpc_now_ms(),
-                         &err) != 0) {
+    time_s = prpc_httpd_header(req, "x-p2prpc-time");
+    nonce = prpc_httpd_header(req, "x-p2prpc-nonce");
+    now = prpc_now_ms();
+    if (prpc_auth_verify(b->key, method, path, time_s, nonce, body_hex,
+                         prpc_httpd_header(req, "x-p2prpc-signature"), now, &err) != 0 ||
+        prpc_nonce_cache_add(b->nonces, nonce, strtoll(time_s, NULL, 10), now, &err) != 0) {
+        b->metrics.auth_refused++;
         send_err(req, &err);
         return -1;
     }
@@ -1432,7 +1513,7 @@ static int route(void *ud, h2o_req_t *req)
                         "\"blobs_committed\": %llu, \"bytes_served\": %llu, "
                         "\"corrupt_blobs_dropped\": %llu, \"calls_submitted\": %llu, "
                         "\"leases_granted\": %llu, \"results_accepted\": %llu, "
-                        "\"results_refused\": %llu}",
+                        "\"results_refused\": %llu, \"auth_refused\": %llu}",
                         (unsigned long long)b->metrics.requests,
                         (unsigned long long)b->metrics.bytes_received,
                         (unsigned long long)b->metrics.chunks_received,
@@ -1443,7 +1524,8 @@ static int route(void *ud, h2o_req_t *req)
                         (unsigned long long)b->metrics.calls_submitted,
                         (unsigned long long)b->metrics.leases_granted,
                         (unsigned long long)b->metrics.results_accepted,
-                        (unsigned long long)b->metrics.results_refused);
+                        (unsigned long long)b->metrics.results_refused,
+                        (unsigned long long)b->metrics.auth_refused);
         send_buf(req, 200, &out);
     } else if (strcmp(p, "nodes") == 0 && METHOD("GET")) {
         prpc_buf_t out = PRPC_BUF_INIT;
@@ -1512,6 +1594,28 @@ static void on_tick(void *ud, uint64_t now_ms)
     }
 }
 
+/* Sign every JSON answer of an authenticated request, so a worker runs work
+ * only from a broker that knows the password, and a client trusts only
+ * answers to its own request (the signature covers the request's nonce). */
+static void on_respond(void *ud, h2o_req_t *req, int status, const char *body, size_t len)
+{
+    prpc_broker_t *b = ud;
+    const char *nonce;
+    uint8_t digest[PRPC_SHA256_LEN];
+    char body_hex[PRPC_SHA256_HEX_LEN + 1], sig[PRPC_AUTH_SIG_HEX];
+    if (!b->has_key)
+        return;
+    nonce = prpc_httpd_header(req, "x-p2prpc-nonce");
+    if (nonce == NULL || strlen(nonce) != 32)
+        return;
+    if (prpc_sha256(body, len, digest, NULL) != 0)
+        return;
+    prpc_hex_encode(digest, sizeof(digest), body_hex);
+    prpc_auth_sign_response(b->key, status, nonce, body_hex, sig);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-p2prpc-signature"), 0,
+                          NULL, h2o_strdup(&req->pool, sig, 64).base, 64);
+}
+
 static void on_stop(void *ud)
 {
     prpc_broker_t *b = ud;
@@ -1567,6 +1671,8 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     if (cfg->key != NULL) {
         memcpy(b->key, cfg->key, PRPC_AUTH_KEY_LEN);
         b->has_key = 1;
+        if ((b->nonces = prpc_nonce_cache_new(NONCE_CACHE_MAX, err)) == NULL)
+            goto fail;
     }
     if (cfg->data_dir == NULL || cfg->data_dir[0] == '\0' ||
         strlen(cfg->data_dir) > PRPC_BLOB_PATH_MAX - 64) {
@@ -1600,6 +1706,9 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     hc.on_req = route;
     hc.on_tick = on_tick;
     hc.on_stop = on_stop;
+    hc.on_respond = on_respond;
+    hc.tls_cert = cfg->tls_cert;
+    hc.tls_key = cfg->tls_key;
     if ((b->httpd = prpc_httpd_new(&hc, err)) == NULL)
         goto fail;
     if (cfg->advertise != NULL)
@@ -1635,6 +1744,7 @@ void prpc_broker_free(prpc_broker_t *b)
     prpc_httpd_free(b->httpd);
     prpc_store_close(b->store);
     prpc_blobdir_free(b->blobs);
+    prpc_nonce_cache_free(b->nonces);
     for (size_t i = 0; i < b->nfns; i++) {
         free(b->fns[i].args);
         free(b->fns[i].returns);

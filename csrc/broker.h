@@ -30,6 +30,8 @@ typedef struct prpc_broker_config {
     int64_t expire_ms;          /* finished calls and unreferenced blobs older than this are
                                    removed; 0 = 7 days, < 0 = never */
     int insecure;               /* allow a non-loopback address without a key */
+    const char *tls_cert;       /* PEM certificate chain: serve HTTPS; NULL = plain HTTP */
+    const char *tls_key;        /* PEM private key of tls_cert */
 } prpc_broker_config_t;
 
 /* Open the store and blob directory, parse the functions, bind the port.

@@ -22,10 +22,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 typedef struct handler_ext {
     h2o_handler_t super;
     prpc_httpd_t *owner;
 } handler_ext_t;
+
+/* The server a request belongs to, for the response helpers. */
+static __thread prpc_httpd_t *current_server;
 
 struct prpc_httpd {
     prpc_httpd_config_t cfg;
@@ -42,6 +47,7 @@ struct prpc_httpd {
     pthread_t thread;
     int started;
     int stopped;
+    SSL_CTX *ssl_ctx; /* NULL for plain HTTP */
     atomic_int stop_requested;
 };
 
@@ -49,6 +55,33 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     prpc_httpd_t *h = ((handler_ext_t *)self)->owner;
     return h->cfg.on_req(h->cfg.ud, req);
+}
+
+static int setup_tls(prpc_httpd_t *h, prpc_error_t *err)
+{
+    SSL_CTX *ctx;
+    if (h->cfg.tls_cert == NULL && h->cfg.tls_key == NULL)
+        return 0;
+    if (h->cfg.tls_cert == NULL || h->cfg.tls_key == NULL)
+        return prpc_error_set(err, PRPC_EINVAL, "TLS needs both a certificate and a key file");
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL)
+        return prpc_error_set(err, PRPC_ENOMEM, "TLS: cannot create a context");
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, h->cfg.tls_cert) != 1) {
+        SSL_CTX_free(ctx);
+        return prpc_error_set(err, PRPC_EINVAL, "TLS: cannot load the certificate chain %s",
+                              h->cfg.tls_cert);
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, h->cfg.tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        SSL_CTX_free(ctx);
+        return prpc_error_set(err, PRPC_EINVAL,
+                              "TLS: cannot load the private key %s, or it does not match %s",
+                              h->cfg.tls_key, h->cfg.tls_cert);
+    }
+    h->ssl_ctx = ctx;
+    return 0;
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -153,7 +186,12 @@ prpc_httpd_t *prpc_httpd_new(const prpc_httpd_config_t *cfg, prpc_error_t *err)
     }
     h->cfg = *cfg;
     h->listen_fd = -1;
+    if (setup_tls(h, err) != 0) {
+        free(h);
+        return NULL;
+    }
     if (bind_listener(h, err) != 0) {
+        SSL_CTX_free(h->ssl_ctx);
         free(h);
         return NULL;
     }
@@ -182,6 +220,7 @@ prpc_httpd_t *prpc_httpd_new(const prpc_httpd_config_t *cfg, prpc_error_t *err)
     h2o_context_init(&h->ctx, h->loop, &h->globalconf);
     h->accept_ctx.ctx = &h->ctx;
     h->accept_ctx.hosts = h->globalconf.hosts;
+    h->accept_ctx.ssl_ctx = h->ssl_ctx;
     h->listener = h2o_evloop_socket_create(h->loop, h->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     h->listener->data = h;
     h2o_socket_read_start(h->listener, on_accept);
@@ -201,6 +240,7 @@ int prpc_httpd_port(const prpc_httpd_t *h)
 static void *loop_main(void *arg)
 {
     prpc_httpd_t *h = arg;
+    current_server = h;
     while (!atomic_load(&h->stop_requested))
         h2o_evloop_run(h->loop, INT32_MAX);
     if (h->cfg.on_stop != NULL)
@@ -262,6 +302,7 @@ void prpc_httpd_free(prpc_httpd_t *h)
         h2o_evloop_destroy(h->loop);
         h2o_config_dispose(&h->globalconf);
     }
+    SSL_CTX_free(h->ssl_ctx);
     free(h);
 }
 
@@ -269,11 +310,14 @@ void prpc_httpd_send_json(h2o_req_t *req, int status, const char *json, size_t l
 {
     static h2o_generator_t generator = {NULL, NULL};
     h2o_iovec_t body = h2o_strdup(&req->pool, json, len);
+    prpc_httpd_t *h = current_server;
     req->res.status = status;
     req->res.reason = status < 300 ? "OK" : "Error";
     req->res.content_length = body.len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("application/json"));
+    if (h != NULL && h->cfg.on_respond != NULL)
+        h->cfg.on_respond(h->cfg.ud, req, status, body.base, body.len);
     h2o_start_response(req, &generator);
     h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
 }

@@ -31,6 +31,11 @@ typedef struct prpc_httpd_config {
     void (*on_wake)(void *ud);  /* after prpc_httpd_wake, on the loop thread */
     void (*on_stop)(void *ud);  /* once, on the loop thread, before it exits:
                                    answer parked requests here */
+    /* Called for every JSON answer before it starts, to add headers (the
+     * broker signs answers here). May be NULL. */
+    void (*on_respond)(void *ud, h2o_req_t *req, int status, const char *body, size_t len);
+    const char *tls_cert; /* PEM certificate chain file; NULL = plain HTTP */
+    const char *tls_key;  /* PEM private key file */
 } prpc_httpd_config_t;
 
 /* Bind the listener and prepare the loop (nothing runs yet). Errors name the
@@ -53,7 +58,8 @@ void prpc_httpd_stop(prpc_httpd_t *h);
 /* Stop (when running) and release everything. Accepts NULL. */
 void prpc_httpd_free(prpc_httpd_t *h);
 
-/* Response helpers (loop thread). The body is copied. */
+/* Response helpers (loop thread). The body is copied. A status of 204 sends
+ * no body. */
 void prpc_httpd_send_json(h2o_req_t *req, int status, const char *json, size_t len);
 void prpc_httpd_send_error(h2o_req_t *req, int status, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -16,9 +16,10 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"functions_json", "data_dir", "host", "port", "key", "lease_ms",
                              "heartbeat_ms", "max_attempts", "synchronous", "store_uri",
-                             "advertise", "expire_ms", "insecure", NULL};
+                             "advertise", "expire_ms", "insecure", "tls_cert", "tls_key", NULL};
     const char *functions_json = NULL, *data_dir = NULL, *host = "127.0.0.1";
     const char *synchronous = NULL, *store_uri = NULL, *advertise = NULL;
+    const char *tls_cert = NULL, *tls_key = NULL;
     Py_buffer key = {0};
     int port = 0, heartbeat_ms = 2000, max_attempts = 3;
     long long lease_ms = 30000, expire_ms = 0;
@@ -28,10 +29,10 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     prpc_broker_t *b;
     pyprpc_state_t *st = pyprpc_state_of_type(Py_TYPE(self));
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLp", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLpzz", kwlist,
                                      &functions_json, &data_dir, &host, &port, &key, &lease_ms,
                                      &heartbeat_ms, &max_attempts, &synchronous, &store_uri,
-                                     &advertise, &expire_ms, &insecure))
+                                     &advertise, &expire_ms, &insecure, &tls_cert, &tls_key))
         return -1;
     if (key.buf != NULL && key.len != 32) {
         PyBuffer_Release(&key);
@@ -57,6 +58,8 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     cfg.advertise = advertise;
     cfg.expire_ms = expire_ms;
     cfg.insecure = insecure;
+    cfg.tls_cert = tls_cert;
+    cfg.tls_key = tls_key;
     prpc_error_clear(&err);
     Py_BEGIN_ALLOW_THREADS
     b = prpc_broker_new(&cfg, &err);
@@ -142,7 +145,8 @@ static PyType_Slot broker_slots[] = {
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_doc, "Broker(functions_json, data_dir, host='127.0.0.1', port=0, key=None, "
                 "lease_ms=30000, heartbeat_ms=2000, max_attempts=3, synchronous=None, "
-                "store_uri=None, advertise=None, expire_ms=0, insecure=False)\n\n"
+                "store_uri=None, advertise=None, expire_ms=0, insecure=False, tls_cert=None, "
+                "tls_key=None)\n\n"
                 "A broker node serving docs/API.md. expire_ms: retention of finished calls "
                 "(0 = 7 days, < 0 = forever). Without a key only loopback addresses are "
                 "allowed unless insecure."},

@@ -177,6 +177,28 @@ static int transport_error(int rc)
     return rc == PRPC_ECONN || rc == PRPC_ETIMEDOUT;
 }
 
+/* After the attempt-th failed try (code rc) of a blob transfer begun at
+ * started_ms: 1 after a short backoff when another try is worth it, 0 to give
+ * up. EIO and EPROTO come from a broker that failed (5xx), not one that
+ * refused; a transfer resumes where the last try stopped, so under lost
+ * replies each try gets further. A lease lost meanwhile makes the transfer
+ * pointless. */
+static int transfer_again(slot_t *s, int rc, int attempt, int64_t started_ms)
+{
+    prpc_worker_t *w = s->w;
+    int stale;
+    if (!transport_error(rc) && rc != PRPC_EIO && rc != PRPC_EPROTO)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    stale = s->stale;
+    pthread_mutex_unlock(&w->mu);
+    if (stale || mono_ms() - started_ms >= PRPC_WORKER_TRANSFER_RETRY_MS)
+        return 0;
+    /* Capped low: the broker answers, only some of its replies go missing. */
+    backoff(s, attempt < 3 ? attempt : 3);
+    return 1;
+}
+
 /* ---- small BSON helpers ---- */
 
 static const char *doc_utf8(const bson_t *doc, const char *dotted)
@@ -572,12 +594,13 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, prpc_error_t 
     snprintf(s->downloading, sizeof(s->downloading), "%s", sha);
     pthread_mutex_unlock(&w->mu);
 
-    for (int attempt = 1; attempt <= PRPC_WORKER_TRANSFER_TRIES; attempt++) {
-        rc = prpc_httpc_download_blob(h, sha, w->blobs, err);
-        if (!transport_error(rc) || attempt == PRPC_WORKER_TRANSFER_TRIES ||
-            atomic_load(&w->stopping))
-            break;
-        backoff(s, attempt);
+    {
+        int64_t started = mono_ms();
+        for (int attempt = 1;; attempt++) {
+            rc = prpc_httpc_download_blob(h, sha, w->blobs, err);
+            if (rc == 0 || atomic_load(&w->stopping) || !transfer_again(s, rc, attempt, started))
+                break;
+        }
     }
 
     pthread_mutex_lock(&w->mu);
@@ -686,11 +709,11 @@ static int put_output_file(slot_t *s, prpc_httpc_t *h, bson_t *arr, const char *
     rc = prpc_hash_fd(fd, digest, &size, err);
     if (rc == 0) {
         prpc_hex_encode(digest, sizeof(digest), sha);
-        for (int attempt = 1; attempt <= PRPC_WORKER_TRANSFER_TRIES; attempt++) {
+        int64_t started = mono_ms();
+        for (int attempt = 1;; attempt++) {
             rc = prpc_httpc_upload_blob(h, fd, sha, size, err);
-            if (!transport_error(rc) || attempt == PRPC_WORKER_TRANSFER_TRIES)
+            if (rc == 0 || !transfer_again(s, rc, attempt, started))
                 break;
-            backoff(s, attempt);
         }
     }
     close(fd);
@@ -826,7 +849,8 @@ static char *terminated_body(const char *call_id, size_t *len, prpc_error_t *err
     return out;
 }
 
-/* Push a result; retried on transport errors. */
+/* Push a result; retried on transport errors and 5xx answers (worker.h). A
+ * retry of a result the broker already took answers 200. */
 static void push_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, const char *call_id,
                         const char *body, size_t len)
 {
@@ -848,9 +872,12 @@ static void push_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, const 
         if (rc == 0) {
             prpc_httpc_status_error(status, resp, rlen, "pushing the result", &err);
             free(resp);
-            wlog(w, PRPC_LOG_ERROR, "call %s: broker refused the result: %s", call_id,
-                 err.message);
-            return;
+            if (status < 500) {
+                wlog(w, PRPC_LOG_ERROR, "call %s: broker refused the result: %s", call_id,
+                     err.message);
+                return;
+            }
+            rc = PRPC_ECONN; /* the broker failed to take it: as good as unreachable */
         }
         if (!transport_error(rc) || attempt == PRPC_WORKER_RESULT_TRIES) {
             wlog(w, PRPC_LOG_ERROR, "call %s: result lost: %s", call_id, err.message);

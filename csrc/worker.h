@@ -20,6 +20,16 @@
  * given; after a transport failure a slot backs off (bounded, with jitter)
  * and moves on to the next broker. A lease is served entirely by the broker
  * that granted it.
+ *
+ * Retries: every request is safe to repeat, so a lost reply costs nothing but
+ * time. A result push is retried on transport errors and 5xx answers (the
+ * broker failed to store it, it did not refuse it) up to
+ * PRPC_WORKER_RESULT_TRIES times with the slot's backoff; a 409 (the lease
+ * lapsed or was replaced) or another 4xx ends it. Blob transfers resume where
+ * the last try stopped and are retried on transport errors and broker-side
+ * EIO/5xx for up to PRPC_WORKER_TRANSFER_RETRY_MS, with short jittered waits,
+ * unless the lease is lost meanwhile. Heartbeats need no retry of their own:
+ * the next one follows after the heartbeat interval, well within the lease.
  */
 #ifndef PRPC_WORKER_H
 #define PRPC_WORKER_H
@@ -30,7 +40,7 @@
 #define PRPC_WORKER_BACKOFF_MIN_MS 200       /* first wait after a failure */
 #define PRPC_WORKER_BACKOFF_MAX_MS 10000     /* longest wait between tries */
 #define PRPC_WORKER_RESULT_TRIES 10          /* pushes of one result before giving up */
-#define PRPC_WORKER_TRANSFER_TRIES 3         /* tries of one blob download/upload */
+#define PRPC_WORKER_TRANSFER_RETRY_MS 60000  /* a failing blob transfer is retried this long */
 #define PRPC_WORKER_DEFAULT_HEARTBEAT_MS 5000 /* when a lease names none */
 
 /* Log levels, numerically those of Python's logging module. */

@@ -61,6 +61,10 @@ def build_parser():
     b.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without a password (anyone who can "
                         "connect can then run calls)")
+    b.add_argument("--tls-cert", metavar="PEM",
+                   help="serve HTTPS with this certificate chain (clients and workers then use "
+                        "https://host:port in their discovery file)")
+    b.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     b.add_argument("--synchronous", choices=["full", "normal", "off"], default=None,
                    help="store durability (default full: acknowledged = on disk)")
 
@@ -150,7 +154,8 @@ def main(argv=None):
                        execute=args.execute, concurrency=args.concurrency,
                        lease_ms=args.lease_ms, heartbeat_ms=args.heartbeat_ms,
                        max_attempts=args.max_attempts, synchronous=args.synchronous,
-                       expire_after=args.expire_after, insecure=args.insecure)
+                       expire_after=args.expire_after, insecure=args.insecure,
+                       tls_cert=args.tls_cert, tls_key=args.tls_key)
         elif args.command == "worker":
             from ._broker_node import read_password
             from ._worker_node import run_worker

@@ -10,6 +10,13 @@ a P2PFuture that long-polls the broker for the result.
 The cache (cache_path) holds `calls/<id>.json`, one finished call each
 (written atomically), and `blobs/`, the content-addressed result files.
 
+Retries: every request the client makes is safe to repeat (a submit of the
+same call id is the same call; blob uploads resume and commit idempotently),
+so a transport failure or a 5xx answer is retried with a doubling, jittered
+backoff (RETRY_FIRST_S up to RETRY_MAX_S) for up to no_broker_timeout seconds
+of consecutive failures: a lost reply or a broker restart never reaches the
+caller. Errors the broker answered on purpose (4xx) are raised at once.
+
 Thread safety: an app and its futures may be used from several threads. Each
 request borrows a connection of the broker's small pool, so a long-poll never
 blocks another call. Background watcher threads (add_done_callback) stop with
@@ -19,6 +26,7 @@ import functools
 import json
 import logging
 import os
+import random
 import re
 import tempfile
 import threading
@@ -38,11 +46,13 @@ from .errors import (
     ClientNoBrokerFound,
     ClientP2PFunctionInvalidArguments,
     ConnectionFailed,
+    DiskFullError,
     EngineTimeoutError,
     FunctionVersionMismatch,
     NotFoundError,
     P2PRPCError,
     ProtocolError,
+    StorageError,
 )
 
 __all__ = ["create_p2p_client_app", "P2PClientApp", "P2PFuture", "ResultCache", "read_discovery"]
@@ -54,6 +64,9 @@ LONG_POLL_MS = 60000  # the broker's cap on wait_ms
 WATCH_POLL_MS = 2000  # watcher threads poll shorter, so shutdown() returns quickly
 REQUEST_MARGIN_MS = 15000  # a long-poll's request timeout beyond its wait
 CONNECT_TIMEOUT_MS = 2000
+RETRY_FIRST_S = 0.1  # first wait after a transient failure...
+RETRY_MAX_S = 2.0  # ...doubling up to this, each drawn in [d/2, d)
+RETRY_STATUSES = (500, 502, 503, 504)  # the broker failed, it did not refuse
 # Error types a broker records when it gave up on a call itself (e.g.
 # "p2prpc.LeaseExpired" after too many lapsed leases), as opposed to the
 # function raising, start with this prefix.
@@ -110,6 +123,26 @@ def raise_for_status(status, body, what):
     if cls is None:
         raise ProtocolError("%s: the broker answered HTTP %d %s" % (what, status, message))
     raise cls("%s: %s" % (what, message or code))
+
+
+class _ServerFailed(P2PRPCError):
+    """A 5xx answer: worth another try; raised as the broker's error when the
+    tries run out."""
+
+    def __init__(self, status, body, what):
+        super().__init__("%s: HTTP %d" % (what, status))
+        self.status, self.body, self.what = status, body, what
+
+    def reraise(self):
+        raise_for_status(self.status, self.body, self.what)
+
+
+def _transient(e):
+    """True for a failure that another try may not meet: the connection, a
+    timeout, a 5xx answer, or the broker's store failing to write (EIO; a full
+    disk is not transient)."""
+    return (isinstance(e, (ConnectionFailed, EngineTimeoutError, _ServerFailed))
+            or (isinstance(e, StorageError) and not isinstance(e, DiskFullError)))
 
 
 def _json(body, what):
@@ -447,6 +480,26 @@ class P2PClientApp:
                        "; ".join("%s: %s" % (a, why.get(a, "not tried")) for a in addresses)))
             self.background_server.stopping.wait(min(0.5, left))
 
+    def retry(self, what, attempt):
+        """attempt() until it returns or raises a non-transient error (see
+        _transient); between tries a doubling, jittered wait. After
+        no_broker_timeout seconds of failures (or once the app is shut down)
+        the last error is raised, a 5xx as the broker's error."""
+        give_up = time.monotonic() + self.no_broker_timeout
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return attempt()
+            except P2PRPCError as e:
+                left = give_up - time.monotonic()
+                if not _transient(e) or left <= 0 or self.background_server.stopping.is_set():
+                    if isinstance(e, _ServerFailed):
+                        e.reraise()
+                    raise
+                log.info("%s: %s; trying again", what, e)
+            self.background_server.stopping.wait(min(left, random.uniform(delay / 2, delay)))
+            delay = min(delay * 2, RETRY_MAX_S)
+
     # -- calls -----------------------------------------------------------------
 
     def call(self, spec, args, kwargs):
@@ -468,11 +521,13 @@ class P2PClientApp:
         return P2PFuture(self, prepared, broker, call=call)
 
     def submit(self, broker, prepared):
-        """Upload the file blobs and POST the call; the broker's CALL record."""
+        """Upload the file blobs and POST the call; the broker's CALL record.
+        Each step is retried on its own (see retry)."""
         spec = prepared.spec
         for name, d in prepared.files.items():
             fd = _live_fd(prepared, name)
-            broker.run(lambda c, fd=fd, d=d: c.upload_blob(fd, d.sha, d.size))
+            self.retry("uploading %s of %s to %s" % (name, spec.name, broker.address),
+                       lambda fd=fd, d=d: broker.run(lambda c: c.upload_blob(fd, d.sha, d.size)))
         args = []
         for a in spec.args:
             if a.kind == "file":
@@ -483,7 +538,8 @@ class P2PClientApp:
         body = {"id": prepared.call_id, "function": spec.name, "version": spec.version,
                 "args": args}
         what = "calling %s on broker %s" % (spec.name, broker.address)
-        status, data = broker.request("POST", "/v1/calls", body)
+        status, data = self.retry(what, lambda: _checked(broker.request("POST", "/v1/calls",
+                                                                        body), what))
         if status == 404:
             served = self._served_functions(broker)
             if served is not None and spec.name not in served:
@@ -516,6 +572,13 @@ class P2PClientApp:
             return [f["name"] for f in _json(data, "listing functions")["functions"]]
         except (P2PRPCError, KeyError, TypeError):
             return None
+
+
+def _checked(answer, what):
+    """answer (status, body), or _ServerFailed for a 5xx, which is retried."""
+    if answer[0] in RETRY_STATUSES:
+        raise _ServerFailed(answer[0], answer[1], what)
+    return answer
 
 
 def _live_fd(prepared, name):
@@ -579,22 +642,19 @@ class P2PFuture:
         return self._broker
 
     def _poll(self, wait_ms):
-        """One GET of the call record (long-poll up to wait_ms); retries a
-        broker that does not answer for up to no_broker_timeout seconds."""
+        """One GET of the call record (long-poll up to wait_ms); a broker that
+        does not answer (restarting, a lost reply) is retried as app.retry
+        says, so a wait rides through a broker restart."""
         broker = self._broker_or_find()
         since = int((self._call or {}).get("updated_ms") or 0)
         path = "/v1/calls/%s?wait_ms=%d&since=%d" % (self.call_id, wait_ms, since)
-        give_up = time.monotonic() + self.app.no_broker_timeout
-        while True:
-            try:
-                status, data = broker.request("GET", path, timeout_ms=wait_ms + REQUEST_MARGIN_MS)
-                break
-            except (ConnectionFailed, EngineTimeoutError) as e:
-                left = give_up - time.monotonic()
-                if left <= 0 or self.app.background_server.stopping.is_set():
-                    raise ConnectionFailed("%s: broker %s stopped answering: %s"
-                                           % (self._what(), broker.address, e)) from None
-                self.app.background_server.stopping.wait(min(0.5, left))
+        what = "waiting for %s" % self._what()
+        try:
+            status, data = self.app.retry(what, lambda: _checked(
+                broker.request("GET", path, timeout_ms=wait_ms + REQUEST_MARGIN_MS), what))
+        except (ConnectionFailed, EngineTimeoutError) as e:
+            raise ConnectionFailed("%s: broker %s stopped answering: %s"
+                                   % (self._what(), broker.address, e)) from None
         if status == 404:
             self._deleted = True
             raise ClientCallDeleted("%s was deleted from broker %s while waiting for it"
@@ -610,7 +670,9 @@ class P2PFuture:
 
     def _post(self, action):
         broker = self._broker_or_find()
-        status, data = broker.request("POST", "/v1/calls/%s/%s" % (self.call_id, action))
+        what = "%s %s" % (action, self._what())
+        status, data = self.app.retry(what, lambda: _checked(
+            broker.request("POST", "/v1/calls/%s/%s" % (self.call_id, action)), what))
         return broker, status, data
 
     # -- results ---------------------------------------------------------------
@@ -641,8 +703,10 @@ class P2PFuture:
         for r in spec.returns:
             if r.kind == "file":
                 sha = values[r.name].blob
-                files[r.name] = broker.run(
-                    lambda c, sha=sha: c.download_blob(sha, self.app.cache.blob_dir))
+                files[r.name] = self.app.retry(
+                    "downloading result %s of %s" % (r.name, self._what()),
+                    lambda sha=sha: broker.run(
+                        lambda c: c.download_blob(sha, self.app.cache.blob_dir)))
         entry = self.app.cache.store(self.call_id, spec.name, spec.version, outputs, files,
                                      call.get("finished_ms"))
         with self._lock:
@@ -790,7 +854,9 @@ class P2PFuture:
             self._cached = None
             self._deleted = True
         broker = self._broker_or_find()
-        status, data = broker.request("DELETE", "/v1/calls/%s" % self.call_id)
+        what = "deleting %s" % self._what()
+        status, data = self.app.retry(what, lambda: _checked(
+            broker.request("DELETE", "/v1/calls/%s" % self.call_id), what))
         if status not in (200, 404):
             raise_for_status(status, data, "deleting %s" % self._what())
 

@@ -108,6 +108,8 @@ class Broker:
         advertise: Optional[str] = None,
         expire_ms: int = 0,
         insecure: bool = False,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
     ) -> None: ...
     @property
     def port(self) -> int: ...
