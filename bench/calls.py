@@ -510,10 +510,9 @@ def main():
         print()
         print("the burst's calls on the broker when the last one was submitted: %s"
               % ", ".join("%s %s" % kv for kv in burst["at_submitted"].items()))
-    if burst["errors"]:
-        print()
-        for name, (count, first) in sorted(burst["errors"].items()):
-            print("burst error %s x%d, first: %s" % (name, count, first))
+    for who, errors in (("p2prpc", burst["errors"]), ("peer", pb.get("errors") or {})):
+        for name, (count, first) in sorted(errors.items()):
+            print("%s burst error %s x%d, first: %s" % (who, name, count, first))
 
     print()
     print("Where one sequential call's time goes (%d calls, seen from the client; ms):"

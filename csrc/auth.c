@@ -221,17 +221,17 @@ int prpc_nonce_cache_add(prpc_nonce_cache_t *c, const char *nonce_hex, int64_t r
                                   "authentication failed: this request was already received "
                                   "(replayed nonce)");
     }
-    if ((c->used + 1) * 2 > c->cap) {
+    if ((c->used + 1) * 2 > c->cap || c->used + 1 > c->max_entries) {
         size_t new_cap = c->cap;
         /* Purge first; grow only if live entries still fill half the table. */
         if (nonce_rebuild(c, c->cap, now_ms) != 0)
             return prpc_error_set(err, PRPC_ENOMEM, "out of memory for the nonce cache");
-        while ((c->used + 1) * 2 > new_cap)
-            new_cap *= 2;
         if (c->used + 1 > c->max_entries)
             return prpc_error_set(err, PRPC_ELIMIT,
                                   "too many requests inside the replay window (%zu); retry later",
                                   c->used);
+        while ((c->used + 1) * 2 > new_cap)
+            new_cap *= 2;
         if (new_cap != c->cap && nonce_rebuild(c, new_cap, now_ms) != 0)
             return prpc_error_set(err, PRPC_ENOMEM, "out of memory for the nonce cache");
     }

@@ -237,7 +237,69 @@ TEST(now_ms_is_wall_clock)
     CHECK(now >= before && now <= after);
 }
 
+/* ---- the nonce cache (replay protection) ------------------------------ */
+
+static void nonce_n(unsigned n, char out[33])
+{
+    snprintf(out, 33, "%08x%08x%08x%08x", n * 2654435761u, n, ~n, n ^ 0x5a5a5a5au);
+}
+
+TEST(nonce_cache_refuses_a_replay_inside_the_window)
+{
+    prpc_error_t err;
+    prpc_nonce_cache_t *c = prpc_nonce_cache_new(1000, &err);
+    char n1[33], n2[33];
+    int64_t t = 1000000000;
+    CHECK(c != NULL);
+    nonce_n(1, n1);
+    nonce_n(2, n2);
+    CHECK_EQ_INT(prpc_nonce_cache_add(c, n1, t, t, &err), 0);
+    CHECK_EQ_INT(prpc_nonce_cache_add(c, n2, t, t, &err), 0);
+    CHECK_EQ_INT(prpc_nonce_cache_add(c, n1, t, t + 1000, &err), PRPC_EAUTH);
+    CHECK(strstr(err.message, "replayed") != NULL);
+    /* Past the window the request's timestamp is refused anyway; the nonce
+     * may then be forgotten. */
+    CHECK_EQ_INT(prpc_nonce_cache_add(c, n1, t + PRPC_AUTH_WINDOW_MS + 1,
+                                      t + PRPC_AUTH_WINDOW_MS + 1, &err),
+                 0);
+    CHECK_EQ_INT(prpc_nonce_cache_add(c, "zz", t, t, &err), PRPC_EAUTH);
+    CHECK_EQ_INT(prpc_nonce_cache_add(c, NULL, t, t, &err), PRPC_EAUTH);
+    prpc_nonce_cache_free(c);
+    prpc_nonce_cache_free(NULL);
+}
+
+TEST(nonce_cache_grows_purges_and_caps)
+{
+    prpc_error_t err;
+    prpc_nonce_cache_t *c = prpc_nonce_cache_new(5000, &err);
+    char n[33];
+    int64_t t = 1000000000;
+    unsigned i;
+    CHECK(c != NULL);
+    for (i = 0; i < 5000; i++) {
+        nonce_n(i, n);
+        CHECK_EQ_INT(prpc_nonce_cache_add(c, n, t, t, &err), 0);
+    }
+    /* Every one of them is still refused as a replay after growth. */
+    for (i = 0; i < 5000; i += 97) {
+        nonce_n(i, n);
+        CHECK_EQ_INT(prpc_nonce_cache_add(c, n, t, t, &err), PRPC_EAUTH);
+    }
+    /* Full of live nonces: refuse rather than forget one. */
+    nonce_n(999999, n);
+    CHECK_EQ_INT(prpc_nonce_cache_add(c, n, t, t, &err), PRPC_ELIMIT);
+    CHECK(strstr(err.message, "replay window") != NULL);
+    /* Once they expire they are purged and new ones fit. */
+    CHECK_EQ_INT(prpc_nonce_cache_add(c, n, t + PRPC_AUTH_WINDOW_MS + 10,
+                                      t + PRPC_AUTH_WINDOW_MS + 10, &err),
+                 0);
+    CHECK(prpc_nonce_cache_size(c) < 100);
+    prpc_nonce_cache_free(c);
+}
+
 TEST_MAIN(TEST_ENTRY(derive_key_matches_reference), TEST_ENTRY(derive_key_refuses_empty_password),
           TEST_ENTRY(sign_matches_reference), TEST_ENTRY(verify_round_trip),
           TEST_ENTRY(verify_refuses_tampering), TEST_ENTRY(nonce_is_random_hex),
-          TEST_ENTRY(now_ms_is_wall_clock))
+          TEST_ENTRY(now_ms_is_wall_clock),
+          TEST_ENTRY(nonce_cache_refuses_a_replay_inside_the_window),
+          TEST_ENTRY(nonce_cache_grows_purges_and_caps))

@@ -134,7 +134,7 @@ def http_req(address, method, path):
     try:
         c.request(method, path)
         r = c.getresponse()
-        return r.status, dict(r.getheaders()), r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         c.close()
 
@@ -149,9 +149,9 @@ def broker_partial(address, sha):
     """Bytes of blob sha the broker holds: ('whole', size) or ('partial', n)."""
     status, headers, _ = http_req(address, "HEAD", "/v1/blobs/" + sha)
     if status == 200:
-        return "whole", int(headers["Content-Length"])
+        return "whole", int(headers["content-length"])
     assert status == 404, status
-    return "partial", int(headers.get("X-P2PRPC-Partial", 0))
+    return "partial", int(headers["x-p2prpc-partial"])
 
 
 @pytest.fixture(autouse=True)
