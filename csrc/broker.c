@@ -20,10 +20,10 @@
 #include "ident.h"
 #include "json.h"
 #include "store.h"
+#include "wire.h"
 
 #include <bson/bson.h>
 #include <errno.h>
-#include <openssl/bn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,20 +35,6 @@
 #define EXPIRE_EVERY_MS 250         /* lapsed leases are looked for this often */
 #define RETENTION_EVERY_MS 10000    /* finished calls and unused blobs, this often */
 #define RETENTION_DEFAULT_MS (7LL * 24 * 3600 * 1000)
-
-typedef struct typed_decl {
-    char name[PRPC_STORE_NAME_MAX + 1];
-    char kind; /* i f b s F, as ident.h tags */
-} typed_decl_t;
-
-typedef struct fn_spec {
-    char name[PRPC_STORE_NAME_MAX + 1];
-    char version[PRPC_CALL_ID_HEX + 1];
-    typed_decl_t *args;
-    size_t nargs;
-    typed_decl_t *returns;
-    size_t nreturns;
-} fn_spec_t;
 
 typedef struct call_waiter {
     h2o_linklist_t link;
@@ -72,9 +58,7 @@ struct prpc_broker {
     prpc_store_t *store;
     prpc_blobdir_t *blobs;
     prpc_httpd_t *httpd;
-    fn_spec_t *fns;
-    size_t nfns;
-    char *functions_json; /* the /v1/functions answer */
+    prpc_functions_t functions; /* what this broker serves */
     uint8_t key[PRPC_AUTH_KEY_LEN];
     int has_key;
     char advertise[300];
@@ -147,408 +131,22 @@ static void send_buf(h2o_req_t *req, int status, prpc_buf_t *b)
     free(text);
 }
 
-static const fn_spec_t *find_fn(const prpc_broker_t *b, const char *name)
+static const prpc_fn_t *find_fn(const prpc_broker_t *b, const char *name)
 {
-    for (size_t i = 0; i < b->nfns; i++)
-        if (strcmp(b->fns[i].name, name) == 0)
-            return &b->fns[i];
-    return NULL;
+    return prpc_functions_find(&b->functions, name);
 }
 
-static char kind_tag(const char *kind)
+/* prpc_blob_check_fn over the broker's blob directory. */
+static int holds_blob(void *ud, const char *sha, uint64_t size)
 {
-    if (strcmp(kind, "int") == 0)
-        return PRPC_IDENT_TAG_INT;
-    if (strcmp(kind, "float") == 0)
-        return PRPC_IDENT_TAG_FLOAT;
-    if (strcmp(kind, "bool") == 0)
-        return PRPC_IDENT_TAG_BOOL;
-    if (strcmp(kind, "str") == 0)
-        return PRPC_IDENT_TAG_STR;
-    if (strcmp(kind, "file") == 0)
-        return PRPC_IDENT_TAG_FILE;
-    return 0;
-}
-
-static const char *tag_kind(char tag)
-{
-    switch (tag) {
-    case PRPC_IDENT_TAG_INT: return "int";
-    case PRPC_IDENT_TAG_FLOAT: return "float";
-    case PRPC_IDENT_TAG_BOOL: return "bool";
-    case PRPC_IDENT_TAG_STR: return "str";
-    default: return "file";
-    }
-}
-
-static const char *iter_str(const bson_iter_t *it, uint32_t *len)
-{
-    if (!BSON_ITER_HOLDS_UTF8(it))
-        return NULL;
-    return bson_iter_utf8(it, len);
-}
-
-static const char *doc_str(const bson_t *d, const char *key)
-{
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, d, key) || !BSON_ITER_HOLDS_UTF8(&it))
-        return NULL;
-    return bson_iter_utf8(&it, NULL);
-}
-
-static int doc_num(const bson_t *d, const char *key, double *out)
-{
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, d, key))
-        return 0;
-    if (BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_DOUBLE(&it)) {
-        *out = bson_iter_as_double(&it);
-        return 1;
-    }
-    return 0;
-}
-
-static bson_t *parse_json(const char *data, size_t len, const char *what, prpc_error_t *err)
-{
-    bson_error_t berr;
-    bson_t *doc;
-    if (len == 0) {
-        prpc_error_set(err, PRPC_EINVAL, "%s: the body is empty, expected a JSON object", what);
-        return NULL;
-    }
-    if (len > PRPC_BROKER_META_MAX) {
-        prpc_error_set(err, PRPC_ELIMIT, "%s: body of %zu bytes exceeds the metadata limit of %u",
-                       what, len, PRPC_BROKER_META_MAX);
-        return NULL;
-    }
-    doc = bson_new_from_json((const uint8_t *)data, (ssize_t)len, &berr);
-    if (doc == NULL)
-        prpc_error_set(err, PRPC_EINVAL, "%s: invalid JSON: %s", what, berr.message);
-    return doc;
+    prpc_broker_t *b = ud;
+    uint64_t held = 0;
+    return prpc_blobdir_stat(b->blobs, sha, &held, NULL) == 0 && held == size;
 }
 
 static bson_t *parse_body(h2o_req_t *req, const char *what, prpc_error_t *err)
 {
-    return parse_json(req->entity.base, req->entity.len, what, err);
-}
-
-static int valid_hex(const char *s, size_t n)
-{
-    if (s == NULL || strlen(s) != n)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
-/* ---- function specs --------------------------------------------------- */
-
-static int parse_decls(bson_iter_t *arr, const char *fn, const char *what, typed_decl_t **out,
-                       size_t *n, prpc_error_t *err)
-{
-    bson_iter_t it, field;
-    size_t count = 0, i = 0;
-    if (!BSON_ITER_HOLDS_ARRAY(arr) || !bson_iter_recurse(arr, &it))
-        return prpc_error_set(err, PRPC_EINVAL, "function %s: \"%s\" must be an array", fn, what);
-    while (bson_iter_next(&it))
-        count++;
-    if (count > PRPC_BROKER_ARGS_MAX)
-        return prpc_error_set(err, PRPC_ELIMIT, "function %s: more than %d %s", fn,
-                              PRPC_BROKER_ARGS_MAX, what);
-    *out = calloc(count ? count : 1, sizeof(**out));
-    if (*out == NULL)
-        return prpc_error_set(err, PRPC_ENOMEM, "out of memory reading function %s", fn);
-    bson_iter_recurse(arr, &it);
-    while (bson_iter_next(&it)) {
-        const char *name = NULL, *kind = NULL;
-        if (BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &field)) {
-            while (bson_iter_next(&field)) {
-                if (strcmp(bson_iter_key(&field), "name") == 0)
-                    name = iter_str(&field, NULL);
-                else if (strcmp(bson_iter_key(&field), "kind") == 0)
-                    kind = iter_str(&field, NULL);
-            }
-        }
-        if (name == NULL || kind == NULL || name[0] == '\0' ||
-            strlen(name) > PRPC_STORE_NAME_MAX || kind_tag(kind) == 0)
-            return prpc_error_set(err, PRPC_EINVAL,
-                                  "function %s: entry %zu of \"%s\" needs a name and a kind "
-                                  "(int, float, bool, str, file)",
-                                  fn, i, what);
-        snprintf((*out)[i].name, sizeof((*out)[i].name), "%s", name);
-        (*out)[i].kind = kind_tag(kind);
-        i++;
-    }
-    *n = count;
-    return 0;
-}
-
-static int load_functions(prpc_broker_t *b, const char *json, prpc_error_t *err)
-{
-    bson_t *doc = NULL;
-    bson_iter_t top, it, field;
-    prpc_buf_t out = PRPC_BUF_INIT;
-    size_t count = 0;
-    int rc = 0;
-    /* libbson parses a top-level array as a document with keys "0", "1"... */
-    doc = parse_json(json, strlen(json), "functions", err);
-    if (doc == NULL)
-        return err ? err->code : PRPC_EINVAL;
-    bson_iter_init(&top, doc);
-    while (bson_iter_next(&top))
-        count++;
-    if (count == 0 || count > PRPC_BROKER_FUNCTIONS_MAX) {
-        rc = prpc_error_set(err, PRPC_EINVAL, "a broker serves 1 to %d functions, got %zu",
-                            PRPC_BROKER_FUNCTIONS_MAX, count);
-        goto out;
-    }
-    b->fns = calloc(count, sizeof(*b->fns));
-    if (b->fns == NULL) {
-        rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory reading functions");
-        goto out;
-    }
-    prpc_buf_puts(&out, "{\"functions\": [");
-    bson_iter_init(&top, doc);
-    while (bson_iter_next(&top)) {
-        fn_spec_t *f = &b->fns[b->nfns];
-        const char *name = NULL, *version = NULL;
-        int have_args = 0, have_returns = 0;
-        if (!BSON_ITER_HOLDS_DOCUMENT(&top) || !bson_iter_recurse(&top, &it)) {
-            rc = prpc_error_set(err, PRPC_EINVAL, "functions: entry %zu is not an object", b->nfns);
-            goto out;
-        }
-        while (bson_iter_next(&it)) {
-            const char *k = bson_iter_key(&it);
-            if (strcmp(k, "name") == 0)
-                name = iter_str(&it, NULL);
-            else if (strcmp(k, "version") == 0)
-                version = iter_str(&it, NULL);
-        }
-        if (name == NULL || name[0] == '\0' || strlen(name) > PRPC_STORE_NAME_MAX ||
-            !valid_hex(version, 64)) {
-            rc = prpc_error_set(err, PRPC_EINVAL,
-                                "functions: entry %zu needs a name and a 64-hex version", b->nfns);
-            goto out;
-        }
-        snprintf(f->name, sizeof(f->name), "%s", name);
-        snprintf(f->version, sizeof(f->version), "%s", version);
-        bson_iter_recurse(&top, &field);
-        while (bson_iter_next(&field)) {
-            if (strcmp(bson_iter_key(&field), "args") == 0) {
-                have_args = 1;
-                if ((rc = parse_decls(&field, name, "args", &f->args, &f->nargs, err)) != 0)
-                    goto out;
-            } else if (strcmp(bson_iter_key(&field), "returns") == 0) {
-                have_returns = 1;
-                if ((rc = parse_decls(&field, name, "returns", &f->returns, &f->nreturns, err)) !=
-                    0)
-                    goto out;
-            }
-        }
-        if (!have_args || !have_returns) {
-            rc = prpc_error_set(err, PRPC_EINVAL, "function %s: \"args\" and \"returns\" are needed",
-                                name);
-            goto out;
-        }
-        b->nfns++;
-        if (find_fn(b, name) != f) {
-            rc = prpc_error_set(err, PRPC_EINVAL, "function %s is declared twice", name);
-            goto out;
-        }
-        prpc_buf_printf(&out, "%s{\"name\": ", b->nfns > 1 ? ", " : "");
-        prpc_buf_json_str(&out, f->name, strlen(f->name));
-        prpc_buf_printf(&out, ", \"version\": \"%s\", \"args\": [", f->version);
-        for (size_t i = 0; i < f->nargs; i++) {
-            prpc_buf_printf(&out, "%s{\"name\": ", i ? ", " : "");
-            prpc_buf_json_str(&out, f->args[i].name, strlen(f->args[i].name));
-            prpc_buf_printf(&out, ", \"kind\": \"%s\"}", tag_kind(f->args[i].kind));
-        }
-        prpc_buf_puts(&out, "], \"returns\": [");
-        for (size_t i = 0; i < f->nreturns; i++) {
-            prpc_buf_printf(&out, "%s{\"name\": ", i ? ", " : "");
-            prpc_buf_json_str(&out, f->returns[i].name, strlen(f->returns[i].name));
-            prpc_buf_printf(&out, ", \"kind\": \"%s\"}", tag_kind(f->returns[i].kind));
-        }
-        prpc_buf_puts(&out, "]}");
-    }
-    prpc_buf_puts(&out, "]}");
-    b->functions_json = prpc_buf_take(&out, NULL, err);
-    if (b->functions_json == NULL)
-        rc = err ? err->code : PRPC_ENOMEM;
-out:
-    prpc_buf_cleanup(&out);
-    bson_destroy(doc);
-    return rc;
-}
-
-/* ---- typed values ----------------------------------------------------- */
-
-/* Check a typed array (arguments or outputs) against its declarations, write
- * its canonical JSON into out, feed the identity (when id is not NULL), and
- * collect the blobs it names. Errors name the entry. */
-static int check_typed(prpc_broker_t *b, const fn_spec_t *f, const typed_decl_t *decls,
-                       size_t ndecls, const char *what, bson_iter_t *arr, prpc_ident_t *id,
-                       prpc_buf_t *out, char (*blobs)[65], size_t *nblobs, prpc_error_t *err)
-{
-    bson_iter_t it, field;
-    size_t i = 0;
-    int rc;
-
-    *nblobs = 0;
-    if (!BSON_ITER_HOLDS_ARRAY(arr) || !bson_iter_recurse(arr, &it))
-        return prpc_error_set(err, PRPC_EINVAL, "%s of %s must be an array", what, f->name);
-    prpc_buf_puts(out, "[");
-    while (bson_iter_next(&it)) {
-        const typed_decl_t *d = i < ndecls ? &decls[i] : NULL;
-        const char *name = NULL, *kind = NULL, *value = NULL, *blob = NULL, *filename = NULL;
-        uint32_t value_len = 0, filename_len = 0;
-        int have_bool = 0, bool_value = 0, have_size = 0;
-        int64_t size = -1;
-
-        if (d == NULL)
-            return prpc_error_set(err, PRPC_EINVAL, "%s of %s: more than the %zu declared", what,
-                                  f->name, ndecls);
-        if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &field))
-            return prpc_error_set(err, PRPC_EINVAL, "%s of %s: entry %zu is not an object", what,
-                                  f->name, i);
-        while (bson_iter_next(&field)) {
-            const char *k = bson_iter_key(&field);
-            if (strcmp(k, "name") == 0)
-                name = iter_str(&field, NULL);
-            else if (strcmp(k, "kind") == 0)
-                kind = iter_str(&field, NULL);
-            else if (strcmp(k, "value") == 0 && BSON_ITER_HOLDS_UTF8(&field))
-                value = bson_iter_utf8(&field, &value_len);
-            else if (strcmp(k, "value") == 0 && BSON_ITER_HOLDS_BOOL(&field))
-                have_bool = 1, bool_value = bson_iter_bool(&field);
-            else if (strcmp(k, "blob") == 0)
-                blob = iter_str(&field, NULL);
-            else if (strcmp(k, "filename") == 0 && BSON_ITER_HOLDS_UTF8(&field))
-                filename = bson_iter_utf8(&field, &filename_len);
-            else if (strcmp(k, "size") == 0 &&
-                     (BSON_ITER_HOLDS_INT32(&field) || BSON_ITER_HOLDS_INT64(&field)))
-                have_size = 1, size = bson_iter_as_int64(&field);
-        }
-        if (name == NULL || strcmp(name, d->name) != 0)
-            return prpc_error_set(err, PRPC_EINVAL,
-                                  "%s of %s: entry %zu must be \"%s\" (declaration order), got "
-                                  "\"%.100s\"",
-                                  what, f->name, i, d->name, name ? name : "(none)");
-        if (kind == NULL || kind_tag(kind) != d->kind)
-            return prpc_error_set(err, PRPC_EINVAL, "%s of %s: \"%s\" is declared %s, got kind %.20s",
-                                  what, f->name, d->name, tag_kind(d->kind), kind ? kind : "(none)");
-        prpc_buf_printf(out, "%s{\"name\": ", i ? ", " : "");
-        prpc_buf_json_str(out, d->name, strlen(d->name));
-        prpc_buf_printf(out, ", \"kind\": \"%s\"", tag_kind(d->kind));
-        rc = 0;
-        switch (d->kind) {
-        case PRPC_IDENT_TAG_INT: {
-            BIGNUM *bn = NULL;
-            uint8_t *mag = NULL;
-            int neg, nbytes;
-            size_t digits = value ? value_len - (value[0] == '-') : 0;
-            const char *p = value ? value + (value[0] == '-') : NULL;
-            int ok = value != NULL && digits > 0 && digits <= 100000 &&
-                     (digits == 1 || p[0] != '0') && !(value[0] == '-' && strcmp(p, "0") == 0);
-            for (size_t j = 0; ok && j < digits; j++)
-                ok = p[j] >= '0' && p[j] <= '9';
-            if (!ok)
-                return prpc_error_set(err, PRPC_EINVAL,
-                                      "%s of %s: \"%s\" must be a decimal integer string", what,
-                                      f->name, d->name);
-            if (id != NULL) {
-                neg = value[0] == '-';
-                if (BN_dec2bn(&bn, p) == 0)
-                    return prpc_error_set(err, PRPC_ENOMEM, "out of memory reading \"%s\"",
-                                          d->name);
-                nbytes = BN_num_bytes(bn);
-                mag = malloc(nbytes ? (size_t)nbytes : 1);
-                if (mag == NULL) {
-                    BN_free(bn);
-                    return prpc_error_set(err, PRPC_ENOMEM, "out of memory reading \"%s\"",
-                                          d->name);
-                }
-                BN_bn2bin(bn, mag);
-                rc = prpc_ident_add_int(id, d->name, neg, mag, (size_t)nbytes, err);
-                free(mag);
-                BN_free(bn);
-            }
-            prpc_buf_puts(out, ", \"value\": ");
-            prpc_buf_json_str(out, value, value_len);
-            break;
-        }
-        case PRPC_IDENT_TAG_FLOAT: {
-            uint8_t bits[8];
-            double dv;
-            uint64_t u = 0;
-            if (value == NULL || value_len != 16 || !valid_hex(value, 16) ||
-                prpc_hex_decode(value, 16, bits, sizeof(bits), NULL) != 0)
-                return prpc_error_set(err, PRPC_EINVAL,
-                                      "%s of %s: \"%s\" must be the 16 hex digits of a float's "
-                                      "bits (lowercase)",
-                                      what, f->name, d->name);
-            for (int j = 0; j < 8; j++)
-                u = (u << 8) | bits[j];
-            memcpy(&dv, &u, sizeof(dv));
-            if (id != NULL)
-                rc = prpc_ident_add_float(id, d->name, dv, err);
-            prpc_buf_printf(out, ", \"value\": \"%.16s\"", value);
-            break;
-        }
-        case PRPC_IDENT_TAG_BOOL:
-            if (!have_bool)
-                return prpc_error_set(err, PRPC_EINVAL, "%s of %s: \"%s\" must be true or false",
-                                      what, f->name, d->name);
-            if (id != NULL)
-                rc = prpc_ident_add_bool(id, d->name, bool_value, err);
-            prpc_buf_printf(out, ", \"value\": %s", bool_value ? "true" : "false");
-            break;
-        case PRPC_IDENT_TAG_STR:
-            if (value == NULL)
-                return prpc_error_set(err, PRPC_EINVAL, "%s of %s: \"%s\" must be a string", what,
-                                      f->name, d->name);
-            if (id != NULL)
-                rc = prpc_ident_add_str(id, d->name, value, value_len, err);
-            prpc_buf_puts(out, ", \"value\": ");
-            prpc_buf_json_str(out, value, value_len);
-            break;
-        default: {
-            uint8_t raw[32];
-            uint64_t held = 0;
-            if (!prpc_blob_valid_sha(blob) || !have_size || size < 0)
-                return prpc_error_set(err, PRPC_EINVAL,
-                                      "%s of %s: file \"%s\" needs \"blob\" (64 hex) and \"size\"",
-                                      what, f->name, d->name);
-            if (prpc_blobdir_stat(b->blobs, blob, &held, NULL) != 0 || held != (uint64_t)size)
-                return prpc_error_set(err, PRPC_ENOTFOUND,
-                                      "%s of %s: blob %s of file \"%s\" has not been uploaded "
-                                      "(upload it first: PUT /v1/blobs/%s)",
-                                      what, f->name, blob, d->name, blob);
-            if (id != NULL) {
-                prpc_hex_decode(blob, 64, raw, sizeof(raw), NULL);
-                rc = prpc_ident_add_file_sha256(id, d->name, raw, err);
-            }
-            prpc_buf_printf(out, ", \"blob\": \"%s\", \"size\": %lld, \"filename\": ", blob,
-                            (long long)size);
-            if (filename != NULL)
-                prpc_buf_json_str(out, filename, filename_len > 1024 ? 1024 : filename_len);
-            else
-                prpc_buf_puts(out, "\"\"");
-            memcpy(blobs[(*nblobs)++], blob, 65);
-            break;
-        }
-        }
-        if (rc != 0)
-            return rc;
-        prpc_buf_puts(out, "}");
-        i++;
-    }
-    prpc_buf_puts(out, "]");
-    if (i != ndecls)
-        return prpc_error_set(err, PRPC_EINVAL, "%s of %s: %zu given, %zu declared", what,
-                              f->name, i, ndecls);
-    return 0;
+    return prpc_json_parse(req->entity.base, req->entity.len, what, err);
 }
 
 /* ---- call records ----------------------------------------------------- */
@@ -688,75 +286,25 @@ static void on_submit(prpc_broker_t *b, h2o_req_t *req)
 {
     prpc_error_t err;
     bson_t *doc = parse_body(req, "submit", &err);
-    bson_iter_t it;
-    const fn_spec_t *f;
-    const char *id_s, *fn_s, *ver_s;
-    prpc_ident_t *id = NULL;
-    prpc_buf_t args = PRPC_BUF_INIT;
-    char (*blobs)[65] = NULL;
-    size_t nblobs = 0;
-    char computed[65];
+    prpc_submit_t sub;
     prpc_call_t c, cur;
     int created = 0;
 
+    memset(&sub, 0, sizeof(sub));
     memset(&c, 0, sizeof(c));
     memset(&cur, 0, sizeof(cur));
-    if (doc == NULL)
+    if (doc == NULL ||
+        prpc_wire_decode_submit(&b->functions, doc, holds_blob, b, &sub, &err) != 0)
         goto fail;
-    id_s = doc_str(doc, "id");
-    fn_s = doc_str(doc, "function");
-    ver_s = doc_str(doc, "version");
-    if (!valid_hex(id_s, 64) || fn_s == NULL || !valid_hex(ver_s, 64)) {
-        prpc_error_set(&err, PRPC_EINVAL,
-                       "submit needs \"id\" (64 hex), \"function\" and \"version\" (64 hex)");
-        goto fail;
-    }
-    f = find_fn(b, fn_s);
-    if (f == NULL) {
-        prpc_error_set(&err, PRPC_ENOTFOUND, "function %.128s is not registered on this broker",
-                       fn_s);
-        goto fail;
-    }
-    if (strcmp(f->version, ver_s) != 0) {
-        prpc_error_set(&err, PRPC_EVERSION,
-                       "function %s: the caller has version %.64s but the broker has version %s; "
-                       "deploy the same function source everywhere",
-                       f->name, ver_s, f->version);
-        goto fail;
-    }
-    if (!bson_iter_init_find(&it, doc, "args")) {
-        prpc_error_set(&err, PRPC_EINVAL, "submit needs \"args\"");
-        goto fail;
-    }
-    blobs = calloc(f->nargs + 1, sizeof(*blobs));
-    id = prpc_ident_new(f->name, f->version, (uint32_t)f->nargs, &err);
-    if (blobs == NULL || id == NULL) {
-        if (blobs == NULL)
-            prpc_error_set(&err, PRPC_ENOMEM, "out of memory");
-        goto fail;
-    }
-    if (check_typed(b, f, f->args, f->nargs, "arguments", &it, id, &args, blobs, &nblobs, &err) !=
-        0)
-        goto fail;
-    if (prpc_ident_finish(id, computed, &err) != 0)
-        goto fail;
-    if (strcmp(computed, id_s) != 0) {
-        prpc_error_set(&err, PRPC_EINVAL,
-                       "call id %s does not match its arguments (they identify %s)", id_s,
-                       computed);
-        goto fail;
-    }
-    snprintf(c.id, sizeof(c.id), "%s", computed);
-    snprintf(c.function, sizeof(c.function), "%s", f->name);
-    snprintf(c.version, sizeof(c.version), "%s", f->version);
+    memcpy(c.id, sub.id, sizeof(c.id));
+    snprintf(c.function, sizeof(c.function), "%s", sub.fn->name);
+    snprintf(c.version, sizeof(c.version), "%s", sub.fn->version);
     c.state = PRPC_CALL_QUEUED;
-    c.args_json = prpc_buf_take(&args, NULL, &err);
-    if (c.args_json == NULL)
-        goto fail;
+    c.args_json = sub.args_json; /* borrowed: sub owns it */
     if (prpc_store_call_submit(b->store, &c, prpc_now_ms(), &created, &cur, &err) != 0)
         goto fail;
-    for (size_t i = 0; created && i < nblobs; i++)
-        if (prpc_store_blob_link(b->store, c.id, blobs[i], &err) != 0)
+    for (size_t i = 0; created && i < sub.nblobs; i++)
+        if (prpc_store_blob_link(b->store, c.id, sub.blobs[i], &err) != 0)
             goto fail;
     if (created)
         b->metrics.calls_submitted++;
@@ -767,11 +315,8 @@ static void on_submit(prpc_broker_t *b, h2o_req_t *req)
 fail:
     send_err(req, &err);
 out:
-    prpc_call_cleanup(&c);
     prpc_call_cleanup(&cur);
-    prpc_buf_cleanup(&args);
-    prpc_ident_free(id);
-    free(blobs);
+    prpc_submit_cleanup(&sub);
     if (doc != NULL)
         bson_destroy(doc);
 }
@@ -886,8 +431,8 @@ static void on_lease(prpc_broker_t *b, h2o_req_t *req)
         send_err(req, &err);
         return;
     }
-    worker = doc_str(doc, "worker");
-    doc_num(doc, "wait_ms", &wait);
+    worker = prpc_doc_str(doc, "worker");
+    prpc_doc_num(doc, "wait_ms", &wait);
     if (worker == NULL || worker[0] == '\0' || strlen(worker) > PRPC_STORE_NAME_MAX ||
         !bson_iter_init_find(&it, doc, "functions") || !BSON_ITER_HOLDS_ARRAY(&it)) {
         prpc_httpd_send_error(req, 400, PRPC_EINVAL,
@@ -911,13 +456,13 @@ static void on_lease(prpc_broker_t *b, h2o_req_t *req)
     bson_iter_recurse(&it, &arr);
     while (bson_iter_next(&arr)) {
         const char *name = NULL, *version = NULL;
-        const fn_spec_t *f;
+        const prpc_fn_t *f;
         if (BSON_ITER_HOLDS_DOCUMENT(&arr) && bson_iter_recurse(&arr, &field))
             while (bson_iter_next(&field)) {
                 if (strcmp(bson_iter_key(&field), "name") == 0)
-                    name = iter_str(&field, NULL);
+                    name = (BSON_ITER_HOLDS_UTF8(&field) ? bson_iter_utf8(&field, NULL) : NULL);
                 else if (strcmp(bson_iter_key(&field), "version") == 0)
-                    version = iter_str(&field, NULL);
+                    version = (BSON_ITER_HOLDS_UTF8(&field) ? bson_iter_utf8(&field, NULL) : NULL);
             }
         if (name == NULL || version == NULL) {
             prpc_httpd_send_error(req, 400, PRPC_EINVAL,
@@ -963,8 +508,8 @@ static void on_heartbeat(prpc_broker_t *b, h2o_req_t *req, const char *lease)
         send_err(req, &err);
         return;
     }
-    call_id = doc_str(doc, "call_id");
-    if (!valid_hex(call_id, 64) || !doc_num(doc, "progress", &progress) ||
+    call_id = prpc_doc_str(doc, "call_id");
+    if (!prpc_valid_hex(call_id, 64) || !prpc_doc_num(doc, "progress", &progress) ||
         progress != progress || progress < 0 || progress > 100) {
         prpc_httpd_send_error(req, 400, PRPC_EINVAL,
                               "a heartbeat needs \"call_id\" (64 hex) and \"progress\" (0..100)");
@@ -990,7 +535,7 @@ static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
     bson_iter_t it;
     const char *call_id, *state_s;
     prpc_call_t c;
-    const fn_spec_t *f;
+    const prpc_fn_t *f;
     prpc_buf_t outputs = PRPC_BUF_INIT, error = PRPC_BUF_INIT;
     char *outputs_json = NULL, *error_json = NULL;
     char (*blobs)[65] = NULL;
@@ -1000,9 +545,9 @@ static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
     memset(&c, 0, sizeof(c));
     if (doc == NULL)
         goto fail;
-    call_id = doc_str(doc, "call_id");
-    state_s = doc_str(doc, "state");
-    if (!valid_hex(call_id, 64) || state_s == NULL) {
+    call_id = prpc_doc_str(doc, "call_id");
+    state_s = prpc_doc_str(doc, "state");
+    if (!prpc_valid_hex(call_id, 64) || state_s == NULL) {
         prpc_error_set(&err, PRPC_EINVAL, "a result needs \"call_id\" (64 hex) and \"state\"");
         goto fail;
     }
@@ -1033,8 +578,8 @@ static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
             prpc_error_set(&err, PRPC_EINVAL, "a done result needs \"outputs\"");
             goto fail;
         }
-        if (check_typed(b, f, f->returns, f->nreturns, "outputs", &it, NULL, &outputs, blobs,
-                        &nblobs, &err) != 0)
+        if (prpc_wire_check_typed(f, f->returns, f->nreturns, "outputs", &it, holds_blob, b,
+                                  NULL, &outputs, blobs, &nblobs, &err) != 0)
             goto fail;
         if ((outputs_json = prpc_buf_take(&outputs, NULL, &err)) == NULL)
             goto fail;
@@ -1046,9 +591,9 @@ static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
             uint32_t len;
             bson_iter_document(&it, &len, &data);
             if (bson_init_static(&sub, data, len)) {
-                type = doc_str(&sub, "type");
-                message = doc_str(&sub, "message");
-                tb = doc_str(&sub, "traceback");
+                type = prpc_doc_str(&sub, "type");
+                message = prpc_doc_str(&sub, "message");
+                tb = prpc_doc_str(&sub, "traceback");
             }
         }
         prpc_buf_puts(&error, "{\"type\": ");
@@ -1465,7 +1010,7 @@ static int route(void *ud, h2o_req_t *req)
         const char *rest = p + 6 + 64;
         memcpy(id, p + 6, 64);
         id[64] = '\0';
-        if (!valid_hex(id, 64))
+        if (!prpc_valid_hex(id, 64))
             prpc_httpd_send_error(req, 400, PRPC_EINVAL, "a call id is 64 lowercase hex digits");
         else if (rest[0] == '\0' && METHOD("GET"))
             on_get_call(b, req, id);
@@ -1484,7 +1029,7 @@ static int route(void *ud, h2o_req_t *req)
         const char *rest = p + 7 + 32;
         memcpy(lease, p + 7, 32);
         lease[32] = '\0';
-        if (!valid_hex(lease, 32))
+        if (!prpc_valid_hex(lease, 32))
             prpc_httpd_send_error(req, 400, PRPC_EINVAL, "a lease id is 32 lowercase hex digits");
         else if (strcmp(rest, "/heartbeat") == 0)
             on_heartbeat(b, req, lease);
@@ -1498,7 +1043,8 @@ static int route(void *ud, h2o_req_t *req)
         sha[64] = '\0';
         on_blob(b, req, sha, p + 6 + 64);
     } else if (strcmp(p, "functions") == 0 && METHOD("GET")) {
-        prpc_httpd_send_json(req, 200, b->functions_json, strlen(b->functions_json));
+        prpc_httpd_send_json(req, 200, b->functions.listing_json,
+                             strlen(b->functions.listing_json));
     } else if (strncmp(p, "functions/", 10) == 0 && METHOD("GET") &&
                strlen(p) > 16 && strcmp(p + strlen(p) - 6, "/stats") == 0) {
         char name[PRPC_STORE_NAME_MAX + 1];
@@ -1679,7 +1225,8 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
         prpc_error_set(err, PRPC_EINVAL, "the broker needs a data directory (path too long?)");
         goto fail;
     }
-    if (cfg->functions_json == NULL || load_functions(b, cfg->functions_json, err) != 0) {
+    if (cfg->functions_json == NULL ||
+        prpc_functions_parse(&b->functions, cfg->functions_json, err) != 0) {
         if (cfg->functions_json == NULL)
             prpc_error_set(err, PRPC_EINVAL, "the broker needs the functions it serves");
         goto fail;
@@ -1745,11 +1292,6 @@ void prpc_broker_free(prpc_broker_t *b)
     prpc_store_close(b->store);
     prpc_blobdir_free(b->blobs);
     prpc_nonce_cache_free(b->nonces);
-    for (size_t i = 0; i < b->nfns; i++) {
-        free(b->fns[i].args);
-        free(b->fns[i].returns);
-    }
-    free(b->fns);
-    free(b->functions_json);
+    prpc_functions_cleanup(&b->functions);
     free(b);
 }

@@ -8,10 +8,7 @@
 
 #include "common.h"
 
-#define PRPC_BROKER_META_MAX (1u << 20)     /* metadata (JSON) request body, bytes */
-#define PRPC_BROKER_WAIT_MAX_MS 60000       /* longest long-poll */
-#define PRPC_BROKER_FUNCTIONS_MAX 256       /* functions one broker serves */
-#define PRPC_BROKER_ARGS_MAX 256            /* arguments or results of one function */
+#define PRPC_BROKER_WAIT_MAX_MS 60000 /* longest long-poll */
 
 typedef struct prpc_broker prpc_broker_t;
 

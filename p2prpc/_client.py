@@ -10,9 +10,9 @@ a P2PFuture that long-polls the broker for the result.
 The cache (cache_path) holds `calls/<id>.json`, one finished call each
 (written atomically), and `blobs/`, the content-addressed result files.
 
-Retries: every request the client makes is safe to repeat (a submit of the
-same call id is the same call; blob uploads resume and commit idempotently),
-so a transport failure or a 5xx answer is retried with a doubling, jittered
+Retries: every request the client makes but restart is safe to repeat (a
+submit of the same call id is the same call; blob uploads resume and commit
+idempotently), so a transport failure or a 5xx answer is retried with a doubling, jittered
 backoff (RETRY_FIRST_S up to RETRY_MAX_S) for up to no_broker_timeout seconds
 of consecutive failures: a lost reply or a broker restart never reaches the
 caller. Errors the broker answered on purpose (4xx) are raised at once.
@@ -668,11 +668,17 @@ class P2PFuture:
             self._call = call
         return call
 
-    def _post(self, action):
+    def _post(self, action, retry=True):
+        """POST /v1/calls/{id}/{action}, retried as app.retry says unless
+        retry is False: a restart repeated after its reply was lost would
+        reset a call another worker has leased since (a second run)."""
         broker = self._broker_or_find()
         what = "%s %s" % (action, self._what())
-        status, data = self.app.retry(what, lambda: _checked(
-            broker.request("POST", "/v1/calls/%s/%s" % (self.call_id, action)), what))
+        path = "/v1/calls/%s/%s" % (self.call_id, action)
+        if not retry:
+            status, data = broker.request("POST", path)
+            return broker, status, data
+        status, data = self.app.retry(what, lambda: _checked(broker.request("POST", path), what))
         return broker, status, data
 
     # -- results ---------------------------------------------------------------
@@ -835,7 +841,7 @@ class P2PFuture:
             self._cached = None
             self._call = None
             self._deleted = False
-        broker, status, data = self._post("restart")
+        broker, status, data = self._post("restart", retry=False)
         if status == 404:
             call = self.app.submit(broker, self.prepared)
         elif status != 200:

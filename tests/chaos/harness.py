@@ -390,6 +390,13 @@ class Report:
         f["acknowledged"] = sum(1 for o in ops if o["acked"])
         f["submit_errors"] = sum(1 for o in ops if o["outcome"] == "submit-error")
         for o in ops:
+            if o["acked"]:
+                attempts = int((o["call"] or {}).get("attempts") or 1)
+                f["lapsed_leases"] += max(0, attempts - 1)
+                if len(executions.by_tag.get(o["tag"], [])) > attempts:
+                    f["unexpected"] += 1
+                    self.problem("call %s ran %d times under %d lease(s)"
+                                 % (o["tag"], len(executions.by_tag[o["tag"]]), attempts))
             if o["outcome"] == "submit-error":
                 if not self.allow_submit_errors:
                     self.problem("call %s: the submit failed: %s" % (o["tag"], o["error"]))
@@ -425,12 +432,6 @@ class Report:
                 f["stale_accepted"] += 1
                 self.problem("call %s: accepted result %s of an execution that was superseded"
                              % (o["tag"], token))
-            attempts = int((o["call"] or {}).get("attempts") or 1)
-            f["lapsed_leases"] += max(0, attempts - 1)
-            if len(runs) > attempts:
-                f["unexpected"] += 1
-                self.problem("call %s ran %d times under %d lease(s)"
-                             % (o["tag"], len(runs), attempts))
         tags = set(ledger.ops)
         for tag, runs in executions.by_tag.items():
             f["executions"] += len(runs)

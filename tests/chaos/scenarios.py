@@ -344,7 +344,8 @@ class _Cut:
 
     def __init__(self, nat):
         self.nat = nat
-        self.tool = None
+        self.tool = None  # what the cut in force was made with
+        self.used = None  # what cuts are made with here
 
     def on(self):
         rules = ("table inet p2prpc_cut {\n"
@@ -352,11 +353,11 @@ class _Cut:
                  " chain out { type filter hook output priority -10; policy drop; }\n"
                  "}\n")
         if self.nat.exec(["nft", "-f", "-"], check=False, input=rules).returncode == 0:
-            self.tool = "nft"
+            self.tool = self.used = "nft"
             return
         for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
             self.nat.exec(["iptables", "-I", chain, "1", flag, self.nat.inner_if, "-j", "DROP"])
-        self.tool = "iptables"
+        self.tool = self.used = "iptables"
 
     def off(self):
         if self.tool == "nft":
@@ -408,7 +409,7 @@ def link_cuts(workdir, form):
                 cuts.append((t, inside.pid))
                 stop.wait(CUT_S)
                 cut.off()
-                if stop.wait(size["every_s"] - CUT_S):
+                if len(cuts) >= size["cuts"] or stop.wait(size["every_s"] - CUT_S):
                     return
 
         k = threading.Thread(target=cutter, daemon=True)
@@ -427,7 +428,7 @@ def link_cuts(workdir, form):
         ex = c.executions()
         rep.score(ledger, ex, allowed_extra=len(cuts))
         _recover_after_worker(rep, "a link cut", ledger, ex, cuts)
-        rep.extra["link cuts"] = "%d (%s)" % (len(cuts), cut.tool)
+        rep.extra["link cuts"] = "%d of %.0f s (made with %s)" % (len(cuts), CUT_S, cut.used)
         rep.extra["calls run by the worker behind the cut link"] = sum(
             1 for runs in ex.by_tag.values() for e in runs if e["worker"] == inside.pid)
         c.stop()

@@ -260,6 +260,8 @@ def test_client_killed_mid_upload_resumes_from_the_brokers_partial(net, tmp_path
     assert second.returncode == 0, err
     assert json.loads(out) == {"sha": sha, "size": size, "n": 1}
     m = metrics(net.address)
+    print("client killed at broker partial %d; broker received %d bytes in all"
+          % (at_kill, m["bytes_received"]))
     # Nothing the broker had acknowledged was sent again.
     assert size <= m["bytes_received"] <= size + CHUNK, m
     assert m["blobs_committed"] == 1 and m["chunks_refused"] == 0, m
@@ -291,6 +293,8 @@ def test_worker_killed_mid_download_resumes_with_range(net, tmp_path):
     net.start_worker()  # same data directory: its partial file is resumed
     assert fut.get(timeout=120) == {"sha": sha, "size": size, "n": 7}
     m = metrics(net.address)
+    print("worker killed with %d bytes on disk; broker served %d before, %d in all"
+          % (left, served_before, m["bytes_served"]))
     # The second attempt asked for the rest only (Range from what was on disk).
     assert m["bytes_served"] - served_before <= size - left + CHUNK, (m, served_before, left)
     assert m["bytes_served"] <= size + CHUNK + 8 * MiB, m  # + bytes lost in the socket
@@ -320,6 +324,8 @@ def test_worker_killed_mid_result_upload_resumes(tmp_path, fns):
         assert sha_of(res["out"].name) == sha
         res["out"].close()
         m = metrics(net.address)
+        print("worker killed at broker partial %d; broker received %d bytes in all"
+              % (before, m["bytes_received"]))
         assert size <= m["bytes_received"] <= size + CHUNK, m
         assert m["blobs_committed"] == 1 and m["chunks_refused"] == 0, m
     finally:
