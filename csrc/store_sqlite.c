@@ -183,8 +183,21 @@ struct sq_store {
     sqlite3 *db;
     char *path;
     int busy_timeout_ms;
+    int full;                     /* configured synchronous=FULL */
+    int relaxed;                  /* synchronous lowered for the current operation */
     sqlite3_stmt *stmt[SQ_NSTMT]; /* prepared on first use, kept until close */
 };
+
+/* Leases and heartbeats need not survive a crash: after a restart a lost
+ * lease is one that lapses, and the call is queued again (at worst it runs
+ * twice, as with any worker lost with its lease). So their commits skip the
+ * fsync; the next durable commit (a submit or a result) syncs them too. */
+static void sq_relaxed(struct sq_store *st)
+{
+    if (st->full && !st->relaxed &&
+        sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) == SQLITE_OK)
+        st->relaxed = 1;
+}
 
 static struct sq_store *sq(prpc_store_t *s)
 {
@@ -343,6 +356,9 @@ static int sq_unlock(struct sq_store *st, int rc)
     if (rc < 0)
         sq_rollback(st);
     sq_reset_all(st);
+    if (st->relaxed && sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) ==
+                           SQLITE_OK)
+        st->relaxed = 0;
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -467,6 +483,7 @@ static int sq_lease_next(prpc_store_t *s, const char *const *functions,
     int64_t best_created = 0, best_rowid = 0;
     int rc;
     sq_lock(st);
+    sq_relaxed(st);
     rc = sq_begin(st, err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         sqlite3_stmt *q;
@@ -526,6 +543,7 @@ static int sq_lease_renew(prpc_store_t *s, const char *call_id, const char *leas
     struct sq_store *st = sq(s);
     int rc;
     sq_lock(st);
+    sq_relaxed(st);
     rc = sq_bind(st, SQ_RENEW, err, "ttdii", call_id, lease_id, progress, deadline_ms, now_ms);
     if (rc == 0)
         rc = sq_step(st, SQ_RENEW, err);
@@ -1028,6 +1046,7 @@ prpc_store_t *prpc__store_sqlite_open(const char *path, const prpc_store_options
     if (rc == 0) {
         snprintf(sync_sql, sizeof(sync_sql), "PRAGMA synchronous=%s", opts->synchronous);
         rc = sq_once(st, sync_sql, "setting synchronous", NULL, NULL, err);
+        st->full = strcmp(opts->synchronous, "full") == 0;
     }
     if (rc == 0 && fresh) {
         rc = sq_begin(st, err);
