@@ -19,6 +19,7 @@
 #include "httpd.h"
 #include "ident.h"
 #include "json.h"
+#include "nodes.h"
 #include "store.h"
 #include "wire.h"
 
@@ -62,6 +63,7 @@ struct prpc_broker {
     uint8_t key[PRPC_AUTH_KEY_LEN];
     int has_key;
     char advertise[300];
+    prpc_nodes_t *nodes; /* the brokers this one knows */
     int64_t lease_ms;
     int heartbeat_ms;
     int max_attempts;
@@ -1074,11 +1076,19 @@ static int route(void *ud, h2o_req_t *req)
                         (unsigned long long)b->metrics.auth_refused);
         send_buf(req, 200, &out);
     } else if (strcmp(p, "nodes") == 0 && METHOD("GET")) {
-        prpc_buf_t out = PRPC_BUF_INIT;
-        prpc_buf_puts(&out, "{\"nodes\": [");
-        prpc_buf_json_str(&out, b->advertise, strlen(b->advertise));
-        prpc_buf_puts(&out, "]}");
-        send_buf(req, 200, &out);
+        prpc_error_t err;
+        size_t len = 0;
+        const char *from = prpc_httpd_query(req, "from");
+        char *text;
+        if (from != NULL)
+            prpc_nodes_learn(b->nodes, from);
+        text = prpc_nodes_json(b->nodes, &len, &err);
+        if (text == NULL) {
+            send_err(req, &err);
+        } else {
+            prpc_httpd_send_json(req, 200, text, len);
+            free(text);
+        }
     } else {
         prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "no such route");
     }
@@ -1262,6 +1272,8 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
         snprintf(b->advertise, sizeof(b->advertise), "%s", cfg->advertise);
     else
         snprintf(b->advertise, sizeof(b->advertise), "%s:%d", host, prpc_httpd_port(b->httpd));
+    if ((b->nodes = prpc_nodes_new(b->advertise, cfg->peers, cfg->key, err)) == NULL)
+        goto fail;
     return b;
 fail:
     prpc_broker_free(b);
@@ -1270,7 +1282,10 @@ fail:
 
 int prpc_broker_start(prpc_broker_t *b, prpc_error_t *err)
 {
-    return prpc_httpd_start(b->httpd, err);
+    int rc = prpc_httpd_start(b->httpd, err);
+    if (rc == 0)
+        rc = prpc_nodes_start(b->nodes, err);
+    return rc;
 }
 
 int prpc_broker_port(const prpc_broker_t *b)
@@ -1288,6 +1303,7 @@ void prpc_broker_free(prpc_broker_t *b)
 {
     if (b == NULL)
         return;
+    prpc_nodes_free(b->nodes);
     prpc_httpd_free(b->httpd);
     prpc_store_close(b->store);
     prpc_blobdir_free(b->blobs);

@@ -29,6 +29,7 @@ typedef struct prpc_broker_config {
     int insecure;               /* allow a non-loopback address without a key */
     const char *tls_cert;       /* PEM certificate chain: serve HTTPS; NULL = plain HTTP */
     const char *tls_key;        /* PEM private key of tls_cert */
+    const char *const *peers;   /* NULL-terminated host:port of other brokers; may be NULL */
 } prpc_broker_config_t;
 
 /* Open the store and blob directory, parse the functions, bind the port.

@@ -16,10 +16,14 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"functions_json", "data_dir", "host", "port", "key", "lease_ms",
                              "heartbeat_ms", "max_attempts", "synchronous", "store_uri",
-                             "advertise", "expire_ms", "insecure", "tls_cert", "tls_key", NULL};
+                             "advertise", "expire_ms", "insecure", "tls_cert", "tls_key", "peers",
+                             NULL};
     const char *functions_json = NULL, *data_dir = NULL, *host = "127.0.0.1";
     const char *synchronous = NULL, *store_uri = NULL, *advertise = NULL;
     const char *tls_cert = NULL, *tls_key = NULL;
+    PyObject *peers_obj = NULL, *peers_seq = NULL;
+    const char **peers = NULL;
+    int rc = -1;
     Py_buffer key = {0};
     int port = 0, heartbeat_ms = 2000, max_attempts = 3;
     long long lease_ms = 30000, expire_ms = 0;
@@ -29,20 +33,41 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     prpc_broker_t *b;
     pyprpc_state_t *st = pyprpc_state_of_type(Py_TYPE(self));
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLpzz", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLpzzO", kwlist,
                                      &functions_json, &data_dir, &host, &port, &key, &lease_ms,
                                      &heartbeat_ms, &max_attempts, &synchronous, &store_uri,
-                                     &advertise, &expire_ms, &insecure, &tls_cert, &tls_key))
+                                     &advertise, &expire_ms, &insecure, &tls_cert, &tls_key,
+                                     &peers_obj))
         return -1;
+    if (peers_obj != NULL && peers_obj != Py_None) {
+        Py_ssize_t n;
+        peers_seq = PySequence_Fast(peers_obj, "peers must be a list of \"host:port\" strings");
+        if (peers_seq == NULL)
+            goto out;
+        n = PySequence_Fast_GET_SIZE(peers_seq);
+        peers = PyMem_Calloc((size_t)n + 1, sizeof(*peers));
+        if (peers == NULL) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(peers_seq, i);
+            if (!PyUnicode_Check(item)) {
+                PyErr_SetString(PyExc_TypeError, "peers must be a list of \"host:port\" strings");
+                goto out;
+            }
+            peers[i] = PyUnicode_AsUTF8(item);
+            if (peers[i] == NULL)
+                goto out;
+        }
+    }
     if (key.buf != NULL && key.len != 32) {
-        PyBuffer_Release(&key);
         PyErr_SetString(PyExc_ValueError, "key must be 32 bytes (from derive_key)");
-        return -1;
+        goto out;
     }
     if (self->broker != NULL) {
-        PyBuffer_Release(&key);
         PyErr_SetString(PyExc_RuntimeError, "Broker already initialised");
-        return -1;
+        goto out;
     }
     memset(&cfg, 0, sizeof(cfg));
     cfg.functions_json = functions_json;
@@ -60,17 +85,22 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     cfg.insecure = insecure;
     cfg.tls_cert = tls_cert;
     cfg.tls_key = tls_key;
+    cfg.peers = peers;
     prpc_error_clear(&err);
     Py_BEGIN_ALLOW_THREADS
     b = prpc_broker_new(&cfg, &err);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&key);
     if (b == NULL) {
         pyprpc_raise(st, &err);
-        return -1;
+        goto out;
     }
     self->broker = b;
-    return 0;
+    rc = 0;
+out:
+    PyBuffer_Release(&key);
+    PyMem_Free(peers);
+    Py_XDECREF(peers_seq);
+    return rc;
 }
 
 static PyObject *broker_start(broker_object_t *self, PyObject *unused)
@@ -146,7 +176,7 @@ static PyType_Slot broker_slots[] = {
     {Py_tp_doc, "Broker(functions_json, data_dir, host='127.0.0.1', port=0, key=None, "
                 "lease_ms=30000, heartbeat_ms=2000, max_attempts=3, synchronous=None, "
                 "store_uri=None, advertise=None, expire_ms=0, insecure=False, tls_cert=None, "
-                "tls_key=None)\n\n"
+                "tls_key=None, peers=None)\n\n"
                 "A broker node serving docs/API.md. expire_ms: retention of finished calls "
                 "(0 = 7 days, < 0 = forever). Without a key only loopback addresses are "
                 "allowed unless insecure."},

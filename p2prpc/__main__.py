@@ -61,6 +61,12 @@ def build_parser():
     b.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without a password (anyone who can "
                         "connect can then run calls)")
+    b.add_argument("--peer", action="append", default=[], metavar="HOST:PORT",
+                   help="another broker to learn of (repeatable); brokers share the brokers "
+                        "they know on GET /v1/nodes and forget those that stop answering")
+    b.add_argument("--advertise", metavar="HOST:PORT",
+                   help="the address other nodes should use for this broker "
+                        "(default: --host:--port)")
     b.add_argument("--tls-cert", metavar="PEM",
                    help="serve HTTPS with this certificate chain (clients and workers then use "
                         "https://host:port in their discovery file)")
@@ -155,7 +161,8 @@ def main(argv=None):
                        lease_ms=args.lease_ms, heartbeat_ms=args.heartbeat_ms,
                        max_attempts=args.max_attempts, synchronous=args.synchronous,
                        expire_after=args.expire_after, insecure=args.insecure,
-                       tls_cert=args.tls_cert, tls_key=args.tls_key)
+                       tls_cert=args.tls_cert, tls_key=args.tls_key, peers=args.peer,
+                       advertise=args.advertise)
         elif args.command == "worker":
             from ._broker_node import read_password
             from ._worker_node import run_worker

@@ -45,7 +45,8 @@ class BrokerNode:
     def __init__(self, function_file, host="127.0.0.1", port=5001, data_dir=DEFAULT_DATA_DIR,
                  password=None, execute=None, can_do_work_func=None, lease_ms=30000,
                  heartbeat_ms=2000, max_attempts=3, synchronous=None, concurrency=1,
-                 expire_after=7 * 24 * 3600, insecure=False, tls_cert=None, tls_key=None):
+                 expire_after=7 * 24 * 3600, insecure=False, tls_cert=None, tls_key=None,
+                 peers=(), advertise=None):
         self.specs = read_module_functions(function_file)
         self.function_file = os.path.abspath(function_file)
         self.data_dir = os.path.abspath(data_dir)
@@ -57,7 +58,8 @@ class BrokerNode:
                                    lease_ms=lease_ms, heartbeat_ms=heartbeat_ms,
                                    max_attempts=max_attempts, synchronous=synchronous,
                                    expire_ms=int(expire_after * 1000) if expire_after > 0 else -1,
-                                   insecure=insecure, tls_cert=tls_cert, tls_key=tls_key)
+                                   insecure=insecure, tls_cert=tls_cert, tls_key=tls_key,
+                                   peers=list(peers or ()), advertise=advertise)
         if insecure and not password and host not in ("127.0.0.1", "localhost", "::1"):
             print("p2prpc broker: WARNING: listening on %s WITHOUT a password (--insecure): "
                   "anyone who can reach this address can run the functions of %s"

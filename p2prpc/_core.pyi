@@ -110,6 +110,7 @@ class Broker:
         insecure: bool = False,
         tls_cert: Optional[str] = None,
         tls_key: Optional[str] = None,
+        peers: Optional[List[str]] = None,
     ) -> None: ...
     @property
     def port(self) -> int: ...

@@ -165,10 +165,11 @@ def broker_kills(workdir, form):
                 return
             t = now_ms()
             c.kill_broker()
-            kills.append(t)
             time.sleep(rng.uniform(0.1, 1.0))
             c.start_broker()
-            downtime.append((now_ms() - t) / 1000.0)
+            up = now_ms()
+            kills.append((t, up))
+            downtime.append((up - t) / 1000.0)
 
     k = threading.Thread(target=killer, daemon=True)
     try:
@@ -189,8 +190,9 @@ def broker_kills(workdir, form):
     ex = c.executions()
     rep.score(ledger, ex, allowed_extra=0)
     done = sorted(o["finished_ms"] for o in ledger.acked() if o.get("finished_ms"))
-    for t in kills:
-        after = [f for f in done if f > t]
+    for t, up in kills:
+        # From the kill to the first call finished by the restarted broker.
+        after = [f for f in done if f >= up]
         if after:
             rep.add_recovery("a broker restart", (after[0] - t) / 1000.0)
     return rep
