@@ -45,6 +45,16 @@ typedef struct call_waiter {
     int64_t deadline_ms;
 } call_waiter_t;
 
+/* A reader of many calls (POST /v1/calls/wait): answered as soon as one of
+ * them is terminal or gone. */
+typedef struct batch_waiter {
+    h2o_linklist_t link;
+    h2o_req_t *req;
+    char (*ids)[PRPC_CALL_ID_HEX + 1]; /* in the request's pool */
+    size_t n;
+    int64_t deadline_ms;
+} batch_waiter_t;
+
 typedef struct lease_waiter {
     h2o_linklist_t link;
     h2o_req_t *req;
@@ -73,6 +83,7 @@ struct prpc_broker {
     int64_t retention_every_ms; /* short retentions are enforced promptly */
     h2o_linklist_t call_waiters;
     h2o_linklist_t lease_waiters;
+    h2o_linklist_t batch_waiters; /* POST /v1/calls/wait */
     struct {
         uint64_t requests;
         uint64_t bytes_received; /* blob chunk bytes accepted */
@@ -191,6 +202,13 @@ static void call_waiter_dispose(void *p)
         h2o_linklist_unlink(&w->link);
 }
 
+static void batch_waiter_dispose(void *p)
+{
+    batch_waiter_t *w = p;
+    if (h2o_linklist_is_linked(&w->link))
+        h2o_linklist_unlink(&w->link);
+}
+
 static void lease_waiter_dispose(void *p)
 {
     lease_waiter_t *w = p;
@@ -200,9 +218,15 @@ static void lease_waiter_dispose(void *p)
 
 /* Answer every parked reader of call id (all calls when id is NULL) whose
  * view is out of date. */
+static void notify_batches(prpc_broker_t *b, const char *id, int64_t now);
+
 static void notify_calls(prpc_broker_t *b, const char *id, int force_all)
 {
     h2o_linklist_t *node = b->call_waiters.next;
+    /* Batch reads care about one call at a time; the periodic sweeps (id NULL)
+     * that concern them call notify_batches themselves. */
+    if (id != NULL)
+        notify_batches(b, id, 0);
     while (node != &b->call_waiters) {
         call_waiter_t *w = H2O_STRUCT_FROM_MEMBER(call_waiter_t, link, node);
         prpc_call_t c;
@@ -224,6 +248,60 @@ static void notify_calls(prpc_broker_t *b, const char *id, int force_all)
         else
             send_call(w->req, &c, NULL);
         prpc_call_cleanup(&c);
+    }
+}
+
+/* Answer a batch read if one of its calls is terminal or gone (or always,
+ * when force). Returns 1 when it answered. */
+static int answer_batch(prpc_broker_t *b, h2o_req_t *req, char (*ids)[PRPC_CALL_ID_HEX + 1],
+                        size_t n, int force)
+{
+    prpc_buf_t calls = PRPC_BUF_INIT, missing = PRPC_BUF_INIT, out = PRPC_BUF_INIT;
+    size_t ncalls = 0, nmissing = 0;
+    prpc_error_t err;
+    char *a, *m;
+    for (size_t i = 0; i < n; i++) {
+        prpc_call_t c;
+        int rc;
+        memset(&c, 0, sizeof(c));
+        rc = prpc_store_call_get(b->store, ids[i], &c, &err);
+        if (rc == PRPC_ENOTFOUND) {
+            prpc_buf_printf(&missing, "%s\"%s\"", nmissing++ ? ", " : "", ids[i]);
+        } else if (rc == 0 && prpc_call_state_is_terminal(c.state)) {
+            if (ncalls++)
+                prpc_buf_puts(&calls, ", ");
+            write_call(&calls, &c, 0);
+        }
+        prpc_call_cleanup(&c);
+    }
+    if (!force && ncalls == 0 && nmissing == 0) {
+        prpc_buf_cleanup(&calls);
+        prpc_buf_cleanup(&missing);
+        return 0;
+    }
+    a = prpc_buf_take(&calls, NULL, &err);
+    m = prpc_buf_take(&missing, NULL, &err);
+    prpc_buf_printf(&out, "{\"calls\": [%s], \"missing\": [%s]}", a ? a : "", m ? m : "");
+    free(a);
+    free(m);
+    send_buf(req, 200, &out);
+    return 1;
+}
+
+static void notify_batches(prpc_broker_t *b, const char *id, int64_t now)
+{
+    h2o_linklist_t *node = b->batch_waiters.next;
+    while (node != &b->batch_waiters) {
+        batch_waiter_t *w = H2O_STRUCT_FROM_MEMBER(batch_waiter_t, link, node);
+        int concerned = id == NULL || w->deadline_ms <= now;
+        node = node->next;
+        for (size_t i = 0; !concerned && i < w->n; i++)
+            concerned = strcmp(w->ids[i], id) == 0;
+        if (!concerned)
+            continue;
+        h2o_linklist_unlink(&w->link);
+        if (!answer_batch(b, w->req, w->ids, w->n, w->deadline_ms <= now))
+            h2o_linklist_insert(&b->batch_waiters, &w->link);
     }
 }
 
@@ -284,43 +362,211 @@ static int64_t query_int(h2o_req_t *req, const char *name, int64_t dflt)
     return n;
 }
 
+/* Submit decoded calls in one durable transaction and append each one's
+ * answer ({"created", "call"}) to out. */
+static int submit_decoded(prpc_broker_t *b, prpc_submit_t *subs, size_t n, prpc_buf_t *out,
+                          const char *const *errors, prpc_error_t *err)
+{
+    prpc_call_t *calls = calloc(n ? n : 1, sizeof(*calls));
+    prpc_submit_item_t *items = calloc(n ? n : 1, sizeof(*items));
+    size_t k = 0, created = 0;
+    int rc = 0;
+    if (calls == NULL || items == NULL) {
+        rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (errors != NULL && errors[i] != NULL)
+            continue;
+        memcpy(calls[k].id, subs[i].id, sizeof(calls[k].id));
+        snprintf(calls[k].function, sizeof(calls[k].function), "%s", subs[i].fn->name);
+        snprintf(calls[k].version, sizeof(calls[k].version), "%s", subs[i].fn->version);
+        calls[k].state = PRPC_CALL_QUEUED;
+        calls[k].args_json = subs[i].args_json; /* borrowed */
+        items[k].call = &calls[k];
+        items[k].blobs = (const char(*)[PRPC_CALL_ID_HEX + 1])subs[i].blobs;
+        items[k].nblobs = subs[i].nblobs;
+        k++;
+    }
+    rc = prpc_store_call_submit_many(b->store, items, k, prpc_now_ms(), err);
+    if (rc != 0)
+        goto out;
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            prpc_buf_puts(out, ", ");
+        if (errors != NULL && errors[i] != NULL) {
+            prpc_buf_puts(out, errors[i]);
+            continue;
+        }
+        prpc_buf_printf(out, "{\"created\": %s, \"call\": ",
+                        items[k].created ? "true" : "false");
+        write_call(out, &items[k].current, 0);
+        prpc_buf_puts(out, "}");
+        created += (size_t)items[k].created;
+        prpc_call_cleanup(&items[k].current);
+        k++;
+    }
+    b->metrics.calls_submitted += created;
+    if (created > 0)
+        dispatch_leases(b);
+out:
+    free(calls);
+    free(items);
+    return rc;
+}
+
 static void on_submit(prpc_broker_t *b, h2o_req_t *req)
 {
     prpc_error_t err;
     bson_t *doc = parse_body(req, "submit", &err);
     prpc_submit_t sub;
-    prpc_call_t c, cur;
-    int created = 0;
+    prpc_buf_t out = PRPC_BUF_INIT;
 
     memset(&sub, 0, sizeof(sub));
-    memset(&c, 0, sizeof(c));
-    memset(&cur, 0, sizeof(cur));
     if (doc == NULL ||
-        prpc_wire_decode_submit(&b->functions, doc, holds_blob, b, &sub, &err) != 0)
-        goto fail;
-    memcpy(c.id, sub.id, sizeof(c.id));
-    snprintf(c.function, sizeof(c.function), "%s", sub.fn->name);
-    snprintf(c.version, sizeof(c.version), "%s", sub.fn->version);
-    c.state = PRPC_CALL_QUEUED;
-    c.args_json = sub.args_json; /* borrowed: sub owns it */
-    if (prpc_store_call_submit(b->store, &c, prpc_now_ms(), &created, &cur, &err) != 0)
-        goto fail;
-    for (size_t i = 0; created && i < sub.nblobs; i++)
-        if (prpc_store_blob_link(b->store, c.id, sub.blobs[i], &err) != 0)
-            goto fail;
-    if (created)
-        b->metrics.calls_submitted++;
-    send_call(req, &cur, created ? "\"created\": true, " : "\"created\": false, ");
-    if (created)
-        dispatch_leases(b);
-    goto out;
-fail:
-    send_err(req, &err);
-out:
-    prpc_call_cleanup(&cur);
+        prpc_wire_decode_submit(&b->functions, doc, holds_blob, b, &sub, &err) != 0 ||
+        submit_decoded(b, &sub, 1, &out, NULL, &err) != 0) {
+        prpc_buf_cleanup(&out);
+        send_err(req, &err);
+    } else {
+        /* One call: its answer object is the whole body. */
+        send_buf(req, 200, &out);
+    }
     prpc_submit_cleanup(&sub);
     if (doc != NULL)
         bson_destroy(doc);
+}
+
+/* POST /v1/calls/batch: many submits, one durable transaction. A call that
+ * does not decode gets its own error entry; the others are stored. */
+static void on_submit_batch(prpc_broker_t *b, h2o_req_t *req)
+{
+    prpc_error_t err;
+    bson_t *doc = parse_body(req, "batch submit", &err);
+    bson_iter_t it, arr;
+    prpc_submit_t *subs = NULL;
+    char **errors = NULL;
+    size_t n = 0, i = 0;
+    prpc_buf_t out = PRPC_BUF_INIT;
+
+    if (doc == NULL)
+        goto fail;
+    if (!bson_iter_init_find(&it, doc, "calls") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &arr)) {
+        prpc_error_set(&err, PRPC_EINVAL, "a batch submit needs \"calls\": [submit, ...]");
+        goto fail;
+    }
+    while (bson_iter_next(&arr))
+        n++;
+    if (n == 0 || n > PRPC_BROKER_BATCH_MAX) {
+        prpc_error_set(&err, PRPC_ELIMIT, "a batch holds 1 to %d calls, got %zu",
+                       PRPC_BROKER_BATCH_MAX, n);
+        goto fail;
+    }
+    subs = calloc(n, sizeof(*subs));
+    errors = calloc(n, sizeof(*errors));
+    if (subs == NULL || errors == NULL) {
+        prpc_error_set(&err, PRPC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    bson_iter_recurse(&it, &arr);
+    while (bson_iter_next(&arr)) {
+        bson_t one;
+        const uint8_t *data = NULL;
+        uint32_t len = 0;
+        prpc_error_t e;
+        int rc = PRPC_EINVAL;
+        prpc_error_set(&e, PRPC_EINVAL, "call %zu of the batch is not an object", i);
+        if (BSON_ITER_HOLDS_DOCUMENT(&arr)) {
+            bson_iter_document(&arr, &len, &data);
+            if (bson_init_static(&one, data, len))
+                rc = prpc_wire_decode_submit(&b->functions, &one, holds_blob, b, &subs[i], &e);
+        }
+        if (rc != 0) {
+            prpc_buf_t eb = PRPC_BUF_INIT;
+            prpc_buf_printf(&eb, "{\"error\": {\"code\": \"%s\", \"message\": ",
+                            prpc_strerror(e.code));
+            prpc_buf_json_str(&eb, e.message, strlen(e.message));
+            prpc_buf_puts(&eb, "}}");
+            errors[i] = prpc_buf_take(&eb, NULL, NULL);
+            if (errors[i] == NULL) {
+                prpc_error_set(&err, PRPC_ENOMEM, "out of memory");
+                goto fail;
+            }
+        }
+        i++;
+    }
+    prpc_buf_puts(&out, "{\"results\": [");
+    if (submit_decoded(b, subs, n, &out, (const char *const *)errors, &err) != 0)
+        goto fail;
+    prpc_buf_puts(&out, "]}");
+    send_buf(req, 200, &out);
+    goto out;
+fail:
+    prpc_buf_cleanup(&out);
+    send_err(req, &err);
+out:
+    for (size_t k = 0; subs != NULL && k < n; k++)
+        prpc_submit_cleanup(&subs[k]);
+    for (size_t k = 0; errors != NULL && k < n; k++)
+        free(errors[k]);
+    free(subs);
+    free(errors);
+    if (doc != NULL)
+        bson_destroy(doc);
+}
+
+/* POST /v1/calls/wait: {"ids": [...], "wait_ms": N} -> {"calls": [terminal
+ * ones], "missing": [ids not stored]}, as soon as there is one, or after
+ * wait_ms with whatever there is. */
+static void on_wait(prpc_broker_t *b, h2o_req_t *req)
+{
+    prpc_error_t err;
+    bson_t *doc = parse_body(req, "wait", &err);
+    bson_iter_t it, arr;
+    double wait = 0;
+    size_t n = 0;
+    batch_waiter_t *w;
+
+    if (doc == NULL) {
+        send_err(req, &err);
+        return;
+    }
+    prpc_doc_num(doc, "wait_ms", &wait);
+    if (!bson_iter_init_find(&it, doc, "ids") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &arr)) {
+        prpc_httpd_send_error(req, 400, PRPC_EINVAL, "a wait needs \"ids\": [call id, ...]");
+        goto out;
+    }
+    while (bson_iter_next(&arr))
+        n++;
+    if (n == 0 || n > PRPC_BROKER_BATCH_MAX) {
+        prpc_httpd_send_error(req, 413, PRPC_ELIMIT, "a wait names 1 to %d calls, got %zu",
+                              PRPC_BROKER_BATCH_MAX, n);
+        goto out;
+    }
+    w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), batch_waiter_dispose);
+    memset(w, 0, sizeof(*w));
+    w->req = req;
+    w->ids = h2o_mem_alloc_pool(&req->pool, n * sizeof(*w->ids));
+    bson_iter_recurse(&it, &arr);
+    while (bson_iter_next(&arr)) {
+        const char *id = BSON_ITER_HOLDS_UTF8(&arr) ? bson_iter_utf8(&arr, NULL) : NULL;
+        if (!prpc_valid_hex(id, 64)) {
+            prpc_httpd_send_error(req, 400, PRPC_EINVAL,
+                                  "ids[%zu] of the wait is not a call id (64 hex)", w->n);
+            goto out;
+        }
+        memcpy(w->ids[w->n++], id, 65);
+    }
+    w->deadline_ms = prpc_now_ms() + (wait > PRPC_BROKER_WAIT_MAX_MS ? PRPC_BROKER_WAIT_MAX_MS
+                                      : wait > 0                    ? (int64_t)wait
+                                                                    : 0);
+    if (!answer_batch(b, req, w->ids, w->n, wait <= 0))
+        h2o_linklist_insert(&b->batch_waiters, &w->link);
+out:
+    bson_destroy(doc);
 }
 
 static void on_get_call(prpc_broker_t *b, h2o_req_t *req, const char *id)
@@ -1007,6 +1253,10 @@ static int route(void *ud, h2o_req_t *req)
     p = path + 4;
     if (strcmp(p, "calls") == 0 && METHOD("POST")) {
         on_submit(b, req);
+    } else if (strcmp(p, "calls/batch") == 0 && METHOD("POST")) {
+        on_submit_batch(b, req);
+    } else if (strcmp(p, "calls/wait") == 0 && METHOD("POST")) {
+        on_wait(b, req);
     } else if (strncmp(p, "calls/", 6) == 0 && strlen(p) >= 6 + 64) {
         char id[65];
         const char *rest = p + 6 + 64;
@@ -1107,8 +1357,10 @@ static void run_retention(prpc_broker_t *b, int64_t now)
     if (prpc_store_calls_expire(b->store, now - b->expire_ms, &removed, &err) != 0)
         return;
     remove_unreferenced_blobs(b, now - b->expire_ms);
-    if (removed > 0)
+    if (removed > 0) {
         notify_calls(b, NULL, 1);
+        notify_batches(b, NULL, 0);
+    }
 }
 
 static void on_tick(void *ud, uint64_t now_ms)
@@ -1124,6 +1376,7 @@ static void on_tick(void *ud, uint64_t now_ms)
             w->since = INT64_MIN; /* out of date by definition: answer it */
     }
     notify_calls(b, NULL, 0);
+    notify_batches(b, "", now); /* "" matches no id: only expired waits answer */
     for (node = b->lease_waiters.next; node != &b->lease_waiters;) {
         lease_waiter_t *w = H2O_STRUCT_FROM_MEMBER(lease_waiter_t, link, node);
         node = node->next;
@@ -1140,6 +1393,8 @@ static void on_tick(void *ud, uint64_t now_ms)
                 0 &&
             requeued + failed > 0) {
             notify_calls(b, NULL, 0);
+            if (failed > 0)
+                notify_batches(b, NULL, 0);
             if (requeued > 0)
                 dispatch_leases(b);
         }
@@ -1180,6 +1435,11 @@ static void on_stop(void *ud)
         h2o_linklist_unlink(&w->link);
         prpc_httpd_send_error(w->req, 503, PRPC_ECONN, "the broker is shutting down");
     }
+    while (!h2o_linklist_is_empty(&b->batch_waiters)) {
+        batch_waiter_t *w = H2O_STRUCT_FROM_MEMBER(batch_waiter_t, link, b->batch_waiters.next);
+        h2o_linklist_unlink(&w->link);
+        prpc_httpd_send_error(w->req, 503, PRPC_ECONN, "the broker is shutting down");
+    }
     while (!h2o_linklist_is_empty(&b->lease_waiters)) {
         lease_waiter_t *w = H2O_STRUCT_FROM_MEMBER(lease_waiter_t, link, b->lease_waiters.next);
         h2o_linklist_unlink(&w->link);
@@ -1209,6 +1469,7 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     }
     h2o_linklist_init_anchor(&b->call_waiters);
     h2o_linklist_init_anchor(&b->lease_waiters);
+    h2o_linklist_init_anchor(&b->batch_waiters);
     b->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 30000;
     b->heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 2000;
     b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 3;

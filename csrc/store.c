@@ -230,6 +230,37 @@ int prpc_store_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms
     return rc;
 }
 
+int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
+                                int64_t now_ms, prpc_error_t *err)
+{
+    int rc = check_store(s, err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const prpc_call_t *c = items[i].call;
+        memset(&items[i].current, 0, sizeof(items[i].current));
+        items[i].created = 0;
+        if (c == NULL) {
+            rc = prpc_error_set(err, PRPC_EINVAL, "call %zu of the batch is NULL", i);
+            break;
+        }
+        rc = check_id(c->id, "call id", err);
+        if (rc == 0)
+            rc = check_name(c->function, "function", err);
+        if (rc == 0)
+            rc = check_hex(c->version, 0, PRPC_CALL_ID_HEX, "version", err);
+        if (rc == 0)
+            rc = check_json(c->args_json, "args_json", err);
+        for (size_t j = 0; rc == 0 && j < items[i].nblobs; j++)
+            rc = check_id(items[i].blobs[j], "blob sha256", err);
+    }
+    if (rc < 0)
+        return rc;
+    if (n == 0)
+        return 0;
+    if (injected_write_failure("call submit", err))
+        return PRPC_EIO;
+    return s->ops->call_submit_many(s, items, n, now_ms, err);
+}
+
 int prpc_store_call_get(prpc_store_t *s, const char *id, prpc_call_t *out, prpc_error_t *err)
 {
     int rc;

@@ -121,6 +121,22 @@ const char *prpc_store_backend(const prpc_store_t *s);
 int prpc_store_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
                            prpc_call_t *current, prpc_error_t *err);
 
+/* One call of a prpc_store_call_submit_many batch. */
+typedef struct prpc_submit_item {
+    const prpc_call_t *call;       /* as for prpc_store_call_submit */
+    const char (*blobs)[PRPC_CALL_ID_HEX + 1]; /* blobs the call references (linked if created) */
+    size_t nblobs;
+    int created;                   /* out: 1 when inserted */
+    prpc_call_t current;           /* out: the stored record (prpc_call_cleanup it) */
+} prpc_submit_item_t;
+
+/* Submit n calls and link each new one to its blobs in ONE durable
+ * transaction (one fsync for all: group commit). All or nothing: on error
+ * nothing is stored and the message names the call that failed. Every
+ * referenced blob must be known (prpc_store_blob_add): ENOTFOUND otherwise. */
+int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
+                                int64_t now_ms, prpc_error_t *err);
+
 /* Read call id into out. ENOTFOUND when absent. */
 int prpc_store_call_get(prpc_store_t *s, const char *id, prpc_call_t *out, prpc_error_t *err);
 
@@ -232,6 +248,8 @@ struct prpc_store_ops {
     void (*close)(prpc_store_t *s);
     int (*call_submit)(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
                        prpc_call_t *current, prpc_error_t *err);
+    int (*call_submit_many)(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
+                            int64_t now_ms, prpc_error_t *err);
     int (*call_get)(prpc_store_t *s, const char *id, prpc_call_t *out, prpc_error_t *err);
     int (*lease_next)(prpc_store_t *s, const char *const *functions, const char *const *versions,
                       size_t n, const char *worker, const char *lease_id, int64_t deadline_ms,

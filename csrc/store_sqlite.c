@@ -466,6 +466,47 @@ static int sq_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms,
     return sq_unlock(st, rc);
 }
 
+static int sq_get_blob(struct sq_store *st, const char *sha, uint64_t *size, prpc_error_t *err);
+
+static int sq_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
+                               int64_t now_ms, prpc_error_t *err)
+{
+    struct sq_store *st = sq(s);
+    int rc;
+    sq_lock(st);
+    rc = sq_begin(st, err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const prpc_call_t *c = items[i].call;
+        prpc_call_t *cur = &items[i].current;
+        rc = sq_run(st, SQ_CALL_INSERT, err, "tttti", c->id, c->function, c->version,
+                    c->args_json, now_ms);
+        if (rc == 0)
+            items[i].created = sqlite3_changes(st->db) == 1;
+        if (rc == 0)
+            rc = sq_get_call(st, c->id, cur, NULL, err);
+        if (rc == 0 && (strcmp(cur->function, c->function) != 0 ||
+                        strcmp(cur->version, c->version) != 0))
+            rc = prpc_error_set(err, PRPC_EEXIST,
+                                "call id %s is already stored for function %s version %s, not %s "
+                                "version %s",
+                                c->id, cur->function, cur->version, c->function, c->version);
+        for (size_t j = 0; rc == 0 && items[i].created && j < items[i].nblobs; j++) {
+            uint64_t size;
+            rc = sq_get_blob(st, items[i].blobs[j], &size, err);
+            if (rc == 0)
+                rc = sq_run(st, SQ_LINK, err, "tt", c->id, items[i].blobs[j]);
+        }
+    }
+    if (rc == 0)
+        rc = sq_commit(st, err);
+    if (rc < 0)
+        for (size_t i = 0; i < n; i++) {
+            prpc_call_cleanup(&items[i].current);
+            items[i].created = 0;
+        }
+    return sq_unlock(st, rc);
+}
+
 static int sq_call_get(prpc_store_t *s, const char *id, prpc_call_t *out, prpc_error_t *err)
 {
     struct sq_store *st = sq(s);
@@ -893,6 +934,7 @@ static const struct prpc_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
     .call_submit = sq_call_submit,
+    .call_submit_many = sq_call_submit_many,
     .call_get = sq_call_get,
     .lease_next = sq_lease_next,
     .lease_renew = sq_lease_renew,

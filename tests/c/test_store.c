@@ -600,6 +600,63 @@ static void case_blobs(prpc_store_t *s)
     CHECK_ERR(prpc_store_blob_remove(s, b3, &err), PRPC_ENOTFOUND, b3);
 }
 
+static void case_submit_many(prpc_store_t *s)
+{
+    prpc_call_t c[3];
+    prpc_submit_item_t items[3];
+    char blob[PRPC_CALL_ID_HEX + 1], missing[PRPC_CALL_ID_HEX + 1];
+    char links[1][PRPC_CALL_ID_HEX + 1];
+    char (*unref)[PRPC_CALL_ID_HEX + 1] = NULL;
+    prpc_call_t got = {0};
+    prpc_error_t err;
+    size_t n = 0;
+    memset(c, 0, sizeof(c));
+    memset(items, 0, sizeof(items));
+    idn(blob, 900);
+    idn(missing, 901);
+    CHECK_EQ_INT(prpc_store_blob_add(s, blob, 10, 1, &err), 0);
+    memcpy(links[0], blob, sizeof(links[0]));
+    for (int i = 0; i < 3; i++) {
+        idn(c[i].id, 800 + (unsigned)i);
+        strcpy(c[i].function, "p2prpc_many");
+        strcpy(c[i].version, V1);
+        c[i].args_json = "[]";
+        items[i].call = &c[i];
+    }
+    items[1].blobs = (const char(*)[PRPC_CALL_ID_HEX + 1])links;
+    items[1].nblobs = 1;
+    CHECK_EQ_INT(prpc_store_call_submit_many(s, items, 3, 50, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(items[i].created, 1);
+        CHECK_EQ_STR(items[i].current.id, c[i].id);
+        CHECK_EQ_INT(items[i].current.state, PRPC_CALL_QUEUED);
+        prpc_call_cleanup(&items[i].current);
+    }
+    /* The link holds: the blob is referenced, not offered for removal. */
+    unref = calloc(8, sizeof(*unref));
+    CHECK(unref != NULL);
+    CHECK_EQ_INT(prpc_store_blobs_unreferenced(s, 1000, unref, 8, &n, &err), 0);
+    CHECK_EQ_INT(n, 0);
+    free(unref);
+    /* Again: the same calls, nothing created. */
+    CHECK_EQ_INT(prpc_store_call_submit_many(s, items, 3, 60, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(items[i].created, 0);
+        prpc_call_cleanup(&items[i].current);
+    }
+    /* All or nothing: one bad link (unknown blob) and no new call is stored. */
+    idn(c[0].id, 810);
+    idn(c[1].id, 811);
+    memcpy(links[0], missing, sizeof(links[0]));
+    CHECK_ERR(prpc_store_call_submit_many(s, items, 2, 70, &err), PRPC_ENOTFOUND, missing);
+    CHECK_EQ_INT(items[0].created, 0);
+    CHECK_EQ_INT(prpc_store_call_get(s, c[0].id, &got, &err), PRPC_ENOTFOUND);
+    /* Bad input is refused before anything is written, naming the field. */
+    c[0].args_json = NULL;
+    CHECK_ERR(prpc_store_call_submit_many(s, items, 2, 80, &err), PRPC_EINVAL, "args_json");
+    CHECK_EQ_INT(prpc_store_call_submit_many(s, items, 0, 80, &err), 0);
+}
+
 static void case_calls_expire(prpc_store_t *s)
 {
     prpc_call_t a = {0};
@@ -686,6 +743,7 @@ static const struct store_case {
     {"blobs", case_blobs},
     {"calls_expire", case_calls_expire},
     {"stats", case_stats},
+    {"submit_many", case_submit_many},
 };
 
 /* Run every case on a store from open_case(case name); report each. */

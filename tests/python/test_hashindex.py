@@ -334,3 +334,20 @@ def test_prepare_call_uses_the_index_of_the_cache_path(tmp_path, monkeypatch):
         # index=False never touches an index.
         digests = file_digests(spec, bound, index=False)
         assert len(reads) == 2 and digests == again.files
+
+
+def test_a_sparse_file_over_4_gib(idx, tmp_path):
+    p = tmp_path / "over4g.bin"
+    size = (4 << 30) + 4097
+    with open(p, "wb") as f:
+        f.truncate(size)
+        f.seek((1 << 32) - 3)
+        f.write(b"across the 4 GiB line")
+    time.sleep(AGE_S)
+    want = hashlib.sha256()
+    with open(p, "rb") as f:
+        for b in iter(lambda: f.read(8 << 20), b""):
+            want.update(b)
+    assert digest(idx, p) == (want.hexdigest(), size)
+    assert digest(idx, p) == (want.hexdigest(), size)
+    assert idx.hits == 1
