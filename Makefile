@@ -31,7 +31,7 @@ export LSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressio
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
 .SECONDARY:
-.PHONY: all deps venv install ctest pytest test demo bench fuzz clean
+.PHONY: all deps venv install ctest pytest test demo bench fuzz fuzz-smoke clean
 
 all: install
 
@@ -73,12 +73,20 @@ ctest: deps $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
 
 pytest: install
-	$(VENV)/bin/pytest -q tests/python
+	@# PYTHONSAFEPATH: child Pythons must import the installed package, never ./p2prpc
+	PYTHONSAFEPATH=1 $(VENV)/bin/pytest -q -rs tests/python
 
-test: ctest pytest
+test: ctest fuzz-smoke pytest
 
 demo: install
 	$(VPY) examples/demo.py
+
+# libFuzzer targets (tests/fuzz/README.md): `make fuzz` 60 s each, `make fuzz-smoke` 10 s each.
+fuzz: deps
+	$(MAKE) -f tests/fuzz/fuzz.mk run FUZZ_SECONDS=60
+
+fuzz-smoke: deps
+	$(MAKE) -f tests/fuzz/fuzz.mk run FUZZ_SECONDS=10
 
 bench: install
 	$(VPY) bench/hash.py

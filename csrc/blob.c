@@ -290,11 +290,17 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
     if (fd < 0)
         return prpc_error_errno(err, errno, "opening partial blob %s", sha);
     if (write_all(fd, data, len, offset) != 0 || fsync(fd) != 0) {
-        rc = prpc_error_errno(err, errno, "writing chunk of blob %s", sha);
+        int e = errno;
+        rc = prpc_error_errno(err, e, "writing chunk of blob %s", sha);
         running_drop(bd, sha);
-        /* Keep only the acknowledged prefix, so a resume starts from truth. */
-        if (ftruncate(fd, (off_t)offset) != 0)
+        if (e == ENOSPC || e == EDQUOT) {
+            /* A full disk: keeping the partial would hold the space that every
+             * other upload needs. The upload starts over when there is room. */
+            unlink(path);
+        } else if (ftruncate(fd, (off_t)offset) != 0) {
+            /* Keep only the acknowledged prefix, so a resume starts from truth. */
             rc = prpc_error_errno(err, errno, "truncating partial blob %s", sha);
+        }
         goto out;
     }
     running_feed(bd, sha, offset, data, len);

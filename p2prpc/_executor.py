@@ -8,6 +8,14 @@ down the worker. The kernel SIGKILLs a child when the thread that forked it
 dies (PR_SET_PDEATHSIG); all children are therefore forked by one spawner
 thread that lives as long as the pool, never by a caller's thread.
 
+PR_SET_PDEATHSIG reaches the child only, not the processes the user's
+function started (an ffmpeg, a trainer), which would keep the GPU busy for a
+call already leased elsewhere. So the pool also runs a guardian process (its
+own session, so a Ctrl-C meant for the worker does not reach it) that reads
+the children's process groups from a pipe only the worker holds: when the
+worker dies, even by SIGKILL, the pipe ends and the guardian SIGKILLs every
+group it was told of. Only a process that left its group (setsid) escapes.
+
 The protocol runs over a socketpair passed as a dedicated fd, JSON lines; the
 children's stdout and stderr are the worker's own.
 
@@ -95,6 +103,24 @@ def _failed(type_, message, tb=""):
 
 _CHILD_MAIN = "import sys; from p2prpc._child import main; sys.exit(main())"
 
+# The guardian: "+PGID" / "-PGID" lines add and drop process groups; at the end
+# of its input (the worker closed the pipe or died) it kills those left.
+_GUARDIAN_MAIN = r"""
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    g = int(line)
+    if g > 0:
+        groups.add(g)
+    else:
+        groups.discard(-g)
+for g in groups:
+    try:
+        os.killpg(g, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
 
 class ExecutorPool:
     """`size` warm child processes serving the p2prpc_ functions of
@@ -119,6 +145,9 @@ class ExecutorPool:
         self._early_cancel = {}  # call_id -> monotonic time cancel() came before run()
         self._children = set()  # every live child, for close()
         self._spawn_q = queue.Queue()
+        self._guard_lock = threading.Lock()
+        self._guardian = subprocess.Popen([sys.executable, "-c", _GUARDIAN_MAIN],
+                                          stdin=subprocess.PIPE, start_new_session=True)
         self._spawner = threading.Thread(target=self._spawn_loop, name="p2prpc-spawner",
                                          daemon=True)
         self._spawner.start()
@@ -185,6 +214,7 @@ class ExecutorPool:
         finally:
             child.close()
         c = _Child(popen, parent)
+        self._guard("+", c.pid)  # its group: start_new_session made it the leader
         with self._lock:
             self._children.add(c)
             closed = self._closed
@@ -193,8 +223,22 @@ class ExecutorPool:
             raise RuntimeError("the executor pool is closed")
         return c
 
+    def _guard(self, sign, pgid):
+        """Tell the guardian that process group pgid is to be killed with the
+        worker (sign "+") or is gone (sign "-")."""
+        with self._guard_lock:
+            if self._guardian.stdin.closed:
+                return  # the pool is closed: the guardian has done its work
+            try:
+                self._guardian.stdin.write(b"%s%d\n" % (sign.encode(), pgid))
+                self._guardian.stdin.flush()
+            except (OSError, ValueError) as e:  # it died, or the pool is closed
+                log.warning("the executor guardian is gone (%s): processes the functions start "
+                            "may outlive a killed worker", e)
+
     def _retire(self, c):
         code = c.reap()
+        self._guard("-", c.pid)
         with self._lock:
             self._children.discard(c)
         return code
@@ -375,6 +419,12 @@ class ExecutorPool:
                 self._retire(c)
         for _ in range(len(self._running) + 1):
             self._idle.put(None)  # wake waiters in _take_child
+        with self._guard_lock:
+            try:
+                self._guardian.stdin.close()  # it kills what is left of the groups and ends
+            except OSError:
+                pass
+        self._guardian.wait()
 
     def __enter__(self):
         return self

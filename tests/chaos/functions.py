@@ -7,6 +7,7 @@ the result the client accepted:
 
     start TAG TOKEN PID PPID MS      (PPID: the worker process; MS: wall clock)
     end TAG TOKEN MS
+    spawn TAG PID                    (a helper process the function started)
 
 TOKEN is fresh for every execution and is also returned, so the accepted
 result names the execution it came from. The returned values are a pure
@@ -16,6 +17,7 @@ client receives is a wrong or divergent result.
 import hashlib
 import io
 import os
+import subprocess
 import time
 import uuid
 
@@ -77,3 +79,14 @@ def p2prpc_chaos_file(data: io.IOBase, n: int, tag: str, sleep_ms: int) -> {"out
         f.write(expected_file(content, n))
     _finish(tag, token)
     return {"out": open(path, "rb"), "value": expected_value(n, tag), "token": token}
+
+
+def p2prpc_chaos_spawn(tag: str, sleep_ms: int) -> {"token": str}:
+    """Runs a helper process of its own, as heavy functions do (ffmpeg, a
+    trainer), and waits for it."""
+    token = _begin(tag)
+    helper = subprocess.Popen(["sleep", "%.3f" % (sleep_ms / 1000.0)])
+    _record("spawn %s %d\n" % (tag, helper.pid))
+    helper.wait()
+    _finish(tag, token)
+    return {"token": token}

@@ -206,13 +206,14 @@ class Executions:
     """The parsed executions.log: per tag, the executions in start order, each
     {"token", "pid", "worker", "start_ms", "end_ms"}."""
 
-    def __init__(self, by_tag):
+    def __init__(self, by_tag, spawned=None):
         self.by_tag = by_tag
         self.by_token = {e["token"]: e for runs in by_tag.values() for e in runs}
+        self.spawned = spawned or {}  # tag -> pids of helper processes
 
     @classmethod
     def read(cls, record_dir):
-        by_tag, ends = {}, {}
+        by_tag, ends, spawned = {}, {}, {}
         path = os.path.join(record_dir, chaos_functions.LOG_NAME)
         try:
             with open(path) as f:
@@ -227,11 +228,13 @@ class Executions:
                     "start_ms": int(p[5]), "end_ms": None})
             elif len(p) == 4 and p[0] == "end":
                 ends[p[2]] = int(p[3])
+            elif len(p) == 3 and p[0] == "spawn":
+                spawned.setdefault(p[1], []).append(int(p[2]))
         for runs in by_tag.values():
             runs.sort(key=lambda e: e["start_ms"])
             for e in runs:
                 e["end_ms"] = ends.get(e["token"])
-        return cls(by_tag)
+        return cls(by_tag, spawned)
 
     def in_flight_on(self, worker_pid, at_ms):
         """Tags whose execution on worker_pid had started and not ended at at_ms."""
@@ -400,6 +403,11 @@ class Report:
             if o["outcome"] == "submit-error":
                 if not self.allow_submit_errors:
                     self.problem("call %s: the submit failed: %s" % (o["tag"], o["error"]))
+                ran = len(executions.by_tag.get(o["tag"], []))
+                if ran:
+                    f["unexpected"] += 1
+                    self.problem("call %s: the submit answered an error, yet the call was "
+                                 "stored and ran %d time(s)" % (o["tag"], ran))
                 continue
             if o["outcome"] == "lost" or o["outcome"] is None:
                 f["lost"] += 1

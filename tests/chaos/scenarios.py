@@ -21,12 +21,13 @@ import sys
 import threading
 import time
 
+import functions as chaos_functions
 from harness import (Cluster, Executions, Ledger, Report, alive, client_app, now_ms,
                      random_bytes)
 
 SIZES = {
-    "worker_kills": {"short": dict(calls=60, workers=2, pace_s=0.2),
-                     "long": dict(calls=200, workers=3, pace_s=0.2)},
+    "worker_kills": {"short": dict(calls=60, workers=2, pace_s=0.2, sleep_ms=(100, 400)),
+                     "long": dict(calls=200, workers=3, pace_s=0.2, sleep_ms=(200, 800))},
     "broker_kills": {"short": dict(submits=100, kills=2), "long": dict(submits=500, kills=5)},
     "lost_replies": {"short": dict(calls=50), "long": dict(calls=200)},
     "paused_worker": {"short": dict(rounds=2), "long": dict(rounds=6)},
@@ -121,7 +122,7 @@ def worker_kills(workdir, form):
     try:
         k.start()
         for i in range(size["calls"]):
-            _submit_mix(ledger, rng, i, "k", workdir)
+            _submit_mix(ledger, rng, i, "k", workdir, sleep_ms=size["sleep_ms"])
             time.sleep(size["pace_s"])
         _wait_all(ledger)
     finally:
@@ -571,18 +572,27 @@ def graceful_stop(workdir, form):
             log = w.log()
             if "result delivered" not in log and "stopped" not in log:
                 rep.notes.append("SIG%s worker log: %s" % (name.upper(), log[-400:]))
-        # The queued calls are waiting for a worker: one that is SIGKILLed mid-call.
+        # The queued calls are waiting for a worker: one that is SIGKILLed
+        # mid-call, while the function waits for a helper process it started.
         w = c.add_worker("g-kill")
-        ledger.submit("g-kill-run", 3, 20000)
-        ex = Executions({}).wait_for_start(c.record, "g-kill-run")
+        spawn = app.register_p2p_func()(chaos_functions.p2prpc_chaos_spawn)
+        fut = spawn(tag="g-kill-run", sleep_ms=60000)
+        deadline = time.time() + 30
+        ex = Executions.read(c.record)
+        while not ex.spawned.get("g-kill-run") and time.time() < deadline:
+            time.sleep(0.02)
+            ex = Executions.read(c.record)
+        if not ex.spawned.get("g-kill-run"):
+            raise AssertionError("the spawning call did not start within 30 s")
         fn_pid = ex.by_tag["g-kill-run"][0]["pid"]
+        helper = ex.spawned["g-kill-run"][0]
         kids = w.kill()
         rep.f["kills"] += 1
-        _orphans(kids + [fn_pid], rep, "its SIGKILLed worker (function pid %d)" % fn_pid)
+        _orphans(sorted(set(kids) | {fn_pid, helper}), rep,
+                 "its SIGKILLed worker (function pid %d, its helper %d)" % (fn_pid, helper))
         rep.extra["function process gone after SIGKILL of its worker"] = not alive(fn_pid)
-        ledger.ops["g-kill-run"]["future"].delete()  # 20 s of sleep need not run again
-        ledger.ops.pop("g-kill-run")
-        ledger.order.remove("g-kill-run")
+        rep.extra["helper process of the function gone too"] = not alive(helper)
+        fut.delete()  # a minute of sleep need not run again
         c.add_worker("g-after")
         _wait_all(ledger)
     finally:

@@ -26,6 +26,10 @@ FUZZ_BIN   := $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 # Each run: the working corpus first (new inputs land there), then the seeds.
 FUZZ_RUN_OPTS := -timeout=20 -rss_limit_mb=3072 -print_final_stats=1 -detect_leaks=1
 
+# The same sanitizer settings as `make ctest` (the top Makefile exports them too).
+export LSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressions=0
+export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+
 .PHONY: build run
 .SECONDARY:
 

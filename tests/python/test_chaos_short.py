@@ -95,3 +95,4 @@ def test_graceful_stop_and_sigkill(tmp_path):
         assert code == "0"
         assert float(seconds) < 10
     assert rep["extra"]["function process gone after SIGKILL of its worker"] is True
+    assert rep["extra"]["helper process of the function gone too"] is True

@@ -216,6 +216,8 @@ def net(tmp_path, fns):
 def run_client(net, src, n, name="clientdb", env=None, **kw):
     full_env = dict(os.environ, PYTHONUNBUFFERED="1")
     full_env.update(env or {})
+    # cwd: the installed package, never a source checkout in the working directory.
+    kw.setdefault("cwd", str(net.tmp_path))
     return subprocess.Popen([sys.executable, "-c", CLIENT, net.fns.path, net.discovery,
                              str(net.tmp_path / name), str(src), str(n)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -382,7 +384,8 @@ def test_empty_files_several_files_and_non_ascii_names(net, tmp_path):
     with open(empty, "rb") as a, open(named, "rb") as b, open(third, "rb") as c:
         res = three(a=a, b=b, c=c, n=5).get(timeout=60)
     empty_sha = hashlib.sha256(b"").hexdigest()
-    assert ast.literal_eval(res["digests"]) == [[empty_sha, 0], [sha_of(named), 14000], [third_sha, 3 * MiB + 5]]
+    assert ast.literal_eval(res["digests"]) == [[empty_sha, 0], [sha_of(named), 14000],
+                                                [third_sha, 3 * MiB + 5]]
     assert res["n"] == 5
     assert res["empty"].read() == b""
     res["empty"].close()
@@ -467,10 +470,6 @@ def test_disk_full_is_a_clear_error_and_the_broker_keeps_serving(full_net, tmp_p
     assert not os.path.exists(tmp_path / "broker" / "blobs" / sha[:2] / sha[2:])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "blob.c keeps the acknowledged prefix of a partial blob whose write hit ENOSPC "
-    "(ftruncate to the offset) so the blob directory stays full and every later upload "
-    "fails too; the fix is to unlink the partial on ENOSPC/EDQUOT"))
 def test_disk_full_leaves_no_partial_blob_and_small_files_still_go(full_net, tmp_path):
     app, sha, _ = fill_the_disk(full_net, tmp_path)
     left = os.listdir(tmp_path / "broker" / "blobs" / "tmp")

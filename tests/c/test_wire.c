@@ -1,0 +1,645 @@
+/* test_wire.c - the wire documents (csrc/wire.c): JSON bodies, function
+ * declarations, typed values and submits. Every error path checks the code
+ * and that the message names what was wrong. Call ids in the expectations are
+ * computed with ident.c, which test_ident.c checks against reference values. */
+#include "hash.h"
+#include "ident.h"
+#include "test.h"
+#include "wire.h"
+
+#define V_ALL "abababababababababababababababababababababababababababababababab"
+#define V_SMALL "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
+#define HELD "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"
+#define NOT_HELD "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"
+
+static const char FUNCTIONS[] =
+    "[{\"name\": \"all\", \"version\": \"" V_ALL "\", \"args\": ["
+    "{\"name\": \"n\", \"kind\": \"int\"}, {\"name\": \"x\", \"kind\": \"float\"}, "
+    "{\"name\": \"b\", \"kind\": \"bool\"}, {\"name\": \"s\", \"kind\": \"str\"}, "
+    "{\"name\": \"f\", \"kind\": \"file\"}], \"returns\": [{\"name\": \"m\", \"kind\": \"int\"}]}, "
+    "{\"name\": \"small\", \"version\": \"" V_SMALL "\", \"args\": ["
+    "{\"name\": \"n\", \"kind\": \"int\"}], \"returns\": []}]";
+
+/* The receiver holds blob HELD at size 5 only. */
+static int holds(void *ud, const char *sha, uint64_t size)
+{
+    int *asked = ud;
+    if (asked != NULL)
+        (*asked)++;
+    return strcmp(sha, HELD) == 0 && size == 5;
+}
+
+static int contains(const char *haystack, const char *needle)
+{
+    return haystack != NULL && strstr(haystack, needle) != NULL;
+}
+
+#define CHECK_ERR(rc, err, want, needle)                                               \
+    do {                                                                              \
+        CHECK_EQ_INT((rc), (want));                                                   \
+        CHECK_EQ_INT((err).code, (want));                                             \
+        if (!contains((err).message, (needle))) {                                     \
+            fprintf(stderr, "  FAIL %s:%d: message \"%s\" lacks \"%s\"\n", __FILE__,  \
+                    __LINE__, (err).message, (needle));                               \
+            test_failed_ = 1;                                                         \
+            return;                                                                   \
+        }                                                                             \
+    } while (0)
+
+/* ---- prpc_json_parse ---------------------------------------------------- */
+
+TEST(json_parse_errors)
+{
+    prpc_error_t err;
+    char *big;
+    bson_t *doc = prpc_json_parse("", 0, "submit", &err);
+    CHECK(doc == NULL);
+    CHECK_ERR(err.code, err, PRPC_EINVAL, "submit: the body is empty");
+    doc = prpc_json_parse("{\"a\": ", 6, "lease request", &err);
+    CHECK(doc == NULL);
+    CHECK_ERR(err.code, err, PRPC_EINVAL, "lease request: invalid JSON");
+    big = malloc(PRPC_WIRE_META_MAX + 2);
+    CHECK(big != NULL);
+    memset(big, ' ', PRPC_WIRE_META_MAX + 1);
+    big[0] = '{';
+    big[PRPC_WIRE_META_MAX] = '}';
+    doc = prpc_json_parse(big, PRPC_WIRE_META_MAX + 1, "result", &err);
+    free(big);
+    CHECK(doc == NULL);
+    CHECK_ERR(err.code, err, PRPC_ELIMIT, "result: body of 1048577 bytes exceeds the metadata "
+                                          "limit of 1048576");
+    doc = prpc_json_parse("{\"s\": \"x\", \"n\": 5}", 18, "x", &err);
+    CHECK(doc != NULL);
+    CHECK_EQ_STR(prpc_doc_str(doc, "s"), "x");
+    CHECK(prpc_doc_str(doc, "n") == NULL);
+    {
+        double d = 0;
+        CHECK_EQ_INT(prpc_doc_num(doc, "n", &d), 1);
+        CHECK(d == 5);
+        CHECK_EQ_INT(prpc_doc_num(doc, "s", &d), 0);
+        CHECK_EQ_INT(prpc_doc_num(doc, "missing", &d), 0);
+    }
+    bson_destroy(doc);
+}
+
+TEST(valid_hex)
+{
+    CHECK_EQ_INT(prpc_valid_hex("0af9", 4), 1);
+    CHECK_EQ_INT(prpc_valid_hex("0aF9", 4), 0);
+    CHECK_EQ_INT(prpc_valid_hex("0af", 4), 0);
+    CHECK_EQ_INT(prpc_valid_hex("0af99", 4), 0);
+    CHECK_EQ_INT(prpc_valid_hex("0ag9", 4), 0);
+    CHECK_EQ_INT(prpc_valid_hex(NULL, 4), 0);
+}
+
+/* ---- prpc_functions_parse ----------------------------------------------- */
+
+static int parse_fns(const char *json, prpc_error_t *err)
+{
+    prpc_functions_t fs;
+    int rc;
+    memset(&fs, 0, sizeof(fs));
+    rc = prpc_functions_parse(&fs, json, err);
+    prpc_functions_cleanup(&fs);
+    return rc;
+}
+
+TEST(functions_parse_and_listing)
+{
+    prpc_functions_t fs;
+    prpc_error_t err;
+    const prpc_fn_t *f;
+    memset(&fs, 0, sizeof(fs));
+    CHECK_EQ_INT(prpc_functions_parse(&fs, FUNCTIONS, &err), 0);
+    CHECK_EQ_INT(fs.n, 2);
+    f = prpc_functions_find(&fs, "all");
+    CHECK(f == &fs.fns[0]);
+    CHECK_EQ_STR(f->version, V_ALL);
+    CHECK_EQ_INT(f->nargs, 5);
+    CHECK_EQ_INT(f->args[4].kind, PRPC_IDENT_TAG_FILE);
+    CHECK_EQ_STR(f->args[3].name, "s");
+    CHECK_EQ_INT(f->nreturns, 1);
+    CHECK(prpc_functions_find(&fs, "small") == &fs.fns[1]);
+    CHECK(prpc_functions_find(&fs, "nope") == NULL);
+    CHECK_EQ_STR(fs.listing_json,
+                 "{\"functions\": [{\"name\": \"all\", \"version\": \"" V_ALL "\", \"args\": ["
+                 "{\"name\": \"n\", \"kind\": \"int\"}, {\"name\": \"x\", \"kind\": \"float\"}, "
+                 "{\"name\": \"b\", \"kind\": \"bool\"}, {\"name\": \"s\", \"kind\": \"str\"}, "
+                 "{\"name\": \"f\", \"kind\": \"file\"}], \"returns\": [{\"name\": \"m\", "
+                 "\"kind\": \"int\"}]}, {\"name\": \"small\", \"version\": \"" V_SMALL "\", "
+                 "\"args\": [{\"name\": \"n\", \"kind\": \"int\"}], \"returns\": []}]}");
+    prpc_functions_cleanup(&fs);
+    CHECK(fs.fns == NULL && fs.n == 0 && fs.listing_json == NULL);
+}
+
+TEST(functions_parse_errors)
+{
+    prpc_error_t err;
+    char *many;
+    size_t len = 0;
+    CHECK_ERR(parse_fns("[{", &err), err, PRPC_EINVAL, "functions: invalid JSON");
+    CHECK_ERR(parse_fns("[]", &err), err, PRPC_EINVAL, "1 to 256 functions, got 0");
+    CHECK_ERR(parse_fns("[1]", &err), err, PRPC_EINVAL, "functions: entry 0 is not an object");
+    CHECK_ERR(parse_fns("[{\"version\": \"" V_ALL "\", \"args\": [], \"returns\": []}]", &err),
+              err, PRPC_EINVAL, "entry 0 needs a name and a 64-hex version");
+    CHECK_ERR(parse_fns("[{\"name\": \"\", \"version\": \"" V_ALL "\", \"args\": [], "
+                        "\"returns\": []}]",
+                        &err),
+              err, PRPC_EINVAL, "entry 0 needs a name");
+    CHECK_ERR(parse_fns("[{\"name\": 5, \"version\": \"" V_ALL "\", \"args\": [], "
+                        "\"returns\": []}]",
+                        &err),
+              err, PRPC_EINVAL, "entry 0 needs a name");
+    CHECK_ERR(parse_fns("[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": [], "
+                        "\"returns\": []}, {\"name\": \"b\", \"version\": \"ABAB\", "
+                        "\"args\": [], \"returns\": []}]",
+                        &err),
+              err, PRPC_EINVAL, "entry 1 needs a name and a 64-hex version");
+    CHECK_ERR(parse_fns("[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": {}, "
+                        "\"returns\": []}]",
+                        &err),
+              err, PRPC_EINVAL, "function a: \"args\" must be an array");
+    CHECK_ERR(parse_fns("[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": [], "
+                        "\"returns\": 1}]",
+                        &err),
+              err, PRPC_EINVAL, "function a: \"returns\" must be an array");
+    CHECK_ERR(parse_fns("[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": [{\"name\": "
+                        "\"n\", \"kind\": \"int\"}, {\"name\": \"m\", \"kind\": \"complex\"}], "
+                        "\"returns\": []}]",
+                        &err),
+              err, PRPC_EINVAL, "function a: entry 1 of \"args\" needs a name and a kind");
+    CHECK_ERR(parse_fns("[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": [{\"kind\": "
+                        "\"int\"}], \"returns\": []}]",
+                        &err),
+              err, PRPC_EINVAL, "entry 0 of \"args\" needs a name and a kind");
+    CHECK_ERR(parse_fns("[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": [7], "
+                        "\"returns\": []}]",
+                        &err),
+              err, PRPC_EINVAL, "entry 0 of \"args\"");
+    /* A returns entry fails after args were read (wire.c must free them). */
+    CHECK_ERR(parse_fns("[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": [{\"name\": "
+                        "\"n\", \"kind\": \"int\"}], \"returns\": [{\"name\": \"m\"}]}]",
+                        &err),
+              err, PRPC_EINVAL, "function a: entry 0 of \"returns\" needs a name and a kind");
+    CHECK_ERR(parse_fns("[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": []}]", &err),
+              err, PRPC_EINVAL, "function a: \"args\" and \"returns\" are needed");
+    CHECK_ERR(parse_fns("[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": [], "
+                        "\"returns\": []}, {\"name\": \"a\", \"version\": \"" V_SMALL "\", "
+                        "\"args\": [], \"returns\": []}]",
+                        &err),
+              err, PRPC_EINVAL, "function a is declared twice");
+
+    /* Names longer than PRPC_WIRE_NAME_MAX, for a function and an argument. */
+    many = malloc(PRPC_WIRE_NAME_MAX * 2 + 512);
+    CHECK(many != NULL);
+    snprintf(many, PRPC_WIRE_NAME_MAX * 2 + 512,
+             "[{\"name\": \"%0*d\", \"version\": \"" V_ALL "\", \"args\": [], \"returns\": []}]",
+             PRPC_WIRE_NAME_MAX + 1, 0);
+    CHECK_ERR(parse_fns(many, &err), err, PRPC_EINVAL, "entry 0 needs a name");
+    snprintf(many, PRPC_WIRE_NAME_MAX * 2 + 512,
+             "[{\"name\": \"a\", \"version\": \"" V_ALL "\", \"args\": [{\"name\": \"%0*d\", "
+             "\"kind\": \"int\"}], \"returns\": []}]",
+             PRPC_WIRE_NAME_MAX + 1, 0);
+    CHECK_ERR(parse_fns(many, &err), err, PRPC_EINVAL, "entry 0 of \"args\" needs a name");
+    free(many);
+
+    /* More than PRPC_WIRE_FUNCTIONS_MAX functions, more than PRPC_WIRE_ARGS_MAX args. */
+    many = malloc(200 * (PRPC_WIRE_FUNCTIONS_MAX + 2));
+    CHECK(many != NULL);
+    len = (size_t)sprintf(many, "[");
+    for (int i = 0; i <= PRPC_WIRE_FUNCTIONS_MAX; i++)
+        len += (size_t)sprintf(many + len, "%s{\"name\": \"f%d\", \"version\": \"" V_ALL
+                                           "\", \"args\": [], \"returns\": []}",
+                               i ? ", " : "", i);
+    sprintf(many + len, "]");
+    CHECK_ERR(parse_fns(many, &err), err, PRPC_EINVAL, "got 257");
+    len = (size_t)sprintf(many, "[{\"name\": \"wide\", \"version\": \"" V_ALL "\", \"args\": [");
+    for (int i = 0; i <= PRPC_WIRE_ARGS_MAX; i++)
+        len += (size_t)sprintf(many + len, "%s{\"name\": \"a%d\", \"kind\": \"int\"}",
+                               i ? ", " : "", i);
+    sprintf(many + len, "], \"returns\": []}]");
+    CHECK_ERR(parse_fns(many, &err), err, PRPC_ELIMIT, "function wide: more than 256 args");
+    free(many);
+}
+
+TEST(functions_duplicate_key_is_not_leaked)
+{
+    /* libbson keeps duplicate keys; the last "args" wins and nothing leaks
+     * (LeakSanitizer checks at exit). */
+    prpc_functions_t fs;
+    prpc_error_t err;
+    memset(&fs, 0, sizeof(fs));
+    CHECK_EQ_INT(prpc_functions_parse(&fs, "[{\"name\": \"a\", \"version\": \"" V_ALL
+                                           "\", \"args\": [], \"args\": [{\"name\": \"n\", "
+                                           "\"kind\": \"int\"}], \"returns\": []}]",
+                                      &err),
+                 0);
+    CHECK_EQ_INT(fs.fns[0].nargs, 1);
+    prpc_functions_cleanup(&fs);
+}
+
+/* ---- prpc_wire_check_typed ---------------------------------------------- */
+
+typedef struct typed_case {
+    prpc_functions_t fs;
+    bson_t *doc;
+    prpc_buf_t out;
+    char blobs[8][65];
+    size_t nblobs;
+    prpc_error_t err;
+    int asked;
+} typed_case_t;
+
+/* Check {"a": <array_json>} as the arguments of `fn` (no identity). */
+static int typed(typed_case_t *t, const char *fn, const char *array_json, int with_id)
+{
+    char body[4096];
+    bson_iter_t it;
+    const prpc_fn_t *f;
+    prpc_ident_t *id = NULL;
+    int rc;
+    memset(t, 0, sizeof(*t));
+    if (prpc_functions_parse(&t->fs, FUNCTIONS, &t->err) != 0)
+        return 99;
+    snprintf(body, sizeof(body), "{\"a\": %s}", array_json);
+    t->doc = prpc_json_parse(body, strlen(body), "test", &t->err);
+    if (t->doc == NULL || !bson_iter_init_find(&it, t->doc, "a"))
+        return 98;
+    f = prpc_functions_find(&t->fs, fn);
+    if (with_id)
+        id = prpc_ident_new(f->name, f->version, (uint32_t)f->nargs, NULL);
+    rc = prpc_wire_check_typed(f, f->args, f->nargs, "arguments", &it, holds, &t->asked, id,
+                               &t->out, t->blobs, &t->nblobs, &t->err);
+    prpc_ident_free(id);
+    if (rc != 0 && getenv("TEST_WIRE_DEBUG"))
+        fprintf(stderr, "  typed: %s\n", t->err.message);
+    return rc;
+}
+
+static void typed_done(typed_case_t *t)
+{
+    prpc_buf_cleanup(&t->out);
+    if (t->doc != NULL)
+        bson_destroy(t->doc);
+    prpc_functions_cleanup(&t->fs);
+}
+
+#define ENTRY_N(v) "{\"name\": \"n\", \"kind\": \"int\", \"value\": " v "}"
+#define ENTRY_X "{\"name\": \"x\", \"kind\": \"float\", \"value\": \"3ff8000000000000\"}"
+#define ENTRY_B "{\"name\": \"b\", \"kind\": \"bool\", \"value\": true}"
+#define ENTRY_S "{\"name\": \"s\", \"kind\": \"str\", \"value\": \"h\\u00e9\\\"llo\\n\"}"
+#define ENTRY_F "{\"name\": \"f\", \"kind\": \"file\", \"blob\": \"" HELD "\", \"size\": 5, " \
+                "\"filename\": \"../../etc/passwd\"}"
+
+#define TYPED_ERR(fn, json, want, needle)                                              \
+    do {                                                                              \
+        typed_case_t t_;                                                              \
+        int rc_ = typed(&t_, fn, json, 1);                                            \
+        typed_done(&t_);                                                              \
+        CHECK_ERR(rc_, t_.err, want, needle);                                         \
+    } while (0)
+
+TEST(typed_canonical_output)
+{
+    typed_case_t t;
+    int rc = typed(&t, "all",
+                   "[" ENTRY_N("\"-12345678901234567890123\"") ", " ENTRY_X ", " ENTRY_B
+                   ", " ENTRY_S ", " ENTRY_F "]",
+                   1);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_STR(t.out.data,
+                 "[{\"name\": \"n\", \"kind\": \"int\", \"value\": \"-12345678901234567890123\"}, "
+                 "{\"name\": \"x\", \"kind\": \"float\", \"value\": \"3ff8000000000000\"}, "
+                 "{\"name\": \"b\", \"kind\": \"bool\", \"value\": true}, "
+                 "{\"name\": \"s\", \"kind\": \"str\", \"value\": \"h\xc3\xa9\\\"llo\\n\"}, "
+                 "{\"name\": \"f\", \"kind\": \"file\", \"blob\": \"" HELD "\", \"size\": 5, "
+                 "\"filename\": \"../../etc/passwd\"}]");
+    CHECK_EQ_INT(t.nblobs, 1);
+    CHECK_EQ_STR(t.blobs[0], HELD);
+    CHECK_EQ_INT(t.asked, 1);
+    typed_done(&t);
+}
+
+TEST(typed_unknown_fields_are_ignored_and_dropped)
+{
+    typed_case_t t;
+    int rc = typed(&t, "small",
+                   "[{\"name\": \"n\", \"kind\": \"int\", \"value\": \"0\", \"extra\": [1], "
+                   "\"blob\": \"zz\"}]",
+                   1);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_STR(t.out.data, "[{\"name\": \"n\", \"kind\": \"int\", \"value\": \"0\"}]");
+    typed_done(&t);
+}
+
+TEST(typed_file_without_filename_and_long_filename)
+{
+    typed_case_t t;
+    char json[3000], want[3000];
+    int rc = typed(&t, "all",
+                   "[" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B ", " ENTRY_S
+                   ", {\"name\": \"f\", \"kind\": \"file\", \"blob\": \"" HELD "\", \"size\": 5}]",
+                   0);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(contains(t.out.data, "\"size\": 5, \"filename\": \"\"}]"));
+    typed_done(&t);
+    /* A file name is metadata: kept up to PRPC_WIRE_FILENAME_MAX bytes. */
+    snprintf(json, sizeof(json),
+             "[" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B ", " ENTRY_S
+             ", {\"name\": \"f\", \"kind\": \"file\", \"blob\": \"" HELD "\", \"size\": 5, "
+             "\"filename\": \"%0*d\"}]",
+             PRPC_WIRE_FILENAME_MAX + 100, 0);
+    rc = typed(&t, "all", json, 0);
+    CHECK_EQ_INT(rc, 0);
+    snprintf(want, sizeof(want), "\"filename\": \"%0*d\"}]", PRPC_WIRE_FILENAME_MAX, 0);
+    CHECK(contains(t.out.data, want));
+    typed_done(&t);
+}
+
+TEST(typed_shape_errors)
+{
+    TYPED_ERR("small", "{\"0\": 1}", PRPC_EINVAL, "arguments of small must be an array");
+    TYPED_ERR("small", "[" ENTRY_N("\"1\"") ", " ENTRY_N("\"2\"") "]", PRPC_EINVAL,
+              "arguments of small: more than the 1 declared");
+    TYPED_ERR("small", "[5]", PRPC_EINVAL, "arguments of small: entry 0 is not an object");
+    TYPED_ERR("small", "[{\"name\": \"m\", \"kind\": \"int\", \"value\": \"1\"}]", PRPC_EINVAL,
+              "entry 0 must be \"n\" (declaration order), got \"m\"");
+    TYPED_ERR("small", "[{\"kind\": \"int\", \"value\": \"1\"}]", PRPC_EINVAL,
+              "entry 0 must be \"n\" (declaration order), got \"(none)\"");
+    TYPED_ERR("small", "[{\"name\": \"n\", \"kind\": \"str\", \"value\": \"1\"}]", PRPC_EINVAL,
+              "\"n\" is declared int, got kind str");
+    TYPED_ERR("small", "[{\"name\": \"n\", \"value\": \"1\"}]", PRPC_EINVAL,
+              "\"n\" is declared int, got kind (none)");
+    TYPED_ERR("small", "[]", PRPC_EINVAL, "arguments of small: 0 given, 1 declared");
+    TYPED_ERR("all", "[" ENTRY_N("\"1\"") ", " ENTRY_X "]", PRPC_EINVAL,
+              "arguments of all: 2 given, 5 declared");
+}
+
+TEST(typed_int_errors)
+{
+    static const char *bad[] = {"\"007\"", "\"-0\"", "\"\"", "\"-\"", "\"12a\"", "\"+5\"",
+                                "\" 5\"", "\"1.0\"", "5", "true", "null", "\"0x10\""};
+    char json[256];
+    for (size_t i = 0; i < PRPC_ARRAY_LEN(bad); i++) {
+        snprintf(json, sizeof(json), "[" ENTRY_N("%s") "]", bad[i]);
+        TYPED_ERR("small", json, PRPC_EINVAL, "\"n\" must be a decimal integer string");
+    }
+}
+
+TEST(typed_int_digit_limit)
+{
+    size_t n = PRPC_WIRE_INT_DIGITS_MAX + 1;
+    char *json = malloc(n + 128);
+    typed_case_t t;
+    int rc;
+    CHECK(json != NULL);
+    /* Exactly the limit is accepted... */
+    sprintf(json, "[{\"name\": \"n\", \"kind\": \"int\", \"value\": \"1%0*d\"}]",
+            (int)(n - 2), 0);
+    rc = typed(&t, "small", json, 1);
+    typed_done(&t);
+    CHECK_EQ_INT(rc, 0);
+    /* ...one digit more is not. */
+    sprintf(json, "[{\"name\": \"n\", \"kind\": \"int\", \"value\": \"1%0*d\"}]",
+            (int)(n - 1), 0);
+    rc = typed(&t, "small", json, 1);
+    typed_done(&t);
+    free(json);
+    CHECK_ERR(rc, t.err, PRPC_EINVAL, "\"n\" must be a decimal integer string");
+}
+
+TEST(typed_float_bool_str_errors)
+{
+    static const char *bad_float[] = {"\"3ff800000000000\"", "\"3FF8000000000000\"",
+                                      "\"3ff80000000000000\"", "\"3ff800000000000g\"", "1.5",
+                                      "null"};
+    char json[512];
+    for (size_t i = 0; i < PRPC_ARRAY_LEN(bad_float); i++) {
+        snprintf(json, sizeof(json),
+                 "[" ENTRY_N("\"1\"") ", {\"name\": \"x\", \"kind\": \"float\", \"value\": %s}]",
+                 bad_float[i]);
+        TYPED_ERR("all", json, PRPC_EINVAL, "\"x\" must be the 16 hex digits of a float's bits");
+    }
+    TYPED_ERR("all",
+              "[" ENTRY_N("\"1\"") ", " ENTRY_X ", {\"name\": \"b\", \"kind\": \"bool\", "
+              "\"value\": \"true\"}]",
+              PRPC_EINVAL, "\"b\" must be true or false");
+    TYPED_ERR("all",
+              "[" ENTRY_N("\"1\"") ", " ENTRY_X ", {\"name\": \"b\", \"kind\": \"bool\", "
+              "\"value\": 1}]",
+              PRPC_EINVAL, "\"b\" must be true or false");
+    TYPED_ERR("all",
+              "[" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B ", {\"name\": \"s\", \"kind\": "
+              "\"str\", \"value\": 5}]",
+              PRPC_EINVAL, "\"s\" must be a string");
+    TYPED_ERR("all",
+              "[" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B ", {\"name\": \"s\", \"kind\": "
+              "\"str\"}]",
+              PRPC_EINVAL, "\"s\" must be a string");
+}
+
+TEST(typed_str_invalid_utf8_refused_by_the_identity)
+{
+    /* \xff is not UTF-8. When libbson lets it through, the identity refuses it. */
+    typed_case_t t;
+    int rc = typed(&t, "all",
+                   "[" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B
+                   ", {\"name\": \"s\", \"kind\": \"str\", \"value\": \"a\xff\"}, " ENTRY_F "]",
+                   1);
+    typed_done(&t);
+    CHECK(rc != 0);
+    CHECK(rc == 98 || (t.err.code == PRPC_EINVAL && contains(t.err.message, "UTF-8")));
+}
+
+TEST(typed_file_errors)
+{
+    static const char *bad[] = {
+        "\"blob\": \"" HELD "\"",                     /* no size */
+        "\"blob\": \"" HELD "\", \"size\": -1",       /* negative */
+        "\"blob\": \"" HELD "\", \"size\": \"5\"",    /* size as text */
+        "\"blob\": \"" HELD "\", \"size\": 5.5",      /* not an integer */
+        "\"size\": 5",                                /* no blob */
+        "\"blob\": \"../../../../etc/passwd\", \"size\": 5",
+        "\"blob\": \"0A0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a\", "
+        "\"size\": 5",
+        "\"blob\": \"0a0a\", \"size\": 5",
+    };
+    char json[1024];
+    for (size_t i = 0; i < PRPC_ARRAY_LEN(bad); i++) {
+        snprintf(json, sizeof(json),
+                 "[" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B ", " ENTRY_S
+                 ", {\"name\": \"f\", \"kind\": \"file\", %s}]",
+                 bad[i]);
+        TYPED_ERR("all", json, PRPC_EINVAL, "file \"f\" needs \"blob\" (64 hex) and \"size\"");
+    }
+    TYPED_ERR("all",
+              "[" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B ", " ENTRY_S
+              ", {\"name\": \"f\", \"kind\": \"file\", \"blob\": \"" NOT_HELD "\", \"size\": 5}]",
+              PRPC_ENOTFOUND, "blob " NOT_HELD " of file \"f\" has not been uploaded");
+    /* Held, but not at that size. */
+    TYPED_ERR("all",
+              "[" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B ", " ENTRY_S
+              ", {\"name\": \"f\", \"kind\": \"file\", \"blob\": \"" HELD "\", \"size\": 6}]",
+              PRPC_ENOTFOUND, "blob " HELD " of file \"f\" has not been uploaded");
+}
+
+TEST(typed_file_without_a_blob_check_is_not_found)
+{
+    typed_case_t t;
+    bson_iter_t it;
+    const prpc_fn_t *f;
+    int rc = typed(&t, "small", "[" ENTRY_N("\"1\"") "]", 0);
+    CHECK_EQ_INT(rc, 0);
+    typed_done(&t);
+    memset(&t, 0, sizeof(t));
+    CHECK_EQ_INT(prpc_functions_parse(&t.fs, FUNCTIONS, &t.err), 0);
+    t.doc = prpc_json_parse("{\"a\": [" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B ", " ENTRY_S
+                            ", " ENTRY_F "]}",
+                            strlen("{\"a\": [" ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B
+                                   ", " ENTRY_S ", " ENTRY_F "]}"),
+                            "t", &t.err);
+    CHECK(t.doc != NULL && bson_iter_init_find(&it, t.doc, "a"));
+    f = prpc_functions_find(&t.fs, "all");
+    rc = prpc_wire_check_typed(f, f->args, f->nargs, "outputs", &it, NULL, NULL, NULL, &t.out,
+                               t.blobs, &t.nblobs, &t.err);
+    typed_done(&t);
+    CHECK_ERR(rc, t.err, PRPC_ENOTFOUND, "outputs of all: blob " HELD);
+}
+
+/* ---- prpc_wire_decode_submit -------------------------------------------- */
+
+static void small_id(int64_t n, char out[65])
+{
+    prpc_ident_t *id = prpc_ident_new("small", V_SMALL, 1, NULL);
+    prpc_ident_add_int64(id, "n", n, NULL);
+    prpc_ident_finish(id, out, NULL);
+    prpc_ident_free(id);
+}
+
+static int submit(const char *body, prpc_submit_t *s, prpc_error_t *err)
+{
+    prpc_functions_t fs;
+    bson_t *doc;
+    int rc;
+    memset(&fs, 0, sizeof(fs));
+    if (prpc_functions_parse(&fs, FUNCTIONS, err) != 0)
+        return 99;
+    doc = prpc_json_parse(body, strlen(body), "submit", err);
+    if (doc == NULL) {
+        prpc_functions_cleanup(&fs);
+        return 98;
+    }
+    rc = prpc_wire_decode_submit(&fs, doc, holds, NULL, s, err);
+    if (rc == 0) {
+        /* s->fn points into fs: check it before fs goes. */
+        rc = strcmp(s->fn->name, "small") == 0 || strcmp(s->fn->name, "all") == 0 ? 0 : 97;
+    }
+    bson_destroy(doc);
+    prpc_functions_cleanup(&fs);
+    return rc;
+}
+
+TEST(submit_accepted)
+{
+    char id[65], body[512];
+    prpc_submit_t s;
+    prpc_error_t err;
+    small_id(-42, id);
+    snprintf(body, sizeof(body),
+             "{\"id\": \"%s\", \"function\": \"small\", \"version\": \"" V_SMALL "\", "
+             "\"args\": [" ENTRY_N("\"-42\"") "], \"unknown\": {\"ignored\": true}}",
+             id);
+    CHECK_EQ_INT(submit(body, &s, &err), 0);
+    CHECK_EQ_STR(s.id, id);
+    CHECK_EQ_STR(s.args_json, "[{\"name\": \"n\", \"kind\": \"int\", \"value\": \"-42\"}]");
+    CHECK_EQ_INT(s.nblobs, 0);
+    prpc_submit_cleanup(&s);
+    CHECK(s.args_json == NULL && s.blobs == NULL);
+}
+
+TEST(submit_with_a_file)
+{
+    char id[65], body[1024];
+    uint8_t raw[32];
+    prpc_submit_t s;
+    prpc_error_t err;
+    prpc_ident_t *ident = prpc_ident_new("all", V_ALL, 5, NULL);
+    prpc_ident_add_int64(ident, "n", 1, NULL);
+    prpc_ident_add_float(ident, "x", 1.5, NULL);
+    prpc_ident_add_bool(ident, "b", 1, NULL);
+    prpc_ident_add_str(ident, "s", "h\xc3\xa9\"llo\n", 8, NULL);
+    prpc_hex_decode(HELD, 64, raw, 32, NULL);
+    prpc_ident_add_file_sha256(ident, "f", raw, NULL);
+    prpc_ident_finish(ident, id, NULL);
+    prpc_ident_free(ident);
+    snprintf(body, sizeof(body),
+             "{\"id\": \"%s\", \"function\": \"all\", \"version\": \"" V_ALL "\", \"args\": ["
+             ENTRY_N("\"1\"") ", " ENTRY_X ", " ENTRY_B ", " ENTRY_S ", " ENTRY_F "]}",
+             id);
+    CHECK_EQ_INT(submit(body, &s, &err), 0);
+    CHECK_EQ_STR(s.id, id);
+    CHECK_EQ_INT(s.nblobs, 1);
+    CHECK_EQ_STR(s.blobs[0], HELD);
+    prpc_submit_cleanup(&s);
+}
+
+TEST(submit_errors)
+{
+    char id[65], body[1024];
+    prpc_submit_t s;
+    prpc_error_t err;
+    small_id(7, id);
+#define SUBMIT_ERR(want, needle, ...)                                                   \
+    do {                                                                              \
+        snprintf(body, sizeof(body), __VA_ARGS__);                                    \
+        CHECK_ERR(submit(body, &s, &err), err, want, needle);                         \
+        CHECK(s.args_json == NULL && s.blobs == NULL && s.fn == NULL);                \
+    } while (0)
+    SUBMIT_ERR(PRPC_EINVAL, "submit needs \"id\" (64 hex), \"function\" and \"version\"",
+               "{\"function\": \"small\", \"version\": \"" V_SMALL "\", \"args\": []}");
+    SUBMIT_ERR(PRPC_EINVAL, "submit needs \"id\"",
+               "{\"id\": \"%.63s\", \"function\": \"small\", \"version\": \"" V_SMALL
+               "\", \"args\": []}",
+               id);
+    SUBMIT_ERR(PRPC_EINVAL, "submit needs \"id\"",
+               "{\"id\": \"%s\", \"function\": 5, \"version\": \"" V_SMALL "\", \"args\": []}",
+               id);
+    SUBMIT_ERR(PRPC_EINVAL, "submit needs \"id\"",
+               "{\"id\": \"%s\", \"function\": \"small\", \"version\": \"CDCD\", \"args\": []}",
+               id);
+    SUBMIT_ERR(PRPC_ENOTFOUND, "function ../../etc/passwd is not registered on this broker",
+               "{\"id\": \"%s\", \"function\": \"../../etc/passwd\", \"version\": \"" V_SMALL
+               "\", \"args\": []}",
+               id);
+    SUBMIT_ERR(PRPC_EVERSION, "the caller has version " V_ALL " but the broker has version "
+                              V_SMALL,
+               "{\"id\": \"%s\", \"function\": \"small\", \"version\": \"" V_ALL
+               "\", \"args\": []}",
+               id);
+    SUBMIT_ERR(PRPC_EINVAL, "submit needs \"args\"",
+               "{\"id\": \"%s\", \"function\": \"small\", \"version\": \"" V_SMALL "\"}", id);
+    SUBMIT_ERR(PRPC_EINVAL, "\"n\" must be a decimal integer string",
+               "{\"id\": \"%s\", \"function\": \"small\", \"version\": \"" V_SMALL
+               "\", \"args\": [" ENTRY_N("\"07\"") "]}",
+               id);
+    SUBMIT_ERR(PRPC_EINVAL, "does not match its arguments (they identify ",
+               "{\"id\": \"%s\", \"function\": \"small\", \"version\": \"" V_SMALL
+               "\", \"args\": [" ENTRY_N("\"8\"") "]}",
+               id);
+    SUBMIT_ERR(PRPC_EINVAL, id,
+               "{\"id\": \"%s\", \"function\": \"small\", \"version\": \"" V_SMALL
+               "\", \"args\": [" ENTRY_N("\"8\"") "]}",
+               id);
+#undef SUBMIT_ERR
+}
+
+TEST_MAIN(TEST_ENTRY(json_parse_errors), TEST_ENTRY(valid_hex),
+          TEST_ENTRY(functions_parse_and_listing), TEST_ENTRY(functions_parse_errors),
+          TEST_ENTRY(functions_duplicate_key_is_not_leaked), TEST_ENTRY(typed_canonical_output),
+          TEST_ENTRY(typed_unknown_fields_are_ignored_and_dropped),
+          TEST_ENTRY(typed_file_without_filename_and_long_filename),
+          TEST_ENTRY(typed_shape_errors), TEST_ENTRY(typed_int_errors),
+          TEST_ENTRY(typed_int_digit_limit), TEST_ENTRY(typed_float_bool_str_errors),
+          TEST_ENTRY(typed_str_invalid_utf8_refused_by_the_identity),
+          TEST_ENTRY(typed_file_errors), TEST_ENTRY(typed_file_without_a_blob_check_is_not_found),
+          TEST_ENTRY(submit_accepted), TEST_ENTRY(submit_with_a_file), TEST_ENTRY(submit_errors))
