@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #define NONCE_CACHE_MAX (4u << 20) /* live nonces remembered: ~64 MiB at most */
+#define GRANTED_MAX 1024            /* leases remembered for retried lease requests */
 #define EXPIRE_EVERY_MS 250         /* lapsed leases are looked for this often */
 #define RETENTION_EVERY_MS 10000    /* finished calls and unused blobs, this often */
 #define RETENTION_DEFAULT_MS (7LL * 24 * 3600 * 1000)
@@ -58,6 +59,7 @@ typedef struct batch_waiter {
 typedef struct lease_waiter {
     h2o_linklist_t link;
     h2o_req_t *req;
+    char request[33]; /* the worker's request id ("" when none): a retry gets the same lease */
     char worker[PRPC_STORE_NAME_MAX + 1];
     const char **functions;
     const char **versions;
@@ -99,6 +101,15 @@ struct prpc_broker {
         uint64_t auth_refused;
     } metrics;
     prpc_nonce_cache_t *nonces; /* replay protection, when there is a key */
+    /* Leases recently granted per request id: a worker that lost the answer
+     * asks again with the same id and gets the same lease, instead of the call
+     * waiting for a lease nobody holds to lapse. */
+    struct granted {
+        char request[33];
+        char call_id[PRPC_CALL_ID_HEX + 1];
+        char lease_id[PRPC_LEASE_ID_HEX + 1];
+    } granted[GRANTED_MAX];
+    size_t granted_next;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -149,12 +160,31 @@ static const prpc_fn_t *find_fn(const prpc_broker_t *b, const char *name)
     return prpc_functions_find(&b->functions, name);
 }
 
+/* A blob is held when its verified file is in place AND the store knows it.
+ * The file is renamed into place before its store row is written, so a crash
+ * or a failed store write between the two leaves a file without a row: add
+ * the row here (idempotent) rather than refuse the blob forever. */
+static int blob_held(prpc_broker_t *b, const char *sha, uint64_t *size)
+{
+    uint64_t held = 0, known = 0;
+    prpc_error_t err;
+    if (prpc_blobdir_stat(b->blobs, sha, &held, NULL) != 0)
+        return 0;
+    if (prpc_store_blob_get(b->store, sha, &known, &err) == 0)
+        ; /* known */
+    else if (err.code != PRPC_ENOTFOUND ||
+             prpc_store_blob_add(b->store, sha, held, prpc_now_ms(), &err) != 0)
+        return 0;
+    if (size != NULL)
+        *size = held;
+    return 1;
+}
+
 /* prpc_blob_check_fn over the broker's blob directory. */
 static int holds_blob(void *ud, const char *sha, uint64_t size)
 {
-    prpc_broker_t *b = ud;
     uint64_t held = 0;
-    return prpc_blobdir_stat(b->blobs, sha, &held, NULL) == 0 && held == size;
+    return blob_held((prpc_broker_t *)ud, sha, &held) && held == size;
 }
 
 static bson_t *parse_body(h2o_req_t *req, const char *what, prpc_error_t *err)
@@ -338,6 +368,12 @@ static void dispatch_leases(prpc_broker_t *b)
             send_err(w->req, &err);
         } else {
             b->metrics.leases_granted++;
+            if (w->request[0] != '\0') {
+                struct granted *g = &b->granted[b->granted_next++ % GRANTED_MAX];
+                memcpy(g->request, w->request, sizeof(g->request));
+                memcpy(g->call_id, c.id, sizeof(g->call_id));
+                memcpy(g->lease_id, c.lease_id, sizeof(g->lease_id));
+            }
             send_lease(b, w->req, &c);
         }
         prpc_call_cleanup(&c);
@@ -665,12 +701,34 @@ static void on_delete(prpc_broker_t *b, h2o_req_t *req, const char *id)
     notify_calls(b, id, 1);
 }
 
+/* A retried lease request whose lease is still the call's current one gets
+ * that lease again. Returns 1 when it answered. */
+static int regrant(prpc_broker_t *b, h2o_req_t *req, const char *request)
+{
+    for (size_t i = 0; i < GRANTED_MAX; i++) {
+        struct granted *g = &b->granted[i];
+        prpc_call_t c;
+        prpc_error_t err;
+        int again;
+        if (strcmp(g->request, request) != 0)
+            continue;
+        memset(&c, 0, sizeof(c));
+        again = prpc_store_call_get(b->store, g->call_id, &c, &err) == 0 &&
+                c.state == PRPC_CALL_LEASED && strcmp(c.lease_id, g->lease_id) == 0;
+        if (again)
+            send_lease(b, req, &c);
+        prpc_call_cleanup(&c);
+        return again;
+    }
+    return 0;
+}
+
 static void on_lease(prpc_broker_t *b, h2o_req_t *req)
 {
     prpc_error_t err;
     bson_t *doc = parse_body(req, "lease request", &err);
     bson_iter_t it, arr, field;
-    const char *worker;
+    const char *worker, *request;
     double wait = 0;
     lease_waiter_t *w;
     size_t n = 0;
@@ -687,9 +745,19 @@ static void on_lease(prpc_broker_t *b, h2o_req_t *req)
                               "a lease request needs \"worker\" (a name) and \"functions\"");
         goto out;
     }
+    request = prpc_httpd_query(req, "request");
+    if (request != NULL && !prpc_valid_hex(request, 32)) {
+        prpc_httpd_send_error(req, 400, PRPC_EINVAL,
+                              "a lease request id (?request=) is 32 lowercase hex digits");
+        goto out;
+    }
+    if (request != NULL && regrant(b, req, request))
+        goto out;
     w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), lease_waiter_dispose);
     memset(w, 0, sizeof(*w));
     w->req = req;
+    if (request != NULL)
+        memcpy(w->request, request, sizeof(w->request));
     snprintf(w->worker, sizeof(w->worker), "%s", worker);
     bson_iter_recurse(&it, &arr);
     while (bson_iter_next(&arr))
@@ -1103,7 +1171,7 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
     }
     if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("HEAD"))) {
         static h2o_generator_t gen = {NULL, NULL};
-        if (prpc_blobdir_stat(b->blobs, sha, &size, NULL) == 0) {
+        if (blob_held(b, sha, &size)) {
             req->res.status = 200;
             req->res.reason = "OK";
             req->res.content_length = size;
@@ -1138,7 +1206,7 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
                                   "header");
             return;
         }
-        if (prpc_blobdir_stat(b->blobs, sha, &size, NULL) == 0) {
+        if (blob_held(b, sha, &size)) {
             n = snprintf(body, sizeof(body), "{\"partial\": %llu, \"complete\": true}",
                          (unsigned long long)size);
             prpc_httpd_send_json(req, 200, body, (size_t)n);

@@ -999,6 +999,7 @@ static void *slot_main(void *arg)
     slot_t *s = arg;
     prpc_worker_t *w = s->w;
     int b = 0, failures = 0;
+    char request[PRPC_AUTH_NONCE_HEX] = "", path[64];
 
     while (!atomic_load(&w->stopping)) {
         prpc_error_t err;
@@ -1011,11 +1012,18 @@ static void *slot_main(void *arg)
         if (h == NULL) {
             rc = err.code;
         } else {
+            /* One request id per lease asked for, kept across retries after a
+             * transport error: a lease whose answer was lost comes back. */
+            if (request[0] == '\0' && prpc_auth_nonce(request, NULL) != 0)
+                request[0] = '\0';
+            snprintf(path, sizeof(path), "/v1/leases?request=%s", request);
             prpc_httpc_set_cancel(h, &w->stopping);
-            rc = prpc_httpc_request(h, "POST", "/v1/leases", w->lease_body, w->lease_body_len,
-                                    w->lease_wait_ms + WORKER_LEASE_MARGIN_MS, &status, &resp,
-                                    &rlen, &err);
+            rc = prpc_httpc_request(h, "POST", request[0] ? path : "/v1/leases", w->lease_body,
+                                    w->lease_body_len, w->lease_wait_ms + WORKER_LEASE_MARGIN_MS,
+                                    &status, &resp, &rlen, &err);
             prpc_httpc_set_cancel(h, NULL);
+            if (!transport_error(rc))
+                request[0] = '\0';
         }
         if (atomic_load(&w->stopping)) {
             /* A lease granted as we stopped lapses and is handed on. */

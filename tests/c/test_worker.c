@@ -63,7 +63,7 @@ static void broker_handler(void *ud, const fake_req_t *req, fake_resp_t *resp)
         return;
     }
     pthread_mutex_lock(&b->mu);
-    if (strcmp(req->path, "/v1/leases") == 0) {
+    if (strncmp(req->path, "/v1/leases", 10) == 0 && (req->path[10] == '\0' || req->path[10] == '?')) {
         b->lease_requests++;
         snprintf(b->lease_body, sizeof(b->lease_body), "%s", req->body);
         if (b->leases_to_give > 0) {

@@ -47,15 +47,18 @@ build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_util.h $(ENGINE_OBJ)
 	  $(PKG_CFLAGS) -Itests/fuzz $< $(ENGINE_OBJ) -o $@ $(PKG_LIBS)
 
 run: build
-	@set -e; for t in $(FUZZ_TARGETS); do \
+	@failed=""; for t in $(FUZZ_TARGETS); do \
 	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
 	  mkdir -p build/fuzz/corpus/$$t build/fuzz/artifacts/$$t; \
 	  dict=""; [ -f tests/fuzz/$$t.dict ] && dict="-dict=tests/fuzz/$$t.dict"; \
-	  if ! build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) $(FUZZ_RUN_OPTS) $$dict \
+	  if build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) $(FUZZ_RUN_OPTS) $$dict \
 	       -artifact_prefix=build/fuzz/artifacts/$$t/ \
 	       build/fuzz/corpus/$$t tests/fuzz/corpus/$$t > build/fuzz/$$t.log 2>&1; then \
-	    tail -n 60 build/fuzz/$$t.log; \
-	    echo "FAIL $$t: see build/fuzz/$$t.log and build/fuzz/artifacts/$$t/"; exit 1; \
+	    grep -E "^stat::number_of_executed_units" build/fuzz/$$t.log; \
+	  else \
+	    grep -E -A12 "ERROR:|FUZZ INVARIANT|^SUMMARY" build/fuzz/$$t.log | head -n 40; \
+	    echo "FAIL $$t: see build/fuzz/$$t.log and build/fuzz/artifacts/$$t/"; \
+	    failed="$$failed $$t"; \
 	  fi; \
-	  grep -E "^stat::number_of_executed_units|^Done" build/fuzz/$$t.log | tr '\n' ' '; echo; \
-	done
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets failed:$$failed"; exit 1; fi
