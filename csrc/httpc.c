@@ -6,6 +6,8 @@
  * option of one request leaks into the next. Answers go to a sink: a capped
  * memory buffer for metadata, or a file descriptor for blob downloads, where
  * only a 200/206 answer reaches the file and an error answer stays in memory.
+ * With a key, an answer is checked against the broker's signature before any
+ * caller sees its status or body (verify_answer).
  *
  * Thread safety: see httpc.h; nothing here is shared between handles.
  */
@@ -17,6 +19,9 @@
 
 #include <bson/bson.h>
 #include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -37,6 +42,7 @@ struct prpc_httpc {
     uint8_t key[PRPC_AUTH_KEY_LEN];  /* signing key when has_key */
     int has_key;                     /* 1 when requests are signed */
     int connect_timeout_ms;          /* for every connection attempt */
+    char *ca;                        /* CA file for https, owned; NULL = system store */
     const atomic_int *cancel;        /* borrowed; non-zero aborts requests */
     char errbuf[CURL_ERROR_SIZE];    /* libcurl's detail of the last failure */
 };
@@ -53,6 +59,8 @@ typedef struct sink {
     uint64_t file_off;  /* next byte of fd to write */
     uint64_t start_off; /* what fd held when the request started */
     int64_t partial;    /* X-P2PRPC-Partial when the answer carried it, else -1 */
+    char sig[PRPC_AUTH_SIG_HEX]; /* X-P2PRPC-Signature as received (64 hex), or "" */
+    int sig_malformed;  /* 1 when the header was there but not 64 hex digits */
     int fail_code;      /* set when the sink refused data... */
     int fail_errno;     /* ...because of this errno (0: not a system error) */
     char fail_msg[256]; /* what it was doing, for the caller's error */
@@ -157,12 +165,41 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
+/* Keep the signature header's value: exactly 64 hex digits, else malformed. */
+static void header_signature(sink_t *s, const char *p, size_t n)
+{
+    size_t i = 0;
+    while (n > 0 && (*p == ' ' || *p == '\t'))
+        p++, n--;
+    while (n > 0 && isspace((unsigned char)p[n - 1]))
+        n--;
+    s->sig[0] = '\0';
+    s->sig_malformed = 1;
+    if (n != PRPC_AUTH_SIG_HEX - 1)
+        return;
+    for (i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)p[i]))
+            return;
+    memcpy(s->sig, p, n);
+    s->sig[n] = '\0';
+    s->sig_malformed = 0;
+}
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
 {
     static const char name[] = "x-p2prpc-partial:";
+    static const char sig_name[] = "x-p2prpc-signature:";
     sink_t *s = ud;
     size_t len = size * nmemb;
-    if (len > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
+    if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        /* A new response begins (after a "100 Continue"): forget the last one's headers. */
+        s->partial = -1;
+        s->sig[0] = '\0';
+        s->sig_malformed = 0;
+    } else if (len > sizeof(sig_name) - 1 &&
+               strncasecmp(data, sig_name, sizeof(sig_name) - 1) == 0) {
+        header_signature(s, data + sizeof(sig_name) - 1, len - (sizeof(sig_name) - 1));
+    } else if (len > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
         char tmp[32];
         size_t n = len - (sizeof(name) - 1), i = 0;
         const char *p = data + sizeof(name) - 1;
@@ -219,7 +256,9 @@ prpc_httpc_t *prpc_httpc_new(const char *base_url, const uint8_t *key, int conne
     if (n == 0 || (size_t)(hostpart - p) >= n ||
         memchr(hostpart, '/', n - (size_t)(hostpart - p)) || n + 8 >= PRPC_HTTPC_URL_MAX) {
         prpc_error_set(err, PRPC_EINVAL,
-                       "bad broker URL '%s': expected host:port or http://host:port", base_url);
+                       "bad broker URL '%s': expected host:port, http://host:port or "
+                       "https://host:port",
+                       base_url);
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -254,7 +293,55 @@ void prpc_httpc_free(prpc_httpc_t *h)
         return;
     curl_easy_cleanup(h->curl);
     memset(h->key, 0, sizeof(h->key));
+    free(h->ca);
     free(h);
+}
+
+int prpc_httpc_set_ca(prpc_httpc_t *h, const char *ca_path, prpc_error_t *err)
+{
+    FILE *f = NULL;
+    X509 *cert = NULL;
+    char *copy = NULL;
+    int rc = 0;
+
+    if (ca_path == NULL || ca_path[0] == '\0') {
+        free(h->ca);
+        h->ca = NULL;
+        return 0;
+    }
+    if (strlen(ca_path) >= PRPC_HTTPC_CA_PATH_MAX)
+        return prpc_error_set(err, PRPC_EINVAL, "CA file path longer than %d bytes: %.64s...",
+                              PRPC_HTTPC_CA_PATH_MAX - 1, ca_path);
+    f = fopen(ca_path, "r");
+    if (f == NULL) {
+        /* EINVAL like every unusable TLS file (the broker's too): it is a
+         * configuration mistake, not a missing call or blob. */
+        rc = prpc_error_set(err, PRPC_EINVAL, "cannot open the CA file %s: %s", ca_path,
+                            strerror(errno));
+        goto out;
+    }
+    /* libcurl would only find a useless file at the first https request;
+     * saying so now names the file while the user is still configuring. */
+    cert = PEM_read_X509(f, NULL, NULL, NULL);
+    if (cert == NULL) {
+        rc = prpc_error_set(err, PRPC_EINVAL,
+                            "the CA file %s holds no PEM certificate (expected \"-----BEGIN "
+                            "CERTIFICATE-----\")",
+                            ca_path);
+        goto out;
+    }
+    copy = strdup(ca_path);
+    if (copy == NULL) {
+        rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory for the CA file path");
+        goto out;
+    }
+    free(h->ca);
+    h->ca = copy;
+out:
+    X509_free(cert);
+    if (f != NULL)
+        fclose(f);
+    return rc;
 }
 
 const char *prpc_httpc_base_url(const prpc_httpc_t *h)
@@ -337,6 +424,17 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)h->connect_timeout_ms);
+    /* libcurl's defaults already verify; set them anyway so that no other
+     * code path can leave them off. */
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (h->ca != NULL) {
+        /* Only this CA: the system's directory of public CAs must not vouch
+         * for a private broker's name as well. */
+        curl_easy_setopt(c, CURLOPT_CAINFO, h->ca);
+        curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
+    }
     if (timeout_ms > 0)
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
     if (bulk) {

@@ -3,16 +3,38 @@
  * easy handle bound to one broker, plus blob upload and download on top of it.
  * Used by the client (through the Python binding) and by the worker loop.
  *
- * A handle keeps its connection open between requests (HTTP/1.1 keep-alive),
- * so a node talks to a broker over one TCP connection per handle. When the
- * handle has a key, every request is signed as docs/API.md "Authentication"
- * says; the password never reaches this layer.
+ * A handle keeps its connection open between requests (HTTP/1.1 keep-alive,
+ * also over TLS), so a node talks to a broker over one connection per handle.
  *
- * Errors: transport failures are PRPC_ECONN (refused, unreachable, reset; the
- * message names the URL) or PRPC_ETIMEDOUT. An HTTP status is not an error of
- * prpc_httpc_request(): the caller reads it, except 401, which is PRPC_EAUTH
- * carrying the broker's message. The blob functions turn every status they do
- * not expect into the engine code the broker named (prpc_httpc_status_error).
+ * Signed answers: when the handle has a key, every request is signed as
+ * docs/API.md "Authentication" says (the password never reaches this layer),
+ * and every answer that carries JSON must carry X-P2PRPC-Signature, the
+ * broker's HMAC over the status, THIS request's nonce and the body. An answer
+ * without it, with a wrong one, or with one made for another request (a
+ * replayed answer) is PRPC_EAUTH "the broker's answer is not signed by a
+ * holder of the password (...)" and its status and body are never used. This
+ * covers prpc_httpc_request and the blob PUT, commit and error answers. Not
+ * covered, because the broker does not sign them: a blob's bytes (a 200/206
+ * GET answer; verified by their SHA-256 instead) and HEAD answers (a forged
+ * "held" or X-P2PRPC-Partial can only make an upload skip or resume at the
+ * wrong offset; the commit, whose answer is signed, still hashes the whole
+ * content, so the worst outcome is an error, never wrong data). A 401 is not
+ * checked: a broker that refuses our signature cannot be expected to sign
+ * with our key; it is PRPC_EAUTH with the broker's words.
+ *
+ * TLS: an https:// base URL is verified against the system's certificate
+ * store, or only against the CA file given to prpc_httpc_set_ca. The peer's
+ * certificate and its host name are always checked; nothing turns that off.
+ * A certificate that does not verify is PRPC_ECONN naming "certificate verify
+ * failed": that broker is unreachable for us, like one that refuses the
+ * connection, and a client with other brokers moves on to them.
+ *
+ * Errors: transport failures are PRPC_ECONN (refused, unreachable, reset, TLS
+ * failures; the message names the URL) or PRPC_ETIMEDOUT. An HTTP status is
+ * not an error of prpc_httpc_request(): the caller reads it, except 401, which
+ * is PRPC_EAUTH carrying the broker's message. The blob functions turn every
+ * status they do not expect into the engine code the broker named
+ * (prpc_httpc_status_error).
  *
  * Thread safety: a handle is used by one thread at a time (libcurl's rule for
  * an easy handle); distinct handles may run concurrently. curl_global_init()
@@ -32,6 +54,7 @@
 #define PRPC_HTTPC_STALL_BYTES 1024             /* a blob transfer slower than this... */
 #define PRPC_HTTPC_STALL_S 30                   /* ...for this many seconds is dropped */
 #define PRPC_HTTPC_UPLOAD_RESYNCS 3 /* times an upload re-asks the broker's offset */
+#define PRPC_HTTPC_CA_PATH_MAX 4096 /* longest CA file path */
 
 typedef struct prpc_httpc prpc_httpc_t;
 
@@ -44,10 +67,21 @@ typedef struct prpc_httpc prpc_httpc_t;
 prpc_httpc_t *prpc_httpc_new(const char *base_url, const uint8_t *key, int connect_timeout_ms,
                              prpc_error_t *err);
 
+/* Trust only the certificate authorities in ca_path (a PEM file holding one
+ * or more certificates; the path is copied, the file read again when a
+ * connection is made) for an https:// broker, instead of the system store.
+ * NULL (or "") goes back to the system store. The file is checked now: it
+ * must open and hold at least one PEM certificate. Has no effect on http://.
+ * Returns 0, or PRPC_EINVAL naming the file (it cannot be opened, holds no
+ * certificate, or its path is over PRPC_HTTPC_CA_PATH_MAX), PRPC_ENOMEM; h
+ * keeps its previous CA on error. */
+int prpc_httpc_set_ca(prpc_httpc_t *h, const char *ca_path, prpc_error_t *err);
+
 /* Close the connection and free the handle; NULL is fine. */
 void prpc_httpc_free(prpc_httpc_t *h);
 
-/* The normalised base URL ("http://host:port"); valid as long as h. */
+/* The normalised base URL ("http://host:port" or "https://host:port");
+ * valid as long as h. */
 const char *prpc_httpc_base_url(const prpc_httpc_t *h);
 
 /* While *flag (may be NULL to clear) is non-zero, requests on h stop within
@@ -64,8 +98,10 @@ void prpc_httpc_set_cancel(prpc_httpc_t *h, const atomic_int *flag);
  * copy of the answer, *resp_len (may be NULL) its length; the caller frees
  * it. On error *resp_body is NULL.
  * Errors: PRPC_ECONN, PRPC_ETIMEDOUT, PRPC_ELIMIT (answer over
- * PRPC_HTTPC_MAX_BODY), PRPC_EAUTH (a 401; *status is set too), PRPC_ESTATE
- * (cancelled), PRPC_EINVAL (bad method or path), PRPC_ENOMEM. */
+ * PRPC_HTTPC_MAX_BODY), PRPC_EAUTH (a 401, *status is set too; or, with a
+ * key, an answer not signed for this request, *status is 0), PRPC_ESTATE
+ * (cancelled), PRPC_EINVAL (bad method or path; an unusable CA file),
+ * PRPC_ENOMEM. */
 int prpc_httpc_request(prpc_httpc_t *h, const char *method, const char *path_and_query,
                        const char *body, size_t body_len, int timeout_ms, long *status,
                        char **resp_body, size_t *resp_len, prpc_error_t *err);
@@ -82,9 +118,10 @@ int prpc_httpc_status_error(long status, const char *body, size_t len, const cha
  * PUTs chunks of at most PRPC_BLOB_CHUNK bytes, each read with pread (the fd's
  * position is untouched) and carrying its own SHA-256, then commits. Holds at
  * most one chunk in memory. Blocks: call without the GIL.
- * Errors: transport codes as prpc_httpc_request; PRPC_EIO when fd cannot be
- * read or is shorter than size; PRPC_ECORRUPT when the broker finds the
- * content does not hash to sha_hex; other broker refusals by their code. */
+ * Errors: transport and signature codes as prpc_httpc_request; PRPC_EIO
+ * when fd cannot be read or is shorter than size; PRPC_ECORRUPT when the
+ * broker finds the content does not hash to sha_hex; other broker refusals
+ * by their code. */
 int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
                            prpc_error_t *err);
 
@@ -93,9 +130,9 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
  * previous attempt left), fsynced, then committed, which verifies the hash.
  * A corrupt result is dropped and fetched once more from zero. Memory stays
  * bounded by libcurl's buffer whatever the blob's size.
- * Errors: transport codes as prpc_httpc_request; PRPC_ENOTFOUND when the
- * broker does not hold it; PRPC_ECORRUPT when both attempts failed the hash;
- * PRPC_EIO / PRPC_ENOSPC writing bd. */
+ * Errors: transport and signature codes as prpc_httpc_request;
+ * PRPC_ENOTFOUND when the broker does not hold it; PRPC_ECORRUPT when both
+ * attempts failed the hash; PRPC_EIO / PRPC_ENOSPC writing bd. */
 int prpc_httpc_download_blob(prpc_httpc_t *h, const char *sha_hex, prpc_blobdir_t *bd,
                              prpc_error_t *err);
 

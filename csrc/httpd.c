@@ -6,6 +6,7 @@
  * HTTP/2 security fixes since 2019, and HTTP/1.1 keep-alive is all we need.
  */
 #include "httpd.h"
+#include "ident.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -51,9 +52,35 @@ struct prpc_httpd {
     atomic_int stop_requested;
 };
 
+/* Requests no route should ever see: a NUL in the decoded path (it would cut
+ * C strings short: "/v1/blobs/<sha>%00x" is not "/v1/blobs/<sha>"), and
+ * Content-Length headers that disagree (h2o 2.2.5 reads the first and would
+ * parse the rest of the body as another request: smuggling). */
+static const char *refuse_reason(h2o_req_t *req)
+{
+    ssize_t i = -1;
+    h2o_iovec_t first = {NULL, 0};
+    if (memchr(req->path_normalized.base, '\0', req->path_normalized.len) != NULL)
+        return "the path contains a NUL character";
+    while ((i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_LENGTH, i)) != -1) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        if (first.base == NULL)
+            first = v;
+        else if (!h2o_memis(first.base, first.len, v.base, v.len))
+            return "conflicting Content-Length headers";
+    }
+    return NULL;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     prpc_httpd_t *h = ((handler_ext_t *)self)->owner;
+    const char *why = refuse_reason(req);
+    if (why != NULL) {
+        req->http1_is_persistent = 0;
+        prpc_httpd_send_error(req, 400, PRPC_EINVAL, "bad request: %s", why);
+        return 0;
+    }
     return h->cfg.on_req(h->cfg.ud, req);
 }
 
@@ -324,9 +351,15 @@ void prpc_httpd_send_json(h2o_req_t *req, int status, const char *json, size_t l
 
 static size_t json_escape(char *out, size_t cap, const char *s)
 {
-    size_t o = 0;
-    for (; *s != '\0' && o + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
+    size_t o = 0, n = strlen(s), bad = prpc_utf8_invalid_at(s, n);
+    for (size_t i = 0; i < n && o + 7 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (i == bad) {
+            /* JSON is UTF-8: a byte of a path that is not is shown as '?'. */
+            out[o++] = '?';
+            bad = i + 1 + prpc_utf8_invalid_at(s + i + 1, n - i - 1);
+            continue;
+        }
         if (c == '"' || c == '\\') {
             out[o++] = '\\';
             out[o++] = (char)c;
@@ -408,7 +441,9 @@ const char *prpc_httpd_query(h2o_req_t *req, const char *name)
                 }
             }
             out[o] = '\0';
-            return out;
+            /* A decoded NUL would cut the value short: treat the parameter as
+             * absent, so the request is refused as malformed. */
+            return memchr(out, '\0', o) != NULL ? NULL : out;
         }
         q = stop + 1;
     }

@@ -91,6 +91,29 @@ static int check_name(const char *s, const char *field, prpc_error_t *err)
     return 0;
 }
 
+/* Checkpoint keys name files and travel in URLs and JSON: a short, plain
+ * alphabet keeps them safe everywhere without escaping. */
+static int check_key(const char *s, prpc_error_t *err)
+{
+    size_t n;
+    if (s == NULL || s[0] == '\0')
+        return prpc_error_set(err, PRPC_EINVAL, "checkpoint key is empty");
+    n = strnlen(s, PRPC_CHECKPOINT_KEY_MAX + 1);
+    if (n > PRPC_CHECKPOINT_KEY_MAX)
+        return prpc_error_set(err, PRPC_EINVAL, "checkpoint key \"%.40s...\" is longer than %d bytes",
+                              s, PRPC_CHECKPOINT_KEY_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return prpc_error_set(err, PRPC_EINVAL,
+                                  "checkpoint key \"%.*s\" has a character outside "
+                                  "[A-Za-z0-9._-] at byte %zu",
+                                  (int)n, s, i);
+    }
+    return 0;
+}
+
 static int check_json(const char *s, const char *field, prpc_error_t *err)
 {
     if (s == NULL)
@@ -529,6 +552,57 @@ int prpc_store_blob_remove(prpc_store_t *s, const char *sha256_hex, prpc_error_t
     if (injected_write_failure("blob remove", err))
         return PRPC_EIO;
     return s->ops->blob_remove(s, sha256_hex, err);
+}
+
+int prpc_store_checkpoint_put(prpc_store_t *s, const char *call_id, const char *lease_id,
+                              const char *key, const char *sha256_hex, uint64_t size,
+                              int64_t now_ms, char replaced[PRPC_CALL_ID_HEX + 1],
+                              prpc_error_t *err)
+{
+    char old[PRPC_CALL_ID_HEX + 1] = "";
+    int rc;
+    if (replaced != NULL)
+        replaced[0] = '\0';
+    rc = check_store(s, err);
+    if (rc == 0)
+        rc = check_id(call_id, "call id", err);
+    if (rc == 0)
+        rc = check_lease_id(lease_id, err);
+    if (rc == 0)
+        rc = check_key(key, err);
+    if (rc == 0)
+        rc = check_id(sha256_hex, "blob sha256", err);
+    if (rc == 0 && size > (uint64_t)INT64_MAX)
+        rc = prpc_error_set(err, PRPC_EINVAL, "blob size %llu is out of range",
+                            (unsigned long long)size);
+    if (rc < 0)
+        return rc;
+    if (injected_write_failure("checkpoint put", err))
+        return PRPC_EIO;
+    rc = s->ops->checkpoint_put(s, call_id, lease_id, key, sha256_hex, size, now_ms, old, err);
+    if (rc == 0 && replaced != NULL)
+        memcpy(replaced, old, sizeof(old));
+    return rc;
+}
+
+int prpc_store_checkpoints_list(prpc_store_t *s, const char *call_id, prpc_checkpoint_t *out,
+                                size_t max, size_t *n, prpc_error_t *err)
+{
+    int rc = check_store(s, err);
+    if (rc == 0 && n == NULL)
+        rc = prpc_error_set(err, PRPC_EINVAL, "n is NULL");
+    if (rc == 0 && out == NULL && max > 0)
+        rc = prpc_error_set(err, PRPC_EINVAL, "out is NULL");
+    if (rc == 0)
+        rc = check_id(call_id, "call id", err);
+    if (n != NULL)
+        *n = 0;
+    if (rc < 0 || max == 0)
+        return rc;
+    rc = s->ops->checkpoints_list(s, call_id, out, max, n, err);
+    if (rc < 0)
+        *n = 0;
+    return rc;
 }
 
 int prpc_store_calls_expire(prpc_store_t *s, int64_t finished_before_ms, int *removed,

@@ -40,7 +40,9 @@
 #define PRPC_STORE_NAME_MAX 127            /* function and worker names, bytes */
 #define PRPC_STORE_JSON_MAX (16u << 20)    /* args/outputs/error JSON text, bytes */
 #define PRPC_STORE_LEASE_FUNCTIONS_MAX 1024 /* (function, version) pairs per lease request */
-#define PRPC_STORE_SCHEMA_VERSION 1        /* PRAGMA user_version of a SQLite store */
+#define PRPC_STORE_SCHEMA_VERSION 2        /* PRAGMA user_version of a SQLite store */
+#define PRPC_CHECKPOINT_KEY_MAX 128        /* checkpoint key, bytes of [A-Za-z0-9._-] */
+#define PRPC_CHECKPOINTS_MAX 64            /* checkpoint keys one call may hold */
 #define PRPC_STORE_APPLICATION_ID 0x70327072 /* "p2pr": PRAGMA application_id */
 #define PRPC_STORE_BUSY_TIMEOUT_MS 5000    /* default wait for another process's lock */
 
@@ -162,7 +164,8 @@ int prpc_store_lease_renew(prpc_store_t *s, const char *call_id, const char *lea
 /* Make the call terminal: state is DONE (outputs_json required), FAILED
  * (error_json required) or TERMINATED (error_json optional: a default
  * {"type":"Terminated",...} is stored). The JSON not required by the state is
- * ignored. Sets finished_ms, progress 100 for done, clears the lease.
+ * ignored. Sets finished_ms, progress 100 for done, clears the lease and
+ * drops the call's checkpoints (a finished call never resumes).
  * With lease_id, the call must be leased under it: else ESTATE. Finishing again
  * with the same lease id and state after success returns 0 without change (a
  * retried request). With lease_id NULL (the broker itself), any queued or
@@ -178,13 +181,13 @@ int prpc_store_call_finish(prpc_store_t *s, const char *call_id, const char *lea
 int prpc_store_call_terminate(prpc_store_t *s, const char *id, int64_t now_ms, int *state_out,
                               prpc_error_t *err);
 
-/* Any state -> queued: clears outputs, error, progress, lease, attempts and
- * terminate_requested. A worker still holding the old lease gets ESTATE on its
+/* Any state -> queued: clears outputs, error, progress, lease, attempts,
+ * terminate_requested and checkpoints (a restart runs from scratch). A worker still holding the old lease gets ESTATE on its
  * next renew or finish. ENOTFOUND. */
 int prpc_store_call_restart(prpc_store_t *s, const char *id, int64_t now_ms, prpc_error_t *err);
 
-/* Remove the call and its blob references (the blobs stay; see
- * prpc_store_blobs_unreferenced). ENOTFOUND. */
+/* Remove the call, its checkpoints and its blob references (the blobs stay;
+ * see prpc_store_blobs_unreferenced). ENOTFOUND. */
 int prpc_store_call_delete(prpc_store_t *s, const char *id, prpc_error_t *err);
 
 /* Take back every lease whose deadline is <= now_ms: the call returns to
@@ -212,7 +215,8 @@ int prpc_store_blob_get(prpc_store_t *s, const char *sha256_hex, uint64_t *size,
 int prpc_store_blob_link(prpc_store_t *s, const char *call_id, const char *sha256_hex,
                          prpc_error_t *err);
 
-/* Up to max blobs referenced by no call and added before older_than_ms (a
+/* Up to max blobs referenced by no call nor checkpoint and added before
+ * older_than_ms (a
  * grace period for uploads whose call is not submitted yet), oldest first,
  * into out[0..*n). */
 int prpc_store_blobs_unreferenced(prpc_store_t *s, int64_t older_than_ms,
@@ -220,11 +224,45 @@ int prpc_store_blobs_unreferenced(prpc_store_t *s, int64_t older_than_ms,
                                   prpc_error_t *err);
 
 /* Forget the blob (the caller removes the file after). ESTATE while a call
- * references it; ENOTFOUND. */
+ * or a checkpoint references it; ENOTFOUND. */
 int prpc_store_blob_remove(prpc_store_t *s, const char *sha256_hex, prpc_error_t *err);
 
+/*
+ * Checkpoints: what a running function saved (p2p_save) so that a later
+ * lease of the same call resumes from it. A checkpoint is (call, key) ->
+ * blob; it references its blob as a call does, so expiry keeps the blob while
+ * the checkpoint lives. A call's checkpoints go when it finishes, restarts, is
+ * deleted or expires; one failed by lease expiry keeps them until then.
+ */
+typedef struct prpc_checkpoint {
+    char key[PRPC_CHECKPOINT_KEY_MAX + 1]; /* 1..128 of [A-Za-z0-9._-] */
+    char sha256[PRPC_CALL_ID_HEX + 1];     /* the content's blob */
+    uint64_t size;                         /* its size, bytes */
+    int64_t updated_ms;                    /* when it was last saved */
+} prpc_checkpoint_t;
+
+/* Record that call_id, leased under lease_id, saved blob sha256_hex (known to
+ * the store with this size) as checkpoint key, replacing an earlier save of
+ * the key. replaced (may be NULL) receives the blob the key named before, ""
+ * when none or the same: the caller may remove it if nothing else references
+ * it. Saving the same again (a retried request) changes nothing but the time.
+ * Errors: EINVAL (a bad key or field, named; size differs from the blob's
+ * recorded size), ENOTFOUND (no such call, or no such blob), ESTATE (lease_id
+ * is not the call's current lease: lapsed or replaced, as for renew), ELIMIT
+ * (a new key beyond PRPC_CHECKPOINTS_MAX). */
+int prpc_store_checkpoint_put(prpc_store_t *s, const char *call_id, const char *lease_id,
+                              const char *key, const char *sha256_hex, uint64_t size,
+                              int64_t now_ms, char replaced[PRPC_CALL_ID_HEX + 1],
+                              prpc_error_t *err);
+
+/* The checkpoints of call_id, by key, into out[0..*n) (at most max; pass
+ * PRPC_CHECKPOINTS_MAX to get them all). A call without checkpoints, or
+ * unknown, has none (0, *n = 0). */
+int prpc_store_checkpoints_list(prpc_store_t *s, const char *call_id, prpc_checkpoint_t *out,
+                                size_t max, size_t *n, prpc_error_t *err);
+
 /* Remove the terminal calls finished before finished_before_ms, with their
- * blob references. *removed (may be NULL) receives the count. */
+ * checkpoints and blob references. *removed (may be NULL) receives the count. */
 int prpc_store_calls_expire(prpc_store_t *s, int64_t finished_before_ms, int *removed,
                             prpc_error_t *err);
 
@@ -278,6 +316,11 @@ struct prpc_store_ops {
     int (*blob_remove)(prpc_store_t *s, const char *sha256_hex, prpc_error_t *err);
     int (*calls_expire)(prpc_store_t *s, int64_t finished_before_ms, int *removed,
                         prpc_error_t *err);
+    int (*checkpoint_put)(prpc_store_t *s, const char *call_id, const char *lease_id,
+                          const char *key, const char *sha256_hex, uint64_t size, int64_t now_ms,
+                          char replaced[PRPC_CALL_ID_HEX + 1], prpc_error_t *err);
+    int (*checkpoints_list)(prpc_store_t *s, const char *call_id, prpc_checkpoint_t *out,
+                            size_t max, size_t *n, prpc_error_t *err);
     int (*function_stats)(prpc_store_t *s, const char *function,
                           int64_t counts[PRPC_CALL_NSTATES], prpc_error_t *err);
     int (*check_integrity)(prpc_store_t *s, prpc_error_t *err);

@@ -185,6 +185,12 @@ int prpc_functions_parse(prpc_functions_t *fs, const char *json, prpc_error_t *e
         snprintf(f->version, sizeof(f->version), "%s", version);
         bson_iter_recurse(&top, &field);
         while (bson_iter_next(&field)) {
+            if ((strcmp(bson_iter_key(&field), "args") == 0 && have_args) ||
+                (strcmp(bson_iter_key(&field), "returns") == 0 && have_returns)) {
+                rc = prpc_error_set(err, PRPC_EINVAL, "function %s: \"%s\" is given twice",
+                                    name, bson_iter_key(&field));
+                goto out;
+            }
             if (strcmp(bson_iter_key(&field), "args") == 0) {
                 have_args = 1;
                 if ((rc = parse_decls(&field, name, "args", &f->args, &f->nargs, err)) != 0)
@@ -227,6 +233,12 @@ int prpc_functions_parse(prpc_functions_t *fs, const char *json, prpc_error_t *e
     if (fs->listing_json == NULL)
         rc = err ? err->code : PRPC_ENOMEM;
 out:
+    /* The entry being read when it failed is not counted in fs->n yet. */
+    if (rc != 0 && fs->fns != NULL && fs->n < count) {
+        free(fs->fns[fs->n].args);
+        free(fs->fns[fs->n].returns);
+        fs->fns[fs->n].args = fs->fns[fs->n].returns = NULL;
+    }
     prpc_buf_cleanup(&out);
     bson_destroy(doc);
     return rc;
