@@ -73,8 +73,7 @@ ctest: deps $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
 
 pytest: install
-	@# PYTHONSAFEPATH: child Pythons must import the installed package, never ./p2prpc
-	PYTHONSAFEPATH=1 $(VENV)/bin/pytest -q -rs tests/python
+	$(VENV)/bin/pytest -q -rs tests/python
 
 test: ctest fuzz-smoke pytest
 

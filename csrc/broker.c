@@ -335,15 +335,36 @@ static void notify_batches(prpc_broker_t *b, const char *id, int64_t now)
     }
 }
 
+/* A lease answer carries the call's checkpoints, so that a call leased again
+ * resumes from what an earlier holder saved. Without them the function would
+ * silently start over, so a failure to read them fails the answer: the lease
+ * then lapses and is granted again. */
 static int send_lease(prpc_broker_t *b, h2o_req_t *req, const prpc_call_t *c)
 {
     prpc_buf_t out = PRPC_BUF_INIT;
+    prpc_checkpoint_t *ck = calloc(PRPC_CHECKPOINTS_MAX, sizeof(*ck));
+    prpc_error_t err;
+    size_t n = 0;
+    if (ck == NULL) {
+        prpc_httpd_send_error(req, 500, PRPC_ENOMEM, "out of memory");
+        return PRPC_ENOMEM;
+    }
+    if (prpc_store_checkpoints_list(b->store, c->id, ck, PRPC_CHECKPOINTS_MAX, &n, &err) != 0) {
+        free(ck);
+        send_err(req, &err);
+        return err.code;
+    }
     prpc_buf_printf(&out,
                     "{\"lease\": {\"id\": \"%s\", \"call_id\": \"%s\", \"deadline_ms\": %lld, "
                     "\"heartbeat_ms\": %d}, \"call\": ",
                     c->lease_id, c->id, (long long)c->lease_deadline_ms, b->heartbeat_ms);
     write_call(&out, c, 1);
-    prpc_buf_puts(&out, "}");
+    prpc_buf_puts(&out, ", \"checkpoints\": [");
+    for (size_t i = 0; i < n; i++)
+        prpc_buf_printf(&out, "%s{\"key\": \"%s\", \"blob\": \"%s\", \"size\": %llu}",
+                        i ? ", " : "", ck[i].key, ck[i].sha256, (unsigned long long)ck[i].size);
+    prpc_buf_puts(&out, "]}");
+    free(ck);
     send_buf(req, 200, &out);
     return 0;
 }
@@ -655,13 +676,53 @@ static void on_terminate(prpc_broker_t *b, h2o_req_t *req, const char *id)
     notify_calls(b, id, 0);
 }
 
+/* The blobs of call id's checkpoints, read before an operation that drops
+ * them (finish, restart, delete), so that drop_checkpoint_blobs can remove
+ * them after. *out is malloc'd (free it), NULL when there are none. */
+static size_t checkpoint_blobs(prpc_broker_t *b, const char *id, prpc_checkpoint_t **out)
+{
+    prpc_checkpoint_t *ck = calloc(PRPC_CHECKPOINTS_MAX, sizeof(*ck));
+    size_t n = 0;
+    if (ck != NULL &&
+        prpc_store_checkpoints_list(b->store, id, ck, PRPC_CHECKPOINTS_MAX, &n, NULL) != 0)
+        n = 0;
+    if (n == 0) {
+        free(ck);
+        ck = NULL;
+    }
+    *out = ck;
+    return n;
+}
+
+/* Remove a blob a checkpoint no longer needs, unless a call or another
+ * checkpoint still references it (the store refuses then). Unlike other
+ * unreferenced blobs, no grace period: checkpoints are rewritten often and
+ * can be large, and only a worker saving a checkpoint uploads them. */
+static void drop_blob(prpc_broker_t *b, const char *sha)
+{
+    prpc_error_t err;
+    if (prpc_store_blob_remove(b->store, sha, &err) == 0)
+        prpc_blobdir_remove(b->blobs, sha, &err);
+}
+
+static void drop_checkpoint_blobs(prpc_broker_t *b, prpc_checkpoint_t *ck, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        drop_blob(b, ck[i].sha256);
+    free(ck);
+}
+
 static void on_restart(prpc_broker_t *b, h2o_req_t *req, const char *id)
 {
     prpc_error_t err;
+    prpc_checkpoint_t *ck = NULL;
+    size_t nck = checkpoint_blobs(b, id, &ck);
     if (prpc_store_call_restart(b->store, id, prpc_now_ms(), &err) != 0) {
+        free(ck);
         send_err(req, &err);
         return;
     }
+    drop_checkpoint_blobs(b, ck, nck);
     reply_call(b, req, id);
     notify_calls(b, id, 0);
     dispatch_leases(b);
@@ -688,13 +749,17 @@ static void remove_unreferenced_blobs(prpc_broker_t *b, int64_t older_than_ms)
 static void on_delete(prpc_broker_t *b, h2o_req_t *req, const char *id)
 {
     prpc_error_t err;
+    prpc_checkpoint_t *ck = NULL;
+    size_t nck = checkpoint_blobs(b, id, &ck);
     int state = 0;
     /* A running call is told to stop first, as the seed's delete did. */
     if (prpc_store_call_terminate(b->store, id, prpc_now_ms(), &state, &err) != 0 ||
         prpc_store_call_delete(b->store, id, &err) != 0) {
+        free(ck);
         send_err(req, &err);
         return;
     }
+    drop_checkpoint_blobs(b, ck, nck);
     /* Blobs uploaded in the last minute may belong to a submit on its way. */
     remove_unreferenced_blobs(b, prpc_now_ms() - 60000);
     prpc_httpd_send_json(req, 200, "{\"deleted\": true}", 17);
@@ -855,7 +920,8 @@ static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
     prpc_buf_t outputs = PRPC_BUF_INIT, error = PRPC_BUF_INIT;
     char *outputs_json = NULL, *error_json = NULL;
     char (*blobs)[65] = NULL;
-    size_t nblobs = 0;
+    prpc_checkpoint_t *ck = NULL;
+    size_t nblobs = 0, nck = 0;
     int state;
 
     memset(&c, 0, sizeof(c));
@@ -925,12 +991,16 @@ static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
     for (size_t i = 0; i < nblobs; i++)
         if (prpc_store_blob_link(b->store, call_id, blobs[i], &err) != 0)
             goto fail;
+    nck = checkpoint_blobs(b, call_id, &ck);
     if (prpc_store_call_finish(b->store, call_id, lease, state, outputs_json, error_json,
                                prpc_now_ms(), &err) != 0) {
         if (err.code == PRPC_ESTATE)
             b->metrics.results_refused++;
         goto fail;
     }
+    /* A finished call never resumes: its checkpoints went with the finish. */
+    drop_checkpoint_blobs(b, ck, nck);
+    ck = NULL;
     b->metrics.results_accepted++;
     prpc_call_cleanup(&c);
     reply_call(b, req, call_id);
@@ -945,8 +1015,59 @@ out:
     free(outputs_json);
     free(error_json);
     free(blobs);
+    free(ck);
     if (doc != NULL)
         bson_destroy(doc);
+}
+
+/* POST /v1/leases/{lease}/checkpoints: {"call_id", "key", "blob", "size"}.
+ * The blob was uploaded first; the store checks the lease and the key and
+ * makes the save durable before the answer. A key saved again replaces its
+ * earlier content, whose blob is removed when nothing else needs it. */
+static void on_checkpoint(prpc_broker_t *b, h2o_req_t *req, const char *lease)
+{
+    prpc_error_t err;
+    bson_t *doc = parse_body(req, "checkpoint", &err);
+    const char *call_id, *key, *sha;
+    char replaced[PRPC_CALL_ID_HEX + 1] = "";
+    prpc_buf_t out = PRPC_BUF_INIT;
+    double size = -1;
+
+    if (doc == NULL) {
+        send_err(req, &err);
+        return;
+    }
+    call_id = prpc_doc_str(doc, "call_id");
+    key = prpc_doc_str(doc, "key");
+    sha = prpc_doc_str(doc, "blob");
+    if (!prpc_valid_hex(call_id, 64) || key == NULL || !prpc_valid_hex(sha, 64) ||
+        !prpc_doc_num(doc, "size", &size) || !(size >= 0 && size <= 9007199254740992.0) ||
+        size != (double)(uint64_t)size) {
+        prpc_httpd_send_error(req, 400, PRPC_EINVAL,
+                              "a checkpoint needs \"call_id\" (64 hex), \"key\", \"blob\" (64 "
+                              "hex) and \"size\" (bytes)");
+        goto out;
+    }
+    if (!holds_blob(b, sha, (uint64_t)size)) {
+        prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND,
+                              "checkpoint blob %s of %llu bytes is not on this broker: upload it "
+                              "first",
+                              sha, (unsigned long long)size);
+        goto out;
+    }
+    if (prpc_store_checkpoint_put(b->store, call_id, lease, key, sha, (uint64_t)size,
+                                  prpc_now_ms(), replaced, &err) != 0) {
+        send_err(req, &err);
+        goto out;
+    }
+    if (replaced[0] != '\0')
+        drop_blob(b, replaced);
+    prpc_buf_printf(&out, "{\"call_id\": \"%s\", \"key\": \"%s\", \"blob\": \"%s\", "
+                          "\"size\": %llu}",
+                    call_id, key, sha, (unsigned long long)size);
+    send_buf(req, 200, &out);
+out:
+    bson_destroy(doc);
 }
 
 /* ---- serving blobs: verified while streamed ---------------------------- */
@@ -1355,6 +1476,8 @@ static int route(void *ud, h2o_req_t *req)
             on_heartbeat(b, req, lease);
         else if (strcmp(rest, "/result") == 0)
             on_result(b, req, lease);
+        else if (strcmp(rest, "/checkpoints") == 0)
+            on_checkpoint(b, req, lease);
         else
             prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "no such operation on a lease");
     } else if (strncmp(p, "blobs/", 6) == 0 && strlen(p) >= 6 + 64) {

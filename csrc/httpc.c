@@ -20,6 +20,7 @@
 #include <bson/bson.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <ctype.h>
@@ -324,6 +325,7 @@ int prpc_httpc_set_ca(prpc_httpc_t *h, const char *ca_path, prpc_error_t *err)
      * saying so now names the file while the user is still configuring. */
     cert = PEM_read_X509(f, NULL, NULL, NULL);
     if (cert == NULL) {
+        ERR_clear_error(); /* leave no stale error for the next TLS call on this thread */
         rc = prpc_error_set(err, PRPC_EINVAL,
                             "the CA file %s holds no PEM certificate (expected \"-----BEGIN "
                             "CERTIFICATE-----\")",
@@ -386,6 +388,38 @@ static int add_header(struct curl_slist **list, prpc_error_t *err, const char *f
     return 0;
 }
 
+/* With a key, the answer counts only if the broker signed it for the request
+ * that carried nonce (docs/API.md "Authentication"). The words name what was
+ * missing, never what the signature should have been. */
+static int verify_answer(const prpc_httpc_t *h, const sink_t *s, long status, const char *nonce,
+                         const char *method, const char *url, prpc_error_t *err)
+{
+    uint8_t d[PRPC_SHA256_LEN];
+    char body_hex[PRPC_SHA256_HEX_LEN + 1], want[PRPC_AUTH_SIG_HEX], got[PRPC_AUTH_SIG_HEX];
+    int rc;
+
+    if (s->sig[0] == '\0')
+        return prpc_error_set(err, PRPC_EAUTH,
+                              "the broker's answer is not signed by a holder of the password "
+                              "(%s %s: HTTP %ld %s X-P2PRPC-Signature)",
+                              method, url, status,
+                              s->sig_malformed ? "with a malformed" : "without");
+    rc = prpc_sha256(s->buf != NULL ? s->buf : "", s->len, d, err);
+    if (rc != 0)
+        return rc;
+    prpc_hex_encode(d, sizeof(d), body_hex);
+    prpc_auth_sign_response(h->key, (int)status, nonce, body_hex, want);
+    for (size_t i = 0; i < sizeof(got); i++)
+        got[i] = (char)tolower((unsigned char)s->sig[i]);
+    if (CRYPTO_memcmp(want, got, PRPC_AUTH_SIG_HEX - 1) != 0)
+        return prpc_error_set(err, PRPC_EAUTH,
+                              "the broker's answer is not signed by a holder of the password "
+                              "(%s %s: HTTP %ld whose X-P2PRPC-Signature does not match this "
+                              "request and its body: altered, replayed, or another password)",
+                              method, url, status);
+    return 0;
+}
+
 /*
  * The one place a request is made. body_sha_hex, when not NULL, is the
  * body's SHA-256 already known to the caller (chunk uploads). bulk selects
@@ -402,6 +436,7 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
     size_t url_len;
     CURL *c = h->curl;
     CURLcode cc;
+    char nonce[PRPC_AUTH_NONCE_HEX] = "";
     int rc = 0, delay_ms = 0;
 
     *status = 0;
@@ -468,7 +503,7 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
     if (body_len > 0 && content_type != NULL)
         rc = add_header(&hdrs, err, "Content-Type: %s", content_type);
     if (rc == 0 && h->has_key) {
-        char nonce[PRPC_AUTH_NONCE_HEX], sig[PRPC_AUTH_SIG_HEX];
+        char sig[PRPC_AUTH_SIG_HEX];
         char sha_hex[PRPC_SHA256_HEX_LEN + 1];
         int64_t now = prpc_now_ms();
         if (body_sha_hex == NULL) {
@@ -508,8 +543,16 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
     }
     if (cc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-        if (sink_decide(s) != 0)
+        if (sink_decide(s) != 0) {
             rc = sink_error(s, err, method, url);
+        } else if (h->has_key && *status != 401 && !s->to_file && strcmp(method, "HEAD") != 0) {
+            /* Blob bytes (to_file) are checked by their hash, HEAD answers
+             * are not signed by the broker (see httpc.h), and a 401 stays the
+             * broker's refusal. */
+            rc = verify_answer(h, s, *status, nonce, method, url, err);
+            if (rc != 0)
+                *status = 0;
+        }
         goto out;
     }
     switch (cc) {
@@ -529,6 +572,34 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
         break;
     case CURLE_OUT_OF_MEMORY:
         rc = prpc_error_set(err, PRPC_ENOMEM, "%s %s: out of memory", method, url);
+        break;
+    case CURLE_PEER_FAILED_VERIFICATION:
+        rc = prpc_error_set(err, PRPC_ECONN,
+                            "%s %s: TLS certificate verify failed (%s); %s%s", method, url,
+                            h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc),
+                            h->ca != NULL ? "the broker's certificate is not valid for this "
+                                            "host under the CA file "
+                                          : "give the CA file that signed the broker's "
+                                            "certificate (ca=)",
+                            h->ca != NULL ? h->ca : "");
+        break;
+    case CURLE_SSL_CACERT_BADFILE:
+        rc = prpc_error_set(err, PRPC_EINVAL, "%s %s: the CA file %s cannot be used (%s)", method,
+                            url, h->ca != NULL ? h->ca : "(the system store)",
+                            h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc));
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+        rc = prpc_error_set(err, PRPC_ECONN,
+                            "%s %s: TLS handshake failed (%s); is the broker serving https?",
+                            method, url, h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc));
+        break;
+    case CURLE_GOT_NOTHING:
+        /* What a TLS listener does with a plain HTTP request. */
+        rc = prpc_error_set(err, PRPC_ECONN, "%s %s: cannot reach the broker (%s)%s", method, url,
+                            h->errbuf[0] ? h->errbuf : curl_easy_strerror(cc),
+                            strncasecmp(h->base, "http://", 7) == 0
+                                ? "; if the broker serves TLS, use https://host:port"
+                                : "");
         break;
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:

@@ -39,37 +39,50 @@ static PyObject *raise_err(PyTypeObject *tp, prpc_error_t *err)
     return pyprpc_raise(pyprpc_state_of_type(tp), err);
 }
 
+/* "O&" converter for an optional path: None stays NULL, else a bytes object
+ * from os.fspath (str, bytes or a path-like). */
+static int optional_path(PyObject *obj, void *out)
+{
+    if (obj == Py_None) {
+        *(PyObject **)out = NULL;
+        return 1;
+    }
+    return PyUnicode_FSConverter(obj, out);
+}
+
 static int conn_init(conn_object_t *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"base_url", "key", "connect_timeout_ms", NULL};
+    static char *kwlist[] = {"base_url", "key", "connect_timeout_ms", "ca", NULL};
     const char *url = NULL;
     Py_buffer key = {0};
-    int connect_timeout_ms = 2000;
-    prpc_httpc_t *h;
+    PyObject *ca = NULL;
+    int connect_timeout_ms = 2000, rc = -1;
+    prpc_httpc_t *h = NULL;
     prpc_error_t err;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|z*i:Connection", kwlist, &url, &key,
-                                     &connect_timeout_ms))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|z*iO&:Connection", kwlist, &url, &key,
+                                     &connect_timeout_ms, optional_path, &ca))
         return -1;
     if (key.buf != NULL && key.len != PRPC_AUTH_KEY_LEN) {
-        PyBuffer_Release(&key);
         PyErr_Format(PyExc_ValueError, "key must be %d bytes (from derive_key)",
                      PRPC_AUTH_KEY_LEN);
-        return -1;
+        goto out;
     }
     if (self->lock == NULL) {
         self->lock = PyThread_allocate_lock();
         if (self->lock == NULL) {
-            PyBuffer_Release(&key);
             PyErr_NoMemory();
-            return -1;
+            goto out;
         }
     }
     h = prpc_httpc_new(url, key.buf, connect_timeout_ms, &err);
-    PyBuffer_Release(&key);
     if (h == NULL) {
         raise_err(Py_TYPE(self), &err);
-        return -1;
+        goto out;
+    }
+    if (ca != NULL && prpc_httpc_set_ca(h, PyBytes_AS_STRING(ca), &err) != 0) {
+        raise_err(Py_TYPE(self), &err);
+        goto out;
     }
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -77,7 +90,13 @@ static int conn_init(conn_object_t *self, PyObject *args, PyObject *kwds)
     self->h = h;
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
-    return 0;
+    h = NULL;
+    rc = 0;
+out:
+    prpc_httpc_free(h);
+    PyBuffer_Release(&key);
+    Py_XDECREF(ca);
+    return rc;
 }
 
 static PyObject *closed_error(void)
@@ -234,7 +253,8 @@ static PyMethodDef conn_methods[] = {
     {"request", (PyCFunction)(void (*)(void))conn_request, METH_VARARGS | METH_KEYWORDS,
      "request(method, path, body=None, timeout_ms=30000) -> (status, body)\n\n"
      "One HTTP request (signed when the connection has a key). Any status is returned;\n"
-     "401 raises AuthenticationError; transport failures raise ConnectionFailed or\n"
+     "401 raises AuthenticationError, and so does, with a key, an answer the broker did\n"
+     "not sign for this request; transport and TLS failures raise ConnectionFailed or\n"
      "EngineTimeoutError; an answer over 4 MiB raises LimitExceeded."},
     {"upload_blob", (PyCFunction)(void (*)(void))conn_upload_blob, METH_VARARGS | METH_KEYWORDS,
      "upload_blob(fd, sha, size) -> None\n\nMake the broker hold blob sha, the first size "
@@ -258,9 +278,13 @@ static PyType_Slot conn_slots[] = {
     {Py_tp_methods, conn_methods},
     {Py_tp_getset, conn_getset},
     {Py_tp_new, PyType_GenericNew},
-    {Py_tp_doc, "Connection(base_url, key=None, connect_timeout_ms=2000)\n\n"
+    {Py_tp_doc, "Connection(base_url, key=None, connect_timeout_ms=2000, ca=None)\n\n"
                 "One keep-alive connection to one broker (docs/API.md). base_url is\n"
-                "'host:port' or 'http://host:port'; key is 32 bytes from derive_key()."},
+                "'host:port', 'http://host:port' or 'https://host:port'; key is 32 bytes\n"
+                "from derive_key(): requests are signed and answers must be signed back.\n"
+                "ca is a PEM file of the CA(s) to trust for https instead of the system\n"
+                "store (InvalidInputError naming it when it cannot be used); the broker's\n"
+                "certificate and host name are always verified."},
     {0, NULL},
 };
 

@@ -330,6 +330,37 @@ static PyObject *worker_report_progress(worker_object_t *self, PyObject *args)
     return PyBool_FromLong(prpc_worker_report_progress(self->w, call_id, pct, NULL) == 0);
 }
 
+static PyObject *worker_save_checkpoint_impl(worker_object_t *self, const char *call_id,
+                                             const char *key, const char *path)
+{
+    prpc_error_t err;
+    int rc;
+    if (self->w == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Worker is not initialised");
+        return NULL;
+    }
+    /* An upload of any size: never with the GIL, which the engine's threads
+     * need for their callbacks. */
+    Py_BEGIN_ALLOW_THREADS
+    rc = prpc_worker_checkpoint_save(self->w, call_id, key, path, &err);
+    Py_END_ALLOW_THREADS
+    if (rc != 0)
+        return raise_err(Py_TYPE(self), &err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *worker_save_checkpoint(worker_object_t *self, PyObject *args)
+{
+    const char *call_id, *key;
+    PyObject *path = NULL, *r;
+    if (!PyArg_ParseTuple(args, "ssO&:save_checkpoint", &call_id, &key, PyUnicode_FSConverter,
+                          &path))
+        return NULL;
+    r = worker_save_checkpoint_impl(self, call_id, key, PyBytes_AS_STRING(path));
+    Py_DECREF(path);
+    return r;
+}
+
 static int worker_traverse(worker_object_t *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
@@ -373,6 +404,12 @@ static PyMethodDef worker_methods[] = {
     {"report_progress", (PyCFunction)worker_report_progress, METH_VARARGS,
      "report_progress(call_id, pct) -> bool\n\nRecord a running call's progress (0..100) for "
      "its next heartbeat; False when no slot runs call_id."},
+    {"save_checkpoint", (PyCFunction)worker_save_checkpoint, METH_VARARGS,
+     "save_checkpoint(call_id, key, path) -> None\n\nUpload the file at path as checkpoint "
+     "`key` of the running call and record it on the broker under the call's lease; returns "
+     "once the save is durable there. Raises StateError when the lease lapsed, NotFoundError "
+     "when no slot runs call_id, InvalidInputError for a bad key (1 to 128 of "
+     "[A-Za-z0-9._-])."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -66,6 +66,17 @@ static const char schema_sql[] =
     " PRIMARY KEY (call_id, sha256)) WITHOUT ROWID;"
     "CREATE INDEX call_blobs_sha256 ON call_blobs(sha256);";
 
+/* Schema version 2 adds checkpoints; a version 1 file gets it on open. */
+static const char schema_v2_sql[] =
+    "CREATE TABLE checkpoints ("
+    " call_id TEXT NOT NULL,"
+    " key TEXT NOT NULL,"
+    " sha256 TEXT NOT NULL,"
+    " size INTEGER NOT NULL,"
+    " updated_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (call_id, key)) WITHOUT ROWID;"
+    "CREATE INDEX checkpoints_sha256 ON checkpoints(sha256);";
+
 enum sq_id {
     SQ_BEGIN,
     SQ_COMMIT,
@@ -95,6 +106,12 @@ enum sq_id {
     SQ_EXPIRE_CALLS,
     SQ_STATS,
     SQ_STATS_ALL,
+    SQ_CKPT_GET,
+    SQ_CKPT_COUNT,
+    SQ_CKPT_UPSERT,
+    SQ_CKPT_LIST,
+    SQ_CKPT_DROP_CALL,
+    SQ_CKPT_EXPIRE,
     SQ_NSTMT
 };
 
@@ -160,10 +177,12 @@ static const struct {
     [SQ_BLOB_GET] = {"SELECT size FROM blobs WHERE sha256 = ?1", "reading a blob"},
     [SQ_LINK] = {"INSERT INTO call_blobs (call_id, sha256) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                  "linking a blob"},
-    [SQ_BLOB_REFS] = {"SELECT count(*) FROM call_blobs WHERE sha256 = ?1",
+    [SQ_BLOB_REFS] = {"SELECT (SELECT count(*) FROM call_blobs WHERE sha256 = ?1), "
+                      "(SELECT count(*) FROM checkpoints WHERE sha256 = ?1)",
                       "counting blob references"},
     [SQ_UNREFERENCED] = {"SELECT sha256 FROM blobs AS b WHERE added_ms < ?1 AND NOT EXISTS "
-                         "(SELECT 1 FROM call_blobs AS l WHERE l.sha256 = b.sha256) "
+                         "(SELECT 1 FROM call_blobs AS l WHERE l.sha256 = b.sha256) AND NOT "
+                         "EXISTS (SELECT 1 FROM checkpoints AS k WHERE k.sha256 = b.sha256) "
                          "ORDER BY added_ms, sha256 LIMIT ?2",
                          "listing unreferenced blobs"},
     [SQ_BLOB_DELETE] = {"DELETE FROM blobs WHERE sha256 = ?1", "removing a blob"},
@@ -175,6 +194,23 @@ static const struct {
     [SQ_STATS] = {"SELECT state, count(*) FROM calls WHERE function = ?1 GROUP BY state",
                   "counting calls"},
     [SQ_STATS_ALL] = {"SELECT state, count(*) FROM calls GROUP BY state", "counting calls"},
+    [SQ_CKPT_GET] = {"SELECT sha256 FROM checkpoints WHERE call_id = ?1 AND key = ?2",
+                     "reading a checkpoint"},
+    [SQ_CKPT_COUNT] = {"SELECT count(*) FROM checkpoints WHERE call_id = ?1",
+                       "counting checkpoints"},
+    [SQ_CKPT_UPSERT] = {"INSERT INTO checkpoints (call_id, key, sha256, size, updated_ms) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (call_id, key) DO UPDATE SET "
+                        "sha256 = excluded.sha256, size = excluded.size, "
+                        "updated_ms = excluded.updated_ms",
+                        "saving a checkpoint"},
+    [SQ_CKPT_LIST] = {"SELECT key, sha256, size, updated_ms FROM checkpoints WHERE call_id = ?1 "
+                      "ORDER BY key LIMIT ?2",
+                      "listing checkpoints"},
+    [SQ_CKPT_DROP_CALL] = {"DELETE FROM checkpoints WHERE call_id = ?1",
+                           "removing a call's checkpoints"},
+    [SQ_CKPT_EXPIRE] = {"DELETE FROM checkpoints WHERE call_id IN (SELECT id FROM calls "
+                        "WHERE state >= 2 AND finished_ms < ?1)",
+                        "expiring checkpoints"},
 };
 
 struct sq_store {
@@ -635,6 +671,8 @@ static int sq_call_finish(prpc_store_t *s, const char *call_id, const char *leas
     if (rc == 0 && write)
         rc = sq_run(st, SQ_FINISH, err, "tittit", call_id, (int64_t)state, outputs_json,
                     error_json, now_ms, lease_id != NULL ? lease_id : "");
+    if (rc == 0 && write)
+        rc = sq_run(st, SQ_CKPT_DROP_CALL, err, "t", call_id);
     if (rc == 0)
         rc = sq_commit(st, err);
     prpc_call_cleanup(&cur);
@@ -677,9 +715,15 @@ static int sq_call_restart(prpc_store_t *s, const char *id, int64_t now_ms, prpc
     struct sq_store *st = sq(s);
     int rc;
     sq_lock(st);
-    rc = sq_run(st, SQ_RESTART, err, "ti", id, now_ms);
+    rc = sq_begin(st, err);
+    if (rc == 0)
+        rc = sq_run(st, SQ_RESTART, err, "ti", id, now_ms);
     if (rc == 0 && sqlite3_changes(st->db) == 0)
         rc = prpc_error_set(err, PRPC_ENOTFOUND, "no call %s in the store", id);
+    if (rc == 0)
+        rc = sq_run(st, SQ_CKPT_DROP_CALL, err, "t", id);
+    if (rc == 0)
+        rc = sq_commit(st, err);
     return sq_unlock(st, rc);
 }
 
@@ -691,6 +735,8 @@ static int sq_call_delete(prpc_store_t *s, const char *id, prpc_error_t *err)
     rc = sq_begin(st, err);
     if (rc == 0)
         rc = sq_run(st, SQ_UNLINK_CALL, err, "t", id);
+    if (rc == 0)
+        rc = sq_run(st, SQ_CKPT_DROP_CALL, err, "t", id);
     if (rc == 0)
         rc = sq_run(st, SQ_DELETE_CALL, err, "t", id);
     if (rc == 0 && sqlite3_changes(st->db) == 0)
@@ -835,7 +881,7 @@ static int sq_blobs_unreferenced(prpc_store_t *s, int64_t older_than_ms,
 static int sq_blob_remove(prpc_store_t *s, const char *sha256_hex, prpc_error_t *err)
 {
     struct sq_store *st = sq(s);
-    int64_t refs = 0;
+    int64_t refs = 0, ckpts = 0;
     int rc;
     sq_lock(st);
     rc = sq_begin(st, err);
@@ -845,12 +891,14 @@ static int sq_blob_remove(prpc_store_t *s, const char *sha256_hex, prpc_error_t 
         rc = sq_step(st, SQ_BLOB_REFS, err);
     if (rc == 1) {
         refs = sqlite3_column_int64(st->stmt[SQ_BLOB_REFS], 0);
+        ckpts = sqlite3_column_int64(st->stmt[SQ_BLOB_REFS], 1);
         sq_reset(st, SQ_BLOB_REFS);
         rc = 0;
     }
-    if (rc == 0 && refs > 0)
-        rc = prpc_error_set(err, PRPC_ESTATE, "blob %s is still referenced by %lld call(s)",
-                            sha256_hex, (long long)refs);
+    if (rc == 0 && refs + ckpts > 0)
+        rc = prpc_error_set(err, PRPC_ESTATE,
+                            "blob %s is still referenced by %lld call(s) and %lld checkpoint(s)",
+                            sha256_hex, (long long)refs, (long long)ckpts);
     if (rc == 0)
         rc = sq_run(st, SQ_BLOB_DELETE, err, "t", sha256_hex);
     if (rc == 0 && sqlite3_changes(st->db) == 0)
@@ -870,11 +918,96 @@ static int sq_calls_expire(prpc_store_t *s, int64_t finished_before_ms, int *rem
     if (rc == 0)
         rc = sq_run(st, SQ_EXPIRE_LINKS, err, "i", finished_before_ms);
     if (rc == 0)
+        rc = sq_run(st, SQ_CKPT_EXPIRE, err, "i", finished_before_ms);
+    if (rc == 0)
         rc = sq_run(st, SQ_EXPIRE_CALLS, err, "i", finished_before_ms);
     if (rc == 0)
         *removed = sqlite3_changes(st->db);
     if (rc == 0)
         rc = sq_commit(st, err);
+    return sq_unlock(st, rc);
+}
+
+static int sq_checkpoint_put(prpc_store_t *s, const char *call_id, const char *lease_id,
+                             const char *key, const char *sha256_hex, uint64_t size,
+                             int64_t now_ms, char replaced[PRPC_CALL_ID_HEX + 1],
+                             prpc_error_t *err)
+{
+    struct sq_store *st = sq(s);
+    prpc_call_t cur = {0};
+    uint64_t stored = 0;
+    int64_t count = 0;
+    int rc, known = 0;
+    sq_lock(st);
+    rc = sq_begin(st, err);
+    if (rc == 0)
+        rc = sq_get_call(st, call_id, &cur, NULL, err);
+    if (rc == 0 && !(cur.state == PRPC_CALL_LEASED && strcmp(cur.lease_id, lease_id) == 0))
+        rc = stale_lease(st, call_id, lease_id, err);
+    if (rc == 0)
+        rc = sq_get_blob(st, sha256_hex, &stored, err);
+    if (rc == 0 && stored != size)
+        rc = prpc_error_set(err, PRPC_EINVAL,
+                            "checkpoint %s names blob %s of size %llu, but the blob has %llu "
+                            "bytes",
+                            key, sha256_hex, (unsigned long long)size,
+                            (unsigned long long)stored);
+    if (rc == 0)
+        rc = sq_bind(st, SQ_CKPT_GET, err, "tt", call_id, key);
+    if (rc == 0)
+        rc = sq_step(st, SQ_CKPT_GET, err);
+    if (rc == 1) {
+        col_copy(st->stmt[SQ_CKPT_GET], 0, replaced, PRPC_CALL_ID_HEX + 1);
+        sq_reset(st, SQ_CKPT_GET);
+        known = 1;
+        rc = 0;
+    }
+    if (rc == 0 && !known)
+        rc = sq_bind(st, SQ_CKPT_COUNT, err, "t", call_id);
+    if (rc == 0 && !known)
+        rc = sq_step(st, SQ_CKPT_COUNT, err);
+    if (rc == 1) {
+        count = sqlite3_column_int64(st->stmt[SQ_CKPT_COUNT], 0);
+        sq_reset(st, SQ_CKPT_COUNT);
+        rc = 0;
+        if (count >= PRPC_CHECKPOINTS_MAX)
+            rc = prpc_error_set(err, PRPC_ELIMIT,
+                                "call %s already holds %d checkpoints: key %s would be one more; "
+                                "reuse keys",
+                                call_id, PRPC_CHECKPOINTS_MAX, key);
+    }
+    if (rc == 0)
+        rc = sq_run(st, SQ_CKPT_UPSERT, err, "tttii", call_id, key, sha256_hex, (int64_t)size,
+                    now_ms);
+    if (rc == 0)
+        rc = sq_commit(st, err);
+    if (rc < 0 || strcmp(replaced, sha256_hex) == 0)
+        replaced[0] = '\0';
+    prpc_call_cleanup(&cur);
+    return sq_unlock(st, rc);
+}
+
+static int sq_checkpoints_list(prpc_store_t *s, const char *call_id, prpc_checkpoint_t *out,
+                               size_t max, size_t *n, prpc_error_t *err)
+{
+    struct sq_store *st = sq(s);
+    int rc;
+    sq_lock(st);
+    rc = sq_bind(st, SQ_CKPT_LIST, err, "ti", call_id,
+                 (int64_t)(max > INT64_MAX ? INT64_MAX : max));
+    while (rc == 0 && *n < max) {
+        sqlite3_stmt *q = st->stmt[SQ_CKPT_LIST];
+        prpc_checkpoint_t *c = &out[*n];
+        rc = sq_step(st, SQ_CKPT_LIST, err);
+        if (rc != 1)
+            break;
+        col_copy(q, 0, c->key, sizeof(c->key));
+        col_copy(q, 1, c->sha256, sizeof(c->sha256));
+        c->size = (uint64_t)sqlite3_column_int64(q, 2);
+        c->updated_ms = sqlite3_column_int64(q, 3);
+        (*n)++;
+        rc = 0;
+    }
     return sq_unlock(st, rc);
 }
 
@@ -950,6 +1083,8 @@ static const struct prpc_store_ops sq_ops = {
     .blobs_unreferenced = sq_blobs_unreferenced,
     .blob_remove = sq_blob_remove,
     .calls_expire = sq_calls_expire,
+    .checkpoint_put = sq_checkpoint_put,
+    .checkpoints_list = sq_checkpoints_list,
     .function_stats = sq_function_stats,
     .check_integrity = sq_check_integrity,
 };
@@ -975,9 +1110,9 @@ static int sq_once(struct sq_store *st, const char *sql, const char *what, int64
     return rc;
 }
 
-/* Whether the file holds our schema (0, *fresh = 0), is empty (0, *fresh = 1),
- * or is something else (ECORRUPT). Reads only. */
-static int sq_check_header(struct sq_store *st, int *fresh, prpc_error_t *err)
+/* Whether the file holds our schema (0, *fresh = 0, *schema its version), is
+ * empty (0, *fresh = 1), or is something else (ECORRUPT). Reads only. */
+static int sq_check_header(struct sq_store *st, int *fresh, int64_t *schema, prpc_error_t *err)
 {
     int64_t app = 0, version = 0, tables = 0;
     int rc = sq_once(st, "PRAGMA application_id", "reading the file header", &app, NULL, err);
@@ -1008,6 +1143,7 @@ static int sq_check_header(struct sq_store *st, int *fresh, prpc_error_t *err)
                             st->path, (long long)version, PRPC_STORE_SCHEMA_VERSION);
     else if (version < 1)
         rc = prpc_error_set(err, PRPC_ECORRUPT, "store %s has no schema version", st->path);
+    *schema = version;
     return rc;
 }
 
@@ -1044,6 +1180,7 @@ prpc_store_t *prpc__store_sqlite_open(const char *path, const prpc_store_options
 {
     struct sq_store *st = calloc(1, sizeof(*st));
     char sync_sql[48], mode[PRPC_STORE_NAME_MAX + 1] = "";
+    int64_t schema = 0;
     int rc = 0, fresh = 0, locked = 0;
     if (st == NULL) {
         prpc_error_set(err, PRPC_ENOMEM, "out of memory opening store %s", path);
@@ -1080,7 +1217,7 @@ prpc_store_t *prpc__store_sqlite_open(const char *path, const prpc_store_options
     }
     /* Look before touching: a foreign or damaged file must stay as it is. */
     if (rc == 0)
-        rc = sq_check_header(st, &fresh, err);
+        rc = sq_check_header(st, &fresh, &schema, err);
     if (rc == 0 && !fresh && !opts->skip_open_check)
         rc = sq_check(st, "PRAGMA quick_check", err);
     if (rc == 0)
@@ -1090,16 +1227,21 @@ prpc_store_t *prpc__store_sqlite_open(const char *path, const prpc_store_options
         rc = sq_once(st, sync_sql, "setting synchronous", NULL, NULL, err);
         st->full = strcmp(opts->synchronous, "full") == 0;
     }
-    if (rc == 0 && fresh) {
+    if (rc == 0 && (fresh || schema < PRPC_STORE_SCHEMA_VERSION)) {
         rc = sq_begin(st, err);
         locked = rc == 0;
-        /* Another process may have created it since we looked. */
+        /* Another process may have created or upgraded it since we looked. */
         if (rc == 0)
-            rc = sq_check_header(st, &fresh, err);
-        if (rc == 0 && fresh) {
+            rc = sq_check_header(st, &fresh, &schema, err);
+        if (rc == 0 && (fresh || schema < PRPC_STORE_SCHEMA_VERSION)) {
             char sql[64];
-            int src = sqlite3_exec(st->db, schema_sql, NULL, NULL, NULL);
-            if (src == SQLITE_OK) {
+            int src = SQLITE_OK;
+            if (fresh)
+                src = sqlite3_exec(st->db, schema_sql, NULL, NULL, NULL);
+            /* Version 1 -> 2: the checkpoints table. */
+            if (src == SQLITE_OK && (fresh || schema < 2))
+                src = sqlite3_exec(st->db, schema_v2_sql, NULL, NULL, NULL);
+            if (src == SQLITE_OK && fresh) {
                 snprintf(sql, sizeof(sql), "PRAGMA application_id=%d", PRPC_STORE_APPLICATION_ID);
                 src = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
             }
@@ -1108,7 +1250,8 @@ prpc_store_t *prpc__store_sqlite_open(const char *path, const prpc_store_options
                 src = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
             }
             if (src != SQLITE_OK)
-                rc = sq_error(st, src, "creating the schema", err);
+                rc = sq_error(st, src, fresh ? "creating the schema" : "upgrading the schema",
+                              err);
         }
         if (rc == 0)
             rc = sq_commit(st, err);

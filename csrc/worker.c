@@ -13,10 +13,17 @@
  * types used here (strings, integers, booleans, null, documents, arrays) is
  * plain JSON.
  *
+ * Checkpoints (prpc_worker_checkpoint_save) come from whatever thread the
+ * embedding program calls from while run is in progress: each slot has a
+ * third set of HTTP handles for them, used under the slot's ck_mu, so saves
+ * of one call go out one at a time and never share a handle with the slot or
+ * heartbeat threads.
+ *
  * Thread safety: w->mu guards the slots' call state (call id, lease, progress,
  * heartbeat flags, the blob being downloaded) and w->cv/hb_cv are waited on
- * under it. Each HTTP handle belongs to exactly one thread. Callbacks are
- * always called with w->mu released.
+ * under it. Each HTTP handle belongs to exactly one thread at a time (ck_mu
+ * for the checkpoint handles). Callbacks are always called with w->mu
+ * released; ck_mu is never taken with w->mu held.
  */
 #include "worker.h"
 
@@ -56,6 +63,9 @@ typedef struct slot {
     prpc_httpc_t **handles;    /* per broker; the slot thread's own */
     prpc_httpc_t **hb_handles; /* per broker; the heartbeat thread's own */
     unsigned int seed;         /* jitter */
+    pthread_mutex_t ck_mu;     /* one checkpoint save at a time; guards ck_handles, ck_seed */
+    prpc_httpc_t **ck_handles; /* per broker; checkpoint saves */
+    unsigned int ck_seed;      /* jitter of checkpoint retries */
     atomic_int hb_abort;       /* ends the heartbeat's request in flight */
     pthread_cond_t hb_cv;      /* wakes the heartbeat thread (under w->mu) */
     /* Guarded by w->mu: */
@@ -142,10 +152,10 @@ static int cond_init_monotonic(pthread_cond_t *cv)
     return rc == 0 ? 0 : -1;
 }
 
-/* Sleep the backoff for the n-th consecutive failure, or until stop. */
-static void backoff(slot_t *s, int failures)
+/* Sleep the backoff for the n-th consecutive failure, or until stop. seed
+ * belongs to the calling thread. */
+static void backoff_seeded(prpc_worker_t *w, unsigned *seed, int failures)
 {
-    prpc_worker_t *w = s->w;
     int64_t ms = PRPC_WORKER_BACKOFF_MIN_MS;
     struct timespec ts;
     for (int i = 1; i < failures && ms < PRPC_WORKER_BACKOFF_MAX_MS; i++)
@@ -154,13 +164,18 @@ static void backoff(slot_t *s, int failures)
         ms = PRPC_WORKER_BACKOFF_MAX_MS;
     /* Jitter in [ms/2, ms): workers that lost a broker together do not
      * come back together. */
-    ms = ms / 2 + (int64_t)(rand_r(&s->seed) % (unsigned)(ms / 2 + 1));
+    ms = ms / 2 + (int64_t)(rand_r(seed) % (unsigned)(ms / 2 + 1));
     abs_deadline(&ts, ms);
     pthread_mutex_lock(&w->mu);
     while (!atomic_load(&w->stopping))
         if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT)
             break;
     pthread_mutex_unlock(&w->mu);
+}
+
+static void backoff(slot_t *s, int failures)
+{
+    backoff_seeded(s->w, &s->seed, failures);
 }
 
 static prpc_httpc_t *handle_for(prpc_worker_t *w, prpc_httpc_t **handles, int b,
@@ -183,7 +198,7 @@ static int transport_error(int rc)
  * refused; a transfer resumes where the last try stopped, so under lost
  * replies each try gets further. A lease lost meanwhile makes the transfer
  * pointless. */
-static int transfer_again(slot_t *s, int rc, int attempt, int64_t started_ms)
+static int transfer_again(slot_t *s, unsigned *seed, int rc, int attempt, int64_t started_ms)
 {
     prpc_worker_t *w = s->w;
     int stale;
@@ -195,7 +210,7 @@ static int transfer_again(slot_t *s, int rc, int attempt, int64_t started_ms)
     if (stale || mono_ms() - started_ms >= PRPC_WORKER_TRANSFER_RETRY_MS)
         return 0;
     /* Capped low: the broker answers, only some of its replies go missing. */
-    backoff(s, attempt < 3 ? attempt : 3);
+    backoff_seeded(w, seed, attempt < 3 ? attempt : 3);
     return 1;
 }
 
@@ -288,10 +303,14 @@ static void worker_free_fields(prpc_worker_t *w)
                     prpc_httpc_free(s->handles[b]);
                 if (s->hb_handles != NULL)
                     prpc_httpc_free(s->hb_handles[b]);
+                if (s->ck_handles != NULL)
+                    prpc_httpc_free(s->ck_handles[b]);
             }
             free(s->handles);
             free(s->hb_handles);
+            free(s->ck_handles);
             pthread_cond_destroy(&s->hb_cv);
+            pthread_mutex_destroy(&s->ck_mu);
         }
         free(w->slots);
     }
@@ -441,13 +460,20 @@ prpc_worker_t *prpc_worker_new(const prpc_worker_config_t *cfg, prpc_error_t *er
         s->w = w;
         s->index = i;
         s->seed = (unsigned)(mono_ms() ^ (getpid() << 8) ^ (i * 7919));
+        s->ck_seed = s->seed ^ 0x5bd1e995u;
         if (cond_init_monotonic(&s->hb_cv) != 0) {
             w->concurrency = i; /* only earlier slots hold a condition variable */
             goto nomem;
         }
+        if (pthread_mutex_init(&s->ck_mu, NULL) != 0) {
+            pthread_cond_destroy(&s->hb_cv);
+            w->concurrency = i;
+            goto nomem;
+        }
         s->handles = calloc(w->n_brokers, sizeof(prpc_httpc_t *));
         s->hb_handles = calloc(w->n_brokers, sizeof(prpc_httpc_t *));
-        if (s->handles == NULL || s->hb_handles == NULL) {
+        s->ck_handles = calloc(w->n_brokers, sizeof(prpc_httpc_t *));
+        if (s->handles == NULL || s->hb_handles == NULL || s->ck_handles == NULL) {
             w->concurrency = i + 1;
             goto nomem;
         }
@@ -517,7 +543,9 @@ static void *heartbeat_main(void *arg)
                 terminate = bson_iter_bool(&it);
             if (doc != NULL)
                 bson_destroy(doc);
-        } else if (rc == 0 && status == 409) {
+        } else if (rc == 0 && (status == 409 || status == 404)) {
+            /* 409: the lease lapsed or was replaced; 404: the call was
+             * deleted (a client's delete terminates a running call). */
             stale = 1;
             prpc_httpc_status_error(status, resp, rlen, "heartbeat", &err);
             wlog(w, PRPC_LOG_WARNING, "call %s: lease lost (%s)", call_id, err.message);
@@ -598,7 +626,8 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, prpc_error_t 
         int64_t started = mono_ms();
         for (int attempt = 1;; attempt++) {
             rc = prpc_httpc_download_blob(h, sha, w->blobs, err);
-            if (rc == 0 || atomic_load(&w->stopping) || !transfer_again(s, rc, attempt, started))
+            if (rc == 0 || atomic_load(&w->stopping) ||
+                !transfer_again(s, &s->seed, rc, attempt, started))
                 break;
         }
     }
@@ -610,7 +639,75 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, prpc_error_t 
     return rc;
 }
 
-/* Build the job JSON, fetching file arguments. */
+/* 1 when key is a checkpoint key: 1..PRPC_WORKER_CHECKPOINT_KEY_MAX bytes of
+ * [A-Za-z0-9._-] (the broker's rule too). */
+static int valid_checkpoint_key(const char *key)
+{
+    size_t n = key != NULL ? strnlen(key, PRPC_WORKER_CHECKPOINT_KEY_MAX + 1) : 0;
+    if (n == 0 || n > PRPC_WORKER_CHECKPOINT_KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = key[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Fetch the lease's checkpoints into the cache and list them in the job as
+ * "checkpoints": [{"key", "path"}]. One whose blob the broker no longer has
+ * (dropped as corrupt) is left out with a warning: the function then starts
+ * that part over, as it would without a checkpoint. Other failures fail the
+ * job as a file argument's would. */
+static int append_checkpoints(slot_t *s, prpc_httpc_t *h, const bson_t *lease,
+                              const char *call_id, bson_t *job, prpc_error_t *err)
+{
+    bson_iter_t it, sub;
+    bson_t arr, entry;
+    uint32_t i = 0, seen = 0;
+    int rc = 0;
+    BSON_APPEND_ARRAY_BEGIN(job, "checkpoints", &arr);
+    if (bson_iter_init_find(&it, lease, "checkpoints") && BSON_ITER_HOLDS_ARRAY(&it) &&
+        bson_iter_recurse(&it, &sub)) {
+        while (rc == 0 && bson_iter_next(&sub)) {
+            const char *key = iter_utf8(&sub, "key"), *sha = iter_utf8(&sub, "blob"), *k;
+            char kbuf[16], path[PRPC_BLOB_PATH_MAX];
+            prpc_error_t e;
+            if (!valid_checkpoint_key(key) || sha == NULL || !prpc_blob_valid_sha(sha)) {
+                rc = prpc_error_set(err, PRPC_EPROTO,
+                                    "lease for call %s: checkpoint %u has no valid key or blob",
+                                    call_id, seen);
+                break;
+            }
+            seen++;
+            rc = fetch_blob(s, h, sha, &e);
+            if (rc == 0)
+                rc = prpc_blobdir_path(s->w->blobs, sha, path, &e);
+            if (rc == PRPC_ENOTFOUND || rc == PRPC_ECORRUPT) {
+                wlog(s->w, PRPC_LOG_WARNING,
+                     "call %s: checkpoint %s is lost (%s); the function starts without it",
+                     call_id, key, e.message);
+                rc = 0;
+                continue;
+            }
+            if (rc != 0) {
+                if (err != NULL)
+                    *err = e;
+                break;
+            }
+            bson_uint32_to_string(i++, &k, kbuf, sizeof(kbuf));
+            bson_append_document_begin(&arr, k, -1, &entry);
+            BSON_APPEND_UTF8(&entry, "key", key);
+            BSON_APPEND_UTF8(&entry, "path", path);
+            bson_append_document_end(&arr, &entry);
+        }
+    }
+    bson_append_array_end(job, &arr);
+    return rc;
+}
+
+/* Build the job JSON, fetching file arguments and checkpoints. */
 static char *build_job(slot_t *s, prpc_httpc_t *h, const bson_t *lease, const char *call_id,
                        const char *work_dir, prpc_error_t *err)
 {
@@ -676,6 +773,8 @@ static char *build_job(slot_t *s, prpc_httpc_t *h, const bson_t *lease, const ch
     }
     bson_append_array_end(&job, &arr);
     if (ok)
+        ok = append_checkpoints(s, h, lease, call_id, &job, err) == 0;
+    if (ok)
         out = to_json(&job, NULL, err);
 out:
     bson_destroy(&job);
@@ -712,7 +811,7 @@ static int put_output_file(slot_t *s, prpc_httpc_t *h, bson_t *arr, const char *
         int64_t started = mono_ms();
         for (int attempt = 1;; attempt++) {
             rc = prpc_httpc_upload_blob(h, fd, sha, size, err);
-            if (rc == 0 || !transfer_again(s, rc, attempt, started))
+            if (rc == 0 || !transfer_again(s, &s->seed, rc, attempt, started))
                 break;
         }
     }
@@ -1121,4 +1220,109 @@ int prpc_worker_report_progress(prpc_worker_t *w, const char *call_id, double pc
         return prpc_error_set(err, PRPC_ENOTFOUND, "report_progress: no running call %s",
                               call_id);
     return 0;
+}
+
+/* ---- checkpoints ---- */
+
+/* POST the checkpoint record; retried like a result (worker.h). */
+static int post_checkpoint(slot_t *s, prpc_httpc_t *h, const char *lease_id, const char *body,
+                           prpc_error_t *err)
+{
+    char pq[128];
+    int rc = 0;
+    snprintf(pq, sizeof(pq), "/v1/leases/%s/checkpoints", lease_id);
+    for (int attempt = 1; attempt <= PRPC_WORKER_RESULT_TRIES; attempt++) {
+        long status = 0;
+        char *resp = NULL;
+        size_t rlen = 0;
+        rc = prpc_httpc_request(h, "POST", pq, body, strlen(body), WORKER_REQUEST_TIMEOUT_MS,
+                                &status, &resp, &rlen, err);
+        if (rc == 0 && status == 200) {
+            free(resp);
+            return 0;
+        }
+        if (rc == 0) {
+            rc = prpc_httpc_status_error(status, resp, rlen, "saving a checkpoint", err);
+            free(resp);
+            if (status < 500)
+                return rc;
+        } else if (!transport_error(rc)) {
+            return rc;
+        }
+        if (attempt < PRPC_WORKER_RESULT_TRIES)
+            backoff_seeded(s->w, &s->ck_seed, attempt);
+    }
+    return rc;
+}
+
+int prpc_worker_checkpoint_save(prpc_worker_t *w, const char *call_id, const char *key,
+                                const char *path, prpc_error_t *err)
+{
+    slot_t *s = NULL;
+    prpc_httpc_t *h;
+    uint8_t digest[PRPC_SHA256_LEN];
+    char sha[PRPC_SHA256_HEX_LEN + 1], lease_id[WORKER_LEASE_ID_MAX + 1], body[512];
+    uint64_t size = 0;
+    int b = 0, fd = -1, rc = 0, stale = 0;
+
+    if (w == NULL || call_id == NULL || !prpc_blob_valid_sha(call_id))
+        return prpc_error_set(err, PRPC_EINVAL, "checkpoint_save: a call id (64 hex) is needed");
+    if (!valid_checkpoint_key(key))
+        return prpc_error_set(err, PRPC_EINVAL,
+                              "checkpoint key \"%.140s\" is not 1 to %d characters of "
+                              "[A-Za-z0-9._-]",
+                              key != NULL ? key : "(null)", PRPC_WORKER_CHECKPOINT_KEY_MAX);
+    if (path == NULL || path[0] == '\0')
+        return prpc_error_set(err, PRPC_EINVAL, "checkpoint %s: no file given", key);
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->concurrency && s == NULL; i++)
+        if (w->slots[i].active && strcmp(w->slots[i].call_id, call_id) == 0)
+            s = &w->slots[i];
+    if (s != NULL) {
+        b = s->broker;
+        stale = s->stale;
+        snprintf(lease_id, sizeof(lease_id), "%s", s->lease_id);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (s == NULL)
+        return prpc_error_set(err, PRPC_ENOTFOUND,
+                              "checkpoint %s: call %s is not running on this worker", key,
+                              call_id);
+    if (stale)
+        return prpc_error_set(err, PRPC_ESTATE,
+                              "checkpoint %s: the lease of call %s lapsed or was replaced: the "
+                              "call is no longer this worker's",
+                              key, call_id);
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return prpc_error_errno(err, errno, "checkpoint %s: cannot open %s", key, path);
+    pthread_mutex_lock(&s->ck_mu);
+    h = handle_for(w, s->ck_handles, b, err);
+    if (h == NULL)
+        rc = err != NULL ? err->code : PRPC_ENOMEM;
+    if (rc == 0)
+        rc = prpc_hash_fd(fd, digest, &size, err);
+    if (rc == 0) {
+        int64_t started = mono_ms();
+        prpc_hex_encode(digest, sizeof(digest), sha);
+        for (int attempt = 1;; attempt++) {
+            rc = prpc_httpc_upload_blob(h, fd, sha, size, err);
+            if (rc == 0 || !transfer_again(s, &s->ck_seed, rc, attempt, started))
+                break;
+        }
+    }
+    if (rc == 0) {
+        snprintf(body, sizeof(body),
+                 "{\"call_id\": \"%s\", \"key\": \"%s\", \"blob\": \"%s\", \"size\": %" PRIu64
+                 "}",
+                 call_id, key, sha, size);
+        rc = post_checkpoint(s, h, lease_id, body, err);
+    }
+    pthread_mutex_unlock(&s->ck_mu);
+    close(fd);
+    if (rc == 0)
+        wlog(w, PRPC_LOG_DEBUG, "call %s: checkpoint %s saved (%" PRIu64 " bytes)", call_id, key,
+             size);
+    return rc;
 }

@@ -42,6 +42,7 @@
 #define PRPC_WORKER_RESULT_TRIES 10          /* pushes of one result before giving up */
 #define PRPC_WORKER_TRANSFER_RETRY_MS 60000  /* a failing blob transfer is retried this long */
 #define PRPC_WORKER_DEFAULT_HEARTBEAT_MS 5000 /* when a lease names none */
+#define PRPC_WORKER_CHECKPOINT_KEY_MAX 128   /* bytes of [A-Za-z0-9._-] */
 
 /* Log levels, numerically those of Python's logging module. */
 #define PRPC_LOG_DEBUG 10
@@ -60,7 +61,9 @@ typedef struct prpc_worker_function {
  * Run one call and block until it has finished in its executor. job_json is
  *   {"call_id", "function", "version", "work_dir",
  *    "args": [typed entries as in docs/API.md; file entries also carry
- *             "path", the local path of the verified blob]}
+ *             "path", the local path of the verified blob],
+ *    "checkpoints": [{"key", "path"}: what earlier leases of the call saved
+ *                    (prpc_worker_checkpoint_save), fetched like file args]}
  * and is valid for the duration of the callback. On return 0, *result_json
  * is a malloc'd (the engine frees it) JSON object
  *   {"state": "done"|"failed"|"terminated",
@@ -125,5 +128,24 @@ void prpc_worker_free(prpc_worker_t *w);
  * is running call_id. */
 int prpc_worker_report_progress(prpc_worker_t *w, const char *call_id, double pct,
                                 prpc_error_t *err);
+
+/* Save the file at path as checkpoint key of the running call call_id, so
+ * that a later lease of the call (here or on another worker) finds it in its
+ * job's "checkpoints": the file is hashed, uploaded as a blob (resuming,
+ * retried like other transfers) and recorded under the call's lease with
+ * POST /v1/leases/{lease}/checkpoints. Returns once the broker has made the
+ * save durable. A later save of the same key replaces it. Blocks for the
+ * upload; the file must not change until it returns.
+ * Any thread, while run is in progress for call_id (not from the heartbeat
+ * callbacks); saves of one call are serialised. Must not race
+ * prpc_worker_free.
+ * Errors: PRPC_EINVAL (bad call id or key: 1 to
+ * PRPC_WORKER_CHECKPOINT_KEY_MAX bytes of [A-Za-z0-9._-]), PRPC_ENOTFOUND (no
+ * slot runs call_id), PRPC_ESTATE (the lease lapsed or was replaced: the call
+ * belongs to another worker now), PRPC_ELIMIT (too many keys for one call),
+ * PRPC_EIO naming the file, transport codes (PRPC_ECONN, PRPC_ETIMEDOUT) once
+ * retries are spent. */
+int prpc_worker_checkpoint_save(prpc_worker_t *w, const char *call_id, const char *key,
+                                const char *path, prpc_error_t *err);
 
 #endif

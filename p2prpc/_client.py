@@ -3,9 +3,14 @@ API on top of the engine's HTTP client (_core.Connection, docs/API.md).
 
 Calling a registered function binds its arguments to the declaration, hashes
 each file once, computes the call id and then, in this order: answers from
-the local result cache (no network at all), or finds a broker from the
-discovery file, uploads the file blobs it lacks, submits the call and returns
-a P2PFuture that long-polls the broker for the result.
+the local result cache (no network at all), or returns a P2PFuture at once
+and hands the call to the app's submitter thread, which finds a broker from
+the discovery file, uploads the file blobs it lacks and submits the calls
+queued meanwhile together (POST /v1/calls/batch: one durable transaction for
+all of them). Errors of that step (no broker, wrong password, versions that
+differ) are raised by the future's get(). The app's collector thread then
+long-polls for many calls at once (POST /v1/calls/wait); a get() on a call
+it is not watching long-polls that call itself.
 
 The cache (cache_path) holds `calls/<id>.json`, one finished call each
 (written atomically), and `blobs/`, the content-addressed result files.
@@ -22,7 +27,9 @@ request borrows a connection of the broker's small pool, so a long-poll never
 blocks another call. Background watcher threads (add_done_callback) stop with
 app.background_server.shutdown().
 """
+import collections
 import functools
+import itertools
 import json
 import logging
 import os
@@ -33,6 +40,7 @@ import threading
 import time
 
 from . import _core
+from ._hashindex import open_index
 from ._identity import PreparedCall, prepare_call, spec_of
 from ._wire import BlobRef, decode_entries, encode_entry
 from .errors import (
@@ -67,6 +75,10 @@ CONNECT_TIMEOUT_MS = 2000
 RETRY_FIRST_S = 0.1  # first wait after a transient failure...
 RETRY_MAX_S = 2.0  # ...doubling up to this, each drawn in [d/2, d)
 RETRY_STATUSES = (500, 502, 503, 504)  # the broker failed, it did not refuse
+SUBMIT_BATCH = 500  # calls per POST /v1/calls/batch (the broker takes up to 1000)
+WAIT_BATCH = 1000  # calls per POST /v1/calls/wait (the broker's cap)
+COLLECT_WAIT_MS = 20000  # the collector's long-poll when it watches every call in flight
+COLLECT_SWEEP_MS = 1000  # ...and when more calls are in flight than one wait can name
 # Error types a broker records when it gave up on a call itself (e.g.
 # "p2prpc.LeaseExpired" after too many lapsed leases), as opposed to the
 # function raising, start with this prefix.
@@ -264,10 +276,12 @@ class ResultCache:
         os.makedirs(self.calls_dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.calls_dir, prefix=".tmp-", suffix=".json")
         try:
+            # Atomic (write then rename) but not fsynced: this is a cache of
+            # what the broker keeps durably. A record lost to a power cut is
+            # fetched again; a torn one is never seen, and load() checks that
+            # its result files are whole.
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(entry, f)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -275,11 +289,6 @@ class ResultCache:
             except OSError:
                 pass
             raise
-        dfd = os.open(self.calls_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
         return entry
 
     def add_file(self, path):
@@ -406,6 +415,8 @@ class P2PClientApp:
         self._broker = None
         self._broker_lock = threading.Lock()
         self._brokers = {}
+        self._submitter = _Submitter(self)
+        self._collector = _Collector(self)
 
     def register_p2p_func(self):
         """Decorator factory: `f = app.register_p2p_func()(f)`. The returned
@@ -468,6 +479,12 @@ class P2PClientApp:
                             self._broker = b
                         return b
                     why[address] = "not a p2prpc broker (HTTP %d: %.80r)" % (status, body)
+                except AuthenticationError as e:
+                    # It answered, but not as a holder of our password: a wrong
+                    # password, not a missing broker.
+                    raise AuthenticationError(
+                        "broker %s does not share this client's password (%s); check the "
+                        "password given to create_p2p_client_app" % (address, e)) from None
                 except (P2PRPCError, ValueError) as e:
                     why[address] = str(e) or type(e).__name__
                 finally:
@@ -508,26 +525,25 @@ class P2PClientApp:
             raise P2PRPCError("the client app was shut down; create a new one to call %s"
                               % spec.name)
         bound = spec.bind(tuple(args), dict(kwargs))
-        prepared = prepare_call(spec, bound)
+        prepared = prepare_call(spec, bound, index=self.cache.root)
         entry = self.cache.load(prepared.call_id)
         if entry is not None:
             return P2PFuture(self, prepared, None, cached=entry)
-        broker = self.find_broker()
-        try:
-            call = self.submit(broker, prepared)
-        except ConnectionFailed:
-            broker = self.find_broker(forget=broker)
-            call = self.submit(broker, prepared)
-        return P2PFuture(self, prepared, broker, call=call)
+        future = P2PFuture(self, prepared, None, submitting=True)
+        self._submitter.enqueue(future)
+        return future
 
-    def submit(self, broker, prepared):
-        """Upload the file blobs and POST the call; the broker's CALL record.
-        Each step is retried on its own (see retry)."""
+    def upload_files(self, broker, prepared):
+        """Upload the call's file blobs the broker lacks (each retried)."""
         spec = prepared.spec
         for name, d in prepared.files.items():
-            fd = _live_fd(prepared, name)
+            fd = _live_fd(prepared, name, self.cache.root)
             self.retry("uploading %s of %s to %s" % (name, spec.name, broker.address),
                        lambda fd=fd, d=d: broker.run(lambda c: c.upload_blob(fd, d.sha, d.size)))
+
+    @staticmethod
+    def submit_body(prepared):
+        spec = prepared.spec
         args = []
         for a in spec.args:
             if a.kind == "file":
@@ -535,32 +551,58 @@ class P2PClientApp:
                 args.append(encode_entry(a.name, "file", BlobRef(d.sha, d.size, d.filename)))
             else:
                 args.append(encode_entry(a.name, a.kind, prepared.bound[a.name]))
-        body = {"id": prepared.call_id, "function": spec.name, "version": spec.version,
+        return {"id": prepared.call_id, "function": spec.name, "version": spec.version,
                 "args": args}
+
+    def submit_error(self, broker, prepared, status, code, message):
+        """The exception for a submit the broker refused."""
+        spec = prepared.spec
         what = "calling %s on broker %s" % (spec.name, broker.address)
-        status, data = self.retry(what, lambda: _checked(broker.request("POST", "/v1/calls",
-                                                                        body), what))
-        if status == 404:
+        if code == "EVERSION":
+            return FunctionVersionMismatch("%s: function versions differ, this client has "
+                                           "version %s: %s" % (what, spec.version, message))
+        if code == "ENOTFOUND" and "not registered" in (message or ""):
             served = self._served_functions(broker)
-            if served is not None and spec.name not in served:
-                raise NotFoundError("%s: the broker does not serve function %s (it serves: %s); "
-                                    "start it with this function's file"
-                                    % (what, spec.name, ", ".join(served) or "nothing"))
-            raise_for_status(status, data, what)
-        if status == 409:
-            code, message = _error_fields(data)
-            if code == "EVERSION":
-                raise FunctionVersionMismatch(
-                    "%s: function versions differ, this client has version %s: %s"
-                    % (what, spec.version, message))
+            return NotFoundError("%s: the broker does not serve function %s (it serves: %s); "
+                                 "start it with this function's file"
+                                 % (what, spec.name, ", ".join(served or []) or "nothing"))
+        cls = ENGINE_ERRORS.get(code, P2PRPCError)
+        return cls("%s: %s (HTTP %s)" % (what, message, status))
+
+    def submit_many(self, broker, prepared_list):
+        """Submit calls whose blobs are uploaded, in one request; for each, the
+        broker's CALL record or the exception for its refusal."""
+        what = "calling %d function(s) on broker %s" % (len(prepared_list), broker.address)
+        body = {"calls": [self.submit_body(p) for p in prepared_list]}
+        status, data = self.retry(what, lambda: _checked(
+            broker.request("POST", "/v1/calls/batch", body), what))
         if status != 200:
             raise_for_status(status, data, what)
-        call = _json(data, what).get("call")
-        if not isinstance(call, dict) or call.get("id") != prepared.call_id:
-            raise ProtocolError("%s: the broker answered a call record for another call: %.200r"
-                                % (what, call))
-        return call
+        results = _json(data, what).get("results")
+        if not isinstance(results, list) or len(results) != len(prepared_list):
+            raise ProtocolError("%s: the broker answered %.200r" % (what, results))
+        out = []
+        for prepared, r in zip(prepared_list, results):
+            if isinstance(r, dict) and isinstance(r.get("error"), dict):
+                out.append(self.submit_error(broker, prepared, status,
+                                             r["error"].get("code"), r["error"].get("message")))
+                continue
+            call = r.get("call") if isinstance(r, dict) else None
+            if not isinstance(call, dict) or call.get("id") != prepared.call_id:
+                out.append(ProtocolError("%s: the broker answered a call record for another "
+                                         "call: %.200r" % (what, call)))
+            else:
+                out.append(call)
+        return out
 
+    def submit(self, broker, prepared):
+        """Upload the file blobs and POST one call; the broker's CALL record.
+        Each step is retried on its own (see retry)."""
+        self.upload_files(broker, prepared)
+        result = self.submit_many(broker, [prepared])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     @staticmethod
     def _served_functions(broker):
@@ -581,9 +623,10 @@ def _checked(answer, what):
     return answer
 
 
-def _live_fd(prepared, name):
+def _live_fd(prepared, name, cache_root=None):
     """The fd of a file argument, reopening it by name (and checking its
-    content is unchanged) when the caller closed it since the call."""
+    content is unchanged: through the content-hash index, so an unchanged
+    file is not read again) when the caller closed it since the call."""
     f = prepared.bound[name]
     if not f.closed:
         return f.fileno()
@@ -591,13 +634,173 @@ def _live_fd(prepared, name):
     path = getattr(f, "name", None)
     if isinstance(path, str) and os.path.isfile(path):
         again = open(path, "rb")
-        if _core.sha256_file(again.fileno()) == d.sha:
+        if cache_root is not None:
+            sha = open_index(cache_root).sha256_fd(again.fileno())[0]
+        else:
+            sha = _core.sha256_file(again.fileno())
+        if sha == d.sha:
             prepared.bound[name] = again
             return again.fileno()
         again.close()
     raise ClientP2PFunctionInvalidArguments(
         "%s(): argument %r: the file was closed and its content is gone or changed, so the "
         "call cannot be sent again" % (prepared.spec.name, name))
+
+
+class _Submitter:
+    """The app's thread that sends calls: it takes every call queued since its
+    last request (up to SUBMIT_BATCH), uploads their files, and submits them in
+    one POST /v1/calls/batch, so a burst of calls costs one round trip and
+    one durable commit on the broker per batch, not per call."""
+
+    def __init__(self, app):
+        self.app = app
+        self._cond = threading.Condition()
+        self._queue = collections.deque()
+        self._thread = None
+
+    def enqueue(self, future):
+        with self._cond:
+            self._queue.append(future)
+            if self._thread is None:
+                self._thread = self.app.background_server.start_thread(self._run,
+                                                                       "p2prpc-submitter")
+            self._cond.notify()
+
+    def _run(self):
+        stopping = self.app.background_server.stopping
+        while True:
+            with self._cond:
+                while not self._queue and not stopping.is_set():
+                    self._cond.wait(1.0)  # idle; wakes at once for new calls
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft()
+                         for _ in range(min(len(self._queue), SUBMIT_BATCH))]
+            if stopping.is_set():
+                for f in batch:
+                    f._on_submit_failed(P2PRPCError("the client app was shut down before %s "
+                                                    "was sent" % f._what()))
+                continue
+            self._send(batch)
+
+    def _send(self, batch):
+        try:
+            broker = self.app.find_broker()
+        except P2PRPCError as e:
+            for f in batch:
+                f._on_submit_failed(e)
+            return
+        for attempt in (1, 2):
+            try:
+                ready = []
+                for f in batch:
+                    try:
+                        self.app.upload_files(broker, f.prepared)
+                        ready.append(f)
+                    except (ConnectionFailed, EngineTimeoutError):
+                        raise
+                    except P2PRPCError as e:
+                        f._on_submit_failed(e)
+                results = self.app.submit_many(broker, [f.prepared for f in ready]) if ready else []
+                break
+            except (ConnectionFailed, EngineTimeoutError) as e:
+                if attempt == 2:
+                    for f in batch:
+                        if not f._submitted.is_set():
+                            f._on_submit_failed(e)
+                    return
+                try:
+                    broker = self.app.find_broker(forget=broker)
+                except P2PRPCError as e2:
+                    for f in batch:
+                        f._on_submit_failed(e2)
+                    return
+            except P2PRPCError as e:
+                for f in batch:
+                    if not f._submitted.is_set():
+                        f._on_submit_failed(e)
+                return
+        for f, r in zip(ready, results):
+            if isinstance(r, Exception):
+                f._on_submit_failed(r)
+            else:
+                f._on_submitted(broker, r)
+
+
+class _Collector:
+    """The app's thread that waits for calls in flight, many per request
+    (POST /v1/calls/wait), oldest first. It long-polls for up to
+    COLLECT_WAIT_MS when one request names every call in flight, and sweeps
+    with COLLECT_SWEEP_MS waits when there are more."""
+
+    def __init__(self, app):
+        self.app = app
+        self._cond = threading.Condition()
+        self._inflight = collections.OrderedDict()  # call id -> [futures]
+        self._asking = frozenset()  # the ids of the request in progress
+        self._thread = None
+
+    def track(self, future):
+        with self._cond:
+            self._inflight.setdefault(future.call_id, []).append(future)
+            if self._thread is None:
+                self._thread = self.app.background_server.start_thread(self._run,
+                                                                       "p2prpc-collector")
+            self._cond.notify()
+
+    def watching(self, future):
+        with self._cond:
+            return future.call_id in self._asking
+
+    def _run(self):
+        stopping = self.app.background_server.stopping
+        while not stopping.is_set():
+            with self._cond:
+                while not self._inflight and not stopping.is_set():
+                    self._cond.wait(1.0)
+                if stopping.is_set():
+                    return
+                broker = None
+                ids = []
+                for call_id, futures in itertools.islice(self._inflight.items(), WAIT_BATCH):
+                    b = futures[0]._broker
+                    if broker is None:
+                        broker = b
+                    if b is broker:
+                        ids.append(call_id)
+                more = len(ids) < len(self._inflight)
+                self._asking = frozenset(ids)
+            wait_ms = COLLECT_SWEEP_MS if more else COLLECT_WAIT_MS
+            try:
+                status, data = broker.request("POST", "/v1/calls/wait",
+                                              {"ids": ids, "wait_ms": wait_ms},
+                                              timeout_ms=wait_ms + REQUEST_MARGIN_MS)
+                answer = _json(data, "waiting for calls") if status == 200 else None
+            except P2PRPCError as e:
+                log.info("waiting for %d call(s) on %s: %s", len(ids), broker.address, e)
+                answer = None
+            with self._cond:
+                self._asking = frozenset()
+            if not isinstance(answer, dict):
+                # get() still polls on its own; try again after a pause.
+                if stopping.wait(random.uniform(0.2, 0.6)):
+                    return
+                continue
+            finished = [(c.get("id"), c) for c in answer.get("calls") or []
+                        if isinstance(c, dict)]
+            finished += [(m, None) for m in answer.get("missing") or []]
+            for call_id, call in finished:
+                with self._cond:
+                    futures = self._inflight.pop(call_id, [])
+                for f in futures:
+                    f._on_collected(call)
+            # Calls the waiting thread already resolved need no watching.
+            with self._cond:
+                for call_id in ids:
+                    futures = self._inflight.get(call_id)
+                    if futures is not None and all(f._finished() for f in futures):
+                        del self._inflight[call_id]
 
 
 class P2PFuture:
@@ -608,7 +811,8 @@ class P2PFuture:
     add_done_callback(fn), terminate(), restart() and delete() act on the
     call. Thread-safe."""
 
-    def __init__(self, app, prepared: PreparedCall, broker, call=None, cached=None):
+    def __init__(self, app, prepared: PreparedCall, broker, call=None, cached=None,
+                 submitting=False):
         self.app = app
         self.prepared = prepared
         self.call_id = prepared.call_id
@@ -620,11 +824,56 @@ class P2PFuture:
         self._lock = threading.Lock()
         self._callbacks = []
         self._watcher = None
+        # The submitter sets _submitted (and _submit_error when it failed);
+        # the collector sets _changed when it saw the call finish or vanish.
+        self._submitted = threading.Event()
+        self._submit_error = None
+        self._changed = threading.Event()
+        if not submitting:
+            self._submitted.set()
+
+    # -- set by the submitter and the collector --------------------------------
+
+    def _on_submitted(self, broker, call):
+        with self._lock:
+            self._broker = broker
+            self._call = call
+        self._submitted.set()
+        if call.get("state") not in TERMINAL:
+            self.app._collector.track(self)
+
+    def _on_submit_failed(self, error):
+        self._submit_error = error
+        self._submitted.set()
+
+    def _on_collected(self, call):
+        with self._lock:
+            if call is None:
+                self._deleted = True
+            else:
+                self._call = call
+        self._changed.set()
+
+    def _finished(self):
+        return (self._cached is not None or self._deleted or self._submit_error is not None
+                or (self._call or {}).get("state") in TERMINAL)
+
+    def _wait_submitted(self, deadline=None):
+        """Block until the submitter has sent the call; raise what it met."""
+        if not self._submitted.is_set():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._submitted.wait(left):
+                raise ClientFutureTimeoutError("%s was not even submitted within the timeout "
+                                               "(still looking for a broker?)" % self._what())
+        if self._submit_error is not None:
+            raise self._submit_error
 
     def __repr__(self):
         return "<P2PFuture %s call %s… %s>" % (self.function, self.call_id[:12], self._state())
 
     def _state(self):
+        if not self._submitted.is_set():
+            return "submitting"
         if self._deleted:
             return "deleted"
         if self._cached is not None:
@@ -637,6 +886,7 @@ class P2PFuture:
     # -- talking to the broker -------------------------------------------------
 
     def _broker_or_find(self):
+        self._wait_submitted()
         if self._broker is None:
             self._broker = self.app.find_broker()
         return self._broker
@@ -725,6 +975,7 @@ class P2PFuture:
         ClientFutureTimeoutError after `timeout` seconds, ClientFunctionError
         when the function raised, ClientCallTerminated, ClientCallDeleted."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._wait_submitted(deadline)
         while True:
             if self._deleted:
                 raise ClientCallDeleted("%s was deleted" % self._what())
@@ -745,7 +996,13 @@ class P2PFuture:
                         % (self._what(), timeout, (call or {}).get("state", "unknown"),
                            float((call or {}).get("progress") or 0)))
                 wait_ms = max(1, min(LONG_POLL_MS, int(left * 1000)))
-            self._poll(wait_ms)
+            self._changed.clear()
+            if self.app._collector.watching(self):
+                # The collector's current long-poll names this call: wait for
+                # it rather than ask again.
+                self._changed.wait(wait_ms / 1000.0)
+            else:
+                self._poll(wait_ms)
 
     def result(self, timeout=None):
         """The same as get(timeout), as concurrent.futures names it."""
@@ -755,6 +1012,9 @@ class P2PFuture:
         """True once the call finished (done, failed or terminated)."""
         if self._cached is not None:
             return True
+        if not self._submitted.is_set():
+            return False
+        self._wait_submitted()
         if self._deleted:
             return False
         call = self._call
@@ -850,6 +1110,8 @@ class P2PFuture:
             call = _json(data, "restarting %s" % self._what()).get("call")
         with self._lock:
             self._call = call if isinstance(call, dict) else None
+        if isinstance(call, dict) and call.get("state") not in TERMINAL:
+            self.app._collector.track(self)
 
     def delete(self):
         """Remove the call from the broker and from the local cache (result

@@ -32,19 +32,28 @@ def call_identifier_raw(
 from typing import Callable, Dict, Optional, Sequence
 
 class Connection:
-    """One keep-alive connection to one broker; requests are signed when key is given.
-    Every network call releases the GIL; one thread uses the connection at a time."""
+    """One keep-alive connection to one broker ("host:port", "http://host:port" or
+    "https://host:port"). With key, requests are signed and every JSON answer must carry
+    the broker's signature for that request (else AuthenticationError). ca: a PEM file of
+    the CA(s) trusted for https instead of the system store; the certificate and host
+    name are always verified (a failure is ConnectionFailed naming "certificate verify
+    failed"). Every network call releases the GIL; one thread uses it at a time."""
 
     def __init__(
-        self, base_url: str, key: Optional[bytes] = None, connect_timeout_ms: int = 2000
+        self,
+        base_url: str,
+        key: Optional[bytes] = None,
+        connect_timeout_ms: int = 2000,
+        ca: Optional[_StrPath] = None,
     ) -> None: ...
     @property
     def base_url(self) -> str: ...
     def request(
         self, method: str, path: str, body: Optional[bytes] = None, timeout_ms: int = 30000
     ) -> Tuple[int, bytes]:
-        """(status, body). 401 raises AuthenticationError; transport failures raise
-        ConnectionFailed or EngineTimeoutError; answers over 4 MiB LimitExceeded."""
+        """(status, body). 401, or with a key an answer not signed for this request, raises
+        AuthenticationError; transport and TLS failures raise ConnectionFailed or
+        EngineTimeoutError; answers over 4 MiB LimitExceeded."""
         ...
     def upload_blob(self, fd: int, sha: str, size: int) -> None:
         """Make the broker hold blob sha (the first size bytes of fd): dedup, resume, chunks."""

@@ -17,7 +17,10 @@ worker dies, even by SIGKILL, the pipe ends and the guardian SIGKILLs every
 group it was told of. Only a process that left its group (setsid) escapes.
 
 The protocol runs over a socketpair passed as a dedicated fd, JSON lines; the
-children's stdout and stderr are the worker's own.
+children's stdout and stderr are the worker's own. A function's p2p_save
+arrives as a "save" message naming a file; run() hands it to on_checkpoint
+(the worker engine uploads it to the broker) and answers "saved" once that
+returned, so p2p_save returns only when the checkpoint is durable.
 
 Thread safety: run() may be called from several threads at once (up to the
 pool size run in parallel, more wait for a free child); cancel() and close()
@@ -34,6 +37,8 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
+
+from .errors import ENGINE_ERRORS
 
 __all__ = ["ExecutorPool"]
 
@@ -96,6 +101,17 @@ def _death(code) -> str:
     return "the function process died: it exited with code %d before returning a result" % code
 
 
+def _code_of(exc):
+    """The engine code name (errors.ENGINE_ERRORS) of an exception, or None."""
+    for name, cls in ENGINE_ERRORS.items():
+        if type(exc) is cls:
+            return name
+    for name, cls in ENGINE_ERRORS.items():
+        if isinstance(exc, cls):
+            return name
+    return None
+
+
 def _failed(type_, message, tb=""):
     return {"state": "failed", "outputs": [], "error": {"type": type_, "message": message,
                                                          "traceback": tb}}
@@ -125,19 +141,24 @@ for g in groups:
 class ExecutorPool:
     """`size` warm child processes serving the p2prpc_ functions of
     `function_file`. on_progress(call_id, pct) is called from the thread
-    inside run() whenever the function reports progress."""
+    inside run() whenever the function reports progress;
+    on_checkpoint(call_id, key, path) from that thread for each p2p_save, and
+    must return only once the file at path is stored (its exception, mapped to
+    its engine code, is raised by p2p_save). Without on_checkpoint, p2p_save
+    raises NotSupportedError."""
 
     # How long a cancel() that came before its run() is remembered, seconds:
     # long enough for the engine's race, short enough that a restart of the
     # same call (same id) later is not refused.
     EARLY_CANCEL_S = 10.0
 
-    def __init__(self, function_file, size=1, on_progress=None):
+    def __init__(self, function_file, size=1, on_progress=None, on_checkpoint=None):
         if size < 1:
             raise ValueError("ExecutorPool: size must be at least 1, got %r" % size)
         self.function_file = os.path.abspath(function_file)
         self.size = size
         self.on_progress = on_progress
+        self.on_checkpoint = on_checkpoint
         self._lock = threading.Lock()
         self._closed = False
         self._idle = queue.Queue()
@@ -337,6 +358,8 @@ class ExecutorPool:
                 t = msg.get("t")
                 if t == "progress" and msg.get("call_id") == call_id:
                     self._progress(call_id, msg.get("pct"))
+                elif t == "save" and msg.get("call_id") == call_id:
+                    self._save(c, call_id, msg)
                 elif t == "result" and msg.get("call_id") == call_id:
                     result = msg.get("result")
                     break
@@ -374,6 +397,25 @@ class ExecutorPool:
             self.on_progress(call_id, float(pct))
         except Exception:
             log.exception("the progress callback failed for call %s", call_id)
+
+    def _save(self, c, call_id, msg):
+        """Store one p2p_save of the child c and answer it."""
+        key, path = msg.get("key"), msg.get("path")
+        error = None
+        if self.on_checkpoint is None:
+            error = {"code": "ENOTSUP", "message": "this executor pool keeps no checkpoints"}
+        elif not isinstance(key, str) or not isinstance(path, str):
+            error = {"code": "EINVAL", "message": "a save names a key and a path"}
+        else:
+            try:
+                self.on_checkpoint(call_id, key, path)
+            except Exception as e:
+                error = {"code": _code_of(e), "message": str(e)}
+                log.warning("checkpoint %s of call %s not saved: %s", key, call_id, e)
+        try:
+            c.send({"t": "saved", "seq": msg.get("seq"), "error": error})
+        except OSError:
+            pass  # it was killed meanwhile (cancel): the reads find out
 
     def cancel(self, call_id) -> bool:
         """Stop the call: SIGKILL its process group (a fresh warm child takes

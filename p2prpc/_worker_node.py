@@ -17,7 +17,7 @@ from . import _core
 from ._client import read_discovery
 from ._executor import ExecutorPool
 from ._spec import read_module_functions
-from .errors import P2PRPCError
+from .errors import P2PRPCError, StateError
 
 __all__ = ["WorkerNode", "run_worker", "read_discovery"]
 
@@ -44,9 +44,11 @@ class WorkerNode:
         key = _core.derive_key(password) if password else None
         self.worker = None
         self.pool = ExecutorPool(self.function_file, size=concurrency,
-                                 on_progress=self._on_progress)
+                                 on_progress=self._on_progress,
+                                 on_checkpoint=self._on_checkpoint)
         try:
-            self.worker = _core.Worker(
+            # _engine stays set through stop(): calls finishing then may still save.
+            self.worker = self._engine = _core.Worker(
                 self.brokers,
                 functions=[(s.name, s.version) for s in self.specs],
                 data_dir=self.data_dir,
@@ -73,6 +75,12 @@ class WorkerNode:
             w.report_progress(call_id, pct)
         except P2PRPCError as e:  # the call ended meanwhile
             log.debug("progress of %s not recorded: %s", call_id, e)
+
+    def _on_checkpoint(self, call_id, key, path):
+        w = getattr(self, "_engine", None)
+        if w is None:
+            raise StateError("checkpoint %s of call %s: the worker is not started" % (key, call_id))
+        w.save_checkpoint(call_id, key, path)
 
     def stop(self):
         """Stop asking for work, let running calls finish and push their

@@ -4,13 +4,17 @@
  * connection on its own thread with keep-alive, answers "Expect:
  * 100-continue", and hands every parsed request to the test's handler, which
  * fills the answer. It counts accepted connections and requests so tests can
- * check connection reuse. Header-only: each test program includes it once.
+ * check connection reuse. fake_sign() signs an answer the way the broker
+ * does, so tests can also send answers that are unsigned, wrongly signed or
+ * replayed. Header-only: each test program includes it once.
  */
 #ifndef PRPC_FAKE_HTTP_H
 #define PRPC_FAKE_HTTP_H
 
+#include "auth.h"
 #include "blob.h"
 #include "common.h"
+#include "hash.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -302,6 +306,36 @@ FAKE_FN void fake_body(fake_resp_t *resp, const char *s)
     memcpy(resp->body, s, resp->body_len + 1);
 }
 
+/* Append an X-P2PRPC-Signature header line with value sig to the answer. */
+FAKE_FN void fake_add_signature(fake_resp_t *resp, const char *sig)
+{
+    size_t n = strlen(resp->headers);
+    snprintf(resp->headers + n, sizeof(resp->headers) - n, "X-P2PRPC-Signature: %s\r\n", sig);
+}
+
+/* The broker's signature of the answer to the request that carried nonce
+ * (docs/API.md "Authentication": status, nonce, SHA-256 of the body). */
+FAKE_FN void fake_signature(const fake_resp_t *resp, const uint8_t *key, const char *nonce,
+                            char sig[PRPC_AUTH_SIG_HEX])
+{
+    uint8_t d[PRPC_SHA256_LEN];
+    char body_hex[PRPC_SHA256_HEX_LEN + 1];
+    prpc_sha256(resp->body != NULL ? resp->body : "", resp->body_len, d, NULL);
+    prpc_hex_encode(d, sizeof(d), body_hex);
+    prpc_auth_sign_response(key, resp->status, nonce, body_hex, sig);
+}
+
+/* Sign the answer as the broker does and add the header. sig_out (may be
+ * NULL) receives the hex signature. */
+FAKE_FN void fake_sign(fake_resp_t *resp, const uint8_t *key, const char *nonce,
+                       char sig_out[PRPC_AUTH_SIG_HEX])
+{
+    char sig[PRPC_AUTH_SIG_HEX];
+    fake_signature(resp, key, nonce, sig);
+    fake_add_signature(resp, sig);
+    if (sig_out != NULL)
+        memcpy(sig_out, sig, sizeof(sig));
+}
 
 /* ---- a broker's blob endpoints (docs/API.md "Blobs") over a prpc_blobdir ---- */
 

@@ -9,6 +9,9 @@
 #include "fake_http.h"
 
 #include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -17,12 +20,27 @@
 
 static const uint8_t KEY[PRPC_AUTH_KEY_LEN] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
 
+/* How the fake broker signs its answers to signed requests. */
+enum sign_mode {
+    SIGN_OK,        /* as the broker does: for this request's nonce */
+    SIGN_NONE,      /* no X-P2PRPC-Signature */
+    SIGN_BAD,       /* one hex digit of the right signature changed */
+    SIGN_MALFORMED, /* a header that is not 64 hex digits */
+    SIGN_REPLAY,    /* the previous signed answer again, signature and all */
+};
+
 typedef struct state {
     pthread_mutex_t mu;
     fake_blobs_t blobs;     /* the fake broker's blob store */
     int require_auth;       /* refuse requests that do not verify with KEY */
     int signed_ok;          /* requests whose signature verified */
     int unsigned_seen;      /* requests without a signature header */
+    enum sign_mode sign;    /* applied to answers whose path contains sign_match */
+    const char *sign_match; /* NULL: every path */
+    int last_status;        /* the last answer signed correctly, for SIGN_REPLAY */
+    char *last_body;
+    size_t last_len;
+    char last_sig[PRPC_AUTH_SIG_HEX];
 } state_t;
 
 static int64_t now_ms(void)
@@ -32,9 +50,62 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void route_request(state_t *st, const fake_req_t *req, fake_resp_t *resp);
+
+/* Sign the answer like the broker's on_respond, or misbehave as st->sign says.
+ * Like the broker, HEAD answers and a blob's bytes are never signed. */
+static void sign_answer(state_t *st, const fake_req_t *req, fake_resp_t *resp)
+{
+    char nonce[64], sig[PRPC_AUTH_SIG_HEX];
+    enum sign_mode mode = SIGN_OK;
+    if (!fake_header(req, "X-P2PRPC-Nonce", nonce, sizeof(nonce)) ||
+        strcmp(req->method, "HEAD") == 0 ||
+        (strcmp(req->method, "GET") == 0 && strncmp(req->path, "/v1/blobs/", 10) == 0 &&
+         (resp->status == 200 || resp->status == 206)))
+        return;
+    pthread_mutex_lock(&st->mu);
+    if (st->sign_match == NULL || strstr(req->path, st->sign_match) != NULL)
+        mode = st->sign;
+    switch (mode) {
+    case SIGN_OK:
+        fake_sign(resp, KEY, nonce, sig);
+        free(st->last_body);
+        st->last_body = malloc(resp->body_len + 1);
+        memcpy(st->last_body, resp->body != NULL ? resp->body : "", resp->body_len);
+        st->last_len = resp->body_len;
+        st->last_status = resp->status;
+        memcpy(st->last_sig, sig, sizeof(sig));
+        break;
+    case SIGN_NONE:
+        break;
+    case SIGN_BAD:
+        fake_signature(resp, KEY, nonce, sig);
+        sig[0] = sig[0] == '0' ? '1' : '0';
+        fake_add_signature(resp, sig);
+        break;
+    case SIGN_MALFORMED:
+        fake_add_signature(resp, "not-a-signature");
+        break;
+    case SIGN_REPLAY:
+        free(resp->body);
+        resp->body = malloc(st->last_len + 1);
+        memcpy(resp->body, st->last_body, st->last_len);
+        resp->body_len = st->last_len;
+        resp->status = st->last_status;
+        fake_add_signature(resp, st->last_sig);
+        break;
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
 static void handler(void *ud, const fake_req_t *req, fake_resp_t *resp)
 {
-    state_t *st = ud;
+    route_request(ud, req, resp);
+    sign_answer(ud, req, resp);
+}
+
+static void route_request(state_t *st, const fake_req_t *req, fake_resp_t *resp)
+{
     char t[64], nonce[64], sig[128], body_hex[65];
     uint8_t d[PRPC_SHA256_LEN];
     prpc_error_t err;
@@ -129,6 +200,7 @@ static void fixture_down(fixture_t *fx)
     nftw(fx->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     pthread_mutex_destroy(&fx->st.mu);
     pthread_mutex_destroy(&fx->st.blobs.mu);
+    free(fx->st.last_body);
 }
 
 /* Write n pseudo-random bytes to a new file under dir; returns an fd and the sha. */
@@ -577,6 +649,219 @@ TEST(download_missing_is_enotfound)
     CHECK(strstr(err.message, "no such blob") != NULL);
 }
 
+/* One signed GET of /hello with the fake in sign mode `mode`; returns rc. */
+static int hello_as(fixture_t *fx, prpc_httpc_t *h, enum sign_mode mode, long *status,
+                    char **body, prpc_error_t *err)
+{
+    pthread_mutex_lock(&fx->st.mu);
+    fx->st.sign = mode;
+    pthread_mutex_unlock(&fx->st.mu);
+    return prpc_httpc_request(h, "GET", "/hello", NULL, 0, 2000, status, body, NULL, err);
+}
+
+TEST(answers_must_be_signed_for_this_request)
+{
+    fixture_t fx;
+    prpc_error_t err;
+    char *body = NULL;
+    long status = 0;
+    prpc_httpc_t *h, *open_h;
+    CHECK(fixture_up(&fx) == 0);
+    h = prpc_httpc_new(fx.url, KEY, 1000, &err);
+    open_h = prpc_httpc_new(fx.url, NULL, 1000, &err);
+
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_OK, &status, &body, &err), 0);
+    CHECK_EQ_INT(status, 200);
+    CHECK_EQ_STR(body, "{\"hello\": true}");
+    free(body);
+    body = NULL;
+
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_NONE, &status, &body, &err), PRPC_EAUTH);
+    CHECK(body == NULL);
+    CHECK_EQ_INT(status, 0);
+    CHECK(strstr(err.message, "the broker's answer is not signed by a holder of the password") !=
+          NULL);
+    CHECK(strstr(err.message, "GET http://127.0.0.1:") != NULL);
+    CHECK(strstr(err.message, "/hello: HTTP 200 without X-P2PRPC-Signature") != NULL);
+
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_BAD, &status, &body, &err), PRPC_EAUTH);
+    CHECK(body == NULL);
+    CHECK(strstr(err.message, "not signed by a holder of the password") != NULL);
+    CHECK(strstr(err.message, "does not match this request") != NULL);
+
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_MALFORMED, &status, &body, &err), PRPC_EAUTH);
+    CHECK(strstr(err.message, "with a malformed X-P2PRPC-Signature") != NULL);
+
+    /* The answer to an earlier request, replayed whole: its signature is
+     * genuine but names the other request's nonce. */
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_OK, &status, &body, &err), 0);
+    free(body);
+    body = NULL;
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_REPLAY, &status, &body, &err), PRPC_EAUTH);
+    CHECK(body == NULL);
+    CHECK(strstr(err.message, "does not match this request") != NULL);
+
+    /* Error answers are no exception: an unsigned 409 is not the broker's. */
+    fx.st.sign = SIGN_NONE;
+    CHECK_EQ_INT(prpc_httpc_request(h, "GET", "/conflict", NULL, 0, 2000, &status, &body, NULL,
+                                    &err),
+                 PRPC_EAUTH);
+    CHECK(body == NULL);
+    CHECK(strstr(err.message, "HTTP 409 without X-P2PRPC-Signature") != NULL);
+
+    /* A 401 stays the broker's refusal with its own words, signed or not. */
+    CHECK_EQ_INT(prpc_httpc_request(h, "GET", "/denied", NULL, 0, 2000, &status, &body, NULL,
+                                    &err),
+                 PRPC_EAUTH);
+    CHECK_EQ_INT(status, 401);
+    CHECK(strstr(err.message, "signature does not verify") != NULL);
+
+    /* Without a key nothing is signed and nothing is checked. */
+    CHECK_EQ_INT(hello_as(&fx, open_h, SIGN_NONE, &status, &body, &err), 0);
+    CHECK_EQ_STR(body, "{\"hello\": true}");
+    free(body);
+    body = NULL;
+
+    /* A bad answer leaves the handle usable for the next request. */
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_OK, &status, &body, &err), 0);
+    CHECK_EQ_INT(status, 200);
+    free(body);
+    prpc_httpc_free(h);
+    prpc_httpc_free(open_h);
+    fixture_down(&fx);
+}
+
+TEST(blob_answers_must_be_signed)
+{
+    fixture_t fx;
+    prpc_error_t err;
+    char sha[65], sha2[65], sha3[65], missing[65], sub[128];
+    size_t n = PRPC_BLOB_CHUNK + 100;
+    prpc_blobdir_t *mine;
+    prpc_httpc_t *h;
+    int fd, fd2, fd3;
+    CHECK(fixture_up(&fx) == 0);
+    fd = make_file(fx.dir, "s1.bin", n, sha);
+    fd2 = make_file(fx.dir, "s2.bin", 5000, sha2);
+    fd3 = make_file(fx.dir, "s3.bin", 6000, sha3);
+    CHECK(fd >= 0 && fd2 >= 0 && fd3 >= 0);
+    snprintf(sub, sizeof(sub), "%s/mine", fx.dir);
+    mine = prpc_blobdir_open(sub, &err);
+    h = prpc_httpc_new(fx.url, KEY, 1000, &err);
+
+    /* Signed as the broker signs: HEAD answers and the bytes of a GET are
+     * not signed and need not be (the hash checks the bytes). */
+    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd, sha, n, &err), 0);
+    CHECK_EQ_INT(prpc_httpc_download_blob(h, sha, mine, &err), 0);
+    CHECK_EQ_INT(prpc_blobdir_verify(mine, sha, &err), 0);
+
+    fx.st.sign = SIGN_NONE;
+    fx.st.sign_match = "?offset=";
+    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd2, sha2, 5000, &err), PRPC_EAUTH);
+    CHECK(strstr(err.message, "not signed by a holder of the password") != NULL);
+    CHECK(strstr(err.message, "PUT http://") != NULL);
+    CHECK(strstr(err.message, sha2) != NULL);
+    CHECK_EQ_INT(fx.st.blobs.commits, 1);
+
+    fx.st.sign = SIGN_BAD;
+    fx.st.sign_match = "/commit";
+    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd3, sha3, 6000, &err), PRPC_EAUTH);
+    CHECK(strstr(err.message, "/commit?size=6000: HTTP 200 whose X-P2PRPC-Signature does not "
+                              "match") != NULL);
+
+    /* A download's error answer is JSON, so it must be signed too. */
+    memset(missing, 'c', 64);
+    missing[64] = '\0';
+    fx.st.sign = SIGN_NONE;
+    fx.st.sign_match = NULL;
+    CHECK_EQ_INT(prpc_httpc_download_blob(h, missing, mine, &err), PRPC_EAUTH);
+    CHECK(strstr(err.message, "HTTP 404 without X-P2PRPC-Signature") != NULL);
+    fx.st.sign = SIGN_OK;
+    CHECK_EQ_INT(prpc_httpc_download_blob(h, missing, mine, &err), PRPC_ENOTFOUND);
+
+    prpc_blobdir_free(mine);
+    prpc_httpc_free(h);
+    close(fd);
+    close(fd2);
+    close(fd3);
+    fixture_down(&fx);
+}
+
+/* Write a self-signed certificate (PEM) to path. Returns 0 or -1. */
+static int write_cert(const char *path)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_NAME *name;
+    FILE *f = NULL;
+    int rc = -1;
+    if (key == NULL || x == NULL)
+        goto out;
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"test CA", -1, -1,
+                               0);
+    X509_set_issuer_name(x, name);
+    if (X509_sign(x, key, EVP_sha256()) == 0)
+        goto out;
+    f = fopen(path, "w");
+    if (f != NULL && PEM_write_X509(f, x) == 1)
+        rc = 0;
+out:
+    if (f != NULL)
+        fclose(f);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+TEST(ca_file_is_checked_when_set)
+{
+    fixture_t fx;
+    prpc_error_t err;
+    char path[128], junk[128], *long_path;
+    long status = 0;
+    FILE *f;
+    prpc_httpc_t *h;
+    CHECK(fixture_up(&fx) == 0);
+    h = prpc_httpc_new(fx.url, NULL, 1000, &err);
+    snprintf(path, sizeof(path), "%s/ca.pem", fx.dir);
+    snprintf(junk, sizeof(junk), "%s/junk.pem", fx.dir);
+
+    CHECK_EQ_INT(prpc_httpc_set_ca(h, path, &err), PRPC_EINVAL);
+    CHECK(strstr(err.message, "cannot open the CA file") != NULL);
+    CHECK(strstr(err.message, path) != NULL);
+    CHECK(strstr(err.message, "No such file") != NULL);
+
+    f = fopen(junk, "w");
+    CHECK(f != NULL);
+    fputs("this is not a certificate\n", f);
+    fclose(f);
+    CHECK_EQ_INT(prpc_httpc_set_ca(h, junk, &err), PRPC_EINVAL);
+    CHECK(strstr(err.message, junk) != NULL);
+    CHECK(strstr(err.message, "holds no PEM certificate") != NULL);
+
+    long_path = malloc(PRPC_HTTPC_CA_PATH_MAX + 1);
+    memset(long_path, 'a', PRPC_HTTPC_CA_PATH_MAX);
+    long_path[PRPC_HTTPC_CA_PATH_MAX] = '\0';
+    CHECK_EQ_INT(prpc_httpc_set_ca(h, long_path, &err), PRPC_EINVAL);
+    CHECK(strstr(err.message, "CA file path longer than") != NULL);
+    free(long_path);
+
+    CHECK(write_cert(path) == 0);
+    CHECK_EQ_INT(prpc_httpc_set_ca(h, path, &err), 0);
+    /* A CA changes nothing for plain http. */
+    CHECK_EQ_INT(prpc_httpc_request(h, "GET", "/hello", NULL, 0, 2000, &status, NULL, NULL, &err),
+                 0);
+    CHECK_EQ_INT(status, 200);
+    CHECK_EQ_INT(prpc_httpc_set_ca(h, NULL, &err), 0);
+    CHECK_EQ_INT(prpc_httpc_set_ca(h, "", &err), 0);
+    prpc_httpc_free(h);
+    fixture_down(&fx);
+}
 
 TEST_MAIN(TEST_ENTRY(base_url_forms), TEST_ENTRY(refused_is_econn_naming_url),
           TEST_ENTRY(timeout_is_etimedout), TEST_ENTRY(cancel_flag_ends_a_long_poll),
@@ -586,4 +871,6 @@ TEST_MAIN(TEST_ENTRY(base_url_forms), TEST_ENTRY(refused_is_econn_naming_url),
           TEST_ENTRY(bad_request_line_is_einval), TEST_ENTRY(upload_chunks_dedups_and_resumes),
           TEST_ENTRY(upload_errors_name_the_blob), TEST_ENTRY(empty_blob_round_trip),
           TEST_ENTRY(download_streams_resumes_and_retries),
-          TEST_ENTRY(download_missing_is_enotfound))
+          TEST_ENTRY(download_missing_is_enotfound),
+          TEST_ENTRY(answers_must_be_signed_for_this_request),
+          TEST_ENTRY(blob_answers_must_be_signed), TEST_ENTRY(ca_file_is_checked_when_set))

@@ -727,6 +727,171 @@ static void case_stats(prpc_store_t *s)
     CHECK_EQ_INT(prpc_store_check_integrity(s, &err), 0);
 }
 
+/* Count of checkpoints call n holds (-1 on error). */
+static int ckpt_count(prpc_store_t *s, unsigned n)
+{
+    static prpc_checkpoint_t ck[PRPC_CHECKPOINTS_MAX];
+    char id[PRPC_CALL_ID_HEX + 1];
+    size_t got = 0;
+    idn(id, n);
+    if (prpc_store_checkpoints_list(s, id, ck, PRPC_CHECKPOINTS_MAX, &got, NULL) < 0)
+        return -1;
+    return (int)got;
+}
+
+static void case_checkpoints(prpc_store_t *s)
+{
+    prpc_call_t a = {0}, b = {0};
+    prpc_checkpoint_t ck[PRPC_CHECKPOINTS_MAX];
+    prpc_error_t err;
+    char id[PRPC_CALL_ID_HEX + 1], id2[PRPC_CALL_ID_HEX + 1], id3[PRPC_CALL_ID_HEX + 1];
+    char b1[PRPC_CALL_ID_HEX + 1], b2[PRPC_CALL_ID_HEX + 1], b3[PRPC_CALL_ID_HEX + 1];
+    char missing[PRPC_CALL_ID_HEX + 1], old[PRPC_CALL_ID_HEX + 1], key[160];
+    char out[4][PRPC_CALL_ID_HEX + 1];
+    const char *zero_lease = "00000000000000000000000000000000";
+    size_t n = 9;
+    int rq = 0, fl = 0, removed = 0;
+    idn(id, 1);
+    idn(id2, 2);
+    idn(id3, 3);
+    idn(b1, 0xc1);
+    idn(b2, 0xc2);
+    idn(b3, 0xc3);
+    idn(missing, 0xcf);
+    CHECK_EQ_INT(put(s, 1, "f", V1, 10), 0);
+    CHECK_EQ_INT(put(s, 2, "f", V1, 11), 0);
+    CHECK_EQ_INT(prpc_store_blob_add(s, b1, 5, 10, &err), 0);
+    CHECK_EQ_INT(prpc_store_blob_add(s, b2, 7, 10, &err), 0);
+    CHECK_EQ_INT(prpc_store_blob_add(s, b3, 9, 10, &err), 0);
+
+    /* Only the holder of the current lease saves. */
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, zero_lease, "step", b1, 5, 15, old, &err),
+              PRPC_ESTATE, "lapsed: the call is now queued");
+    CHECK_EQ_INT(lease1(s, "f", V1, 20, &a, &err), 0);
+    CHECK_EQ_STR(a.id, id);
+    CHECK_EQ_INT(prpc_store_checkpoints_list(s, id, ck, PRPC_CHECKPOINTS_MAX, &n, &err), 0);
+    CHECK_EQ_INT(n, 0);
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id, a.lease_id, "step", b1, 5, 20, old, &err), 0);
+    CHECK_EQ_STR(old, "");
+    CHECK_EQ_INT(prpc_store_checkpoints_list(s, id, ck, PRPC_CHECKPOINTS_MAX, &n, &err), 0);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_STR(ck[0].key, "step");
+    CHECK_EQ_STR(ck[0].sha256, b1);
+    CHECK_EQ_INT(ck[0].size, 5);
+    CHECK_EQ_INT(ck[0].updated_ms, 20);
+
+    /* A later save of the key replaces it and names the blob it replaced; the
+     * same save again (a retry) replaces nothing. */
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id, a.lease_id, "step", b2, 7, 30, old, &err), 0);
+    CHECK_EQ_STR(old, b1);
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id, a.lease_id, "step", b2, 7, 31, old, &err), 0);
+    CHECK_EQ_STR(old, "");
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id, a.lease_id, "model.pt", b3, 9, 32, NULL, &err),
+                 0);
+    CHECK_EQ_INT(prpc_store_checkpoints_list(s, id, ck, PRPC_CHECKPOINTS_MAX, &n, &err), 0);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_STR(ck[0].key, "model.pt");
+    CHECK_EQ_STR(ck[1].key, "step");
+    CHECK_EQ_STR(ck[1].sha256, b2);
+    CHECK_EQ_INT(ck[1].updated_ms, 31);
+    CHECK_EQ_INT(prpc_store_checkpoints_list(s, id, ck, 1, &n, &err), 0);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(prpc_store_checkpoints_list(s, id2, ck, PRPC_CHECKPOINTS_MAX, &n, &err), 0);
+    CHECK_EQ_INT(n, 0);
+
+    /* A checkpoint references its blob: kept by expiry, refused to removal. */
+    CHECK_EQ_INT(prpc_store_blobs_unreferenced(s, 1000, out, 4, &n, &err), 0);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_STR(out[0], b1);
+    CHECK_ERR(prpc_store_blob_remove(s, b2, &err), PRPC_ESTATE, "1 checkpoint");
+
+    /* Bad input is refused, naming what was wrong. */
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, a.lease_id, "bad/key", b1, 5, 40, old, &err),
+              PRPC_EINVAL, "\"bad/key\"");
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, a.lease_id, "", b1, 5, 40, old, &err),
+              PRPC_EINVAL, "key is empty");
+    memset(key, 'k', PRPC_CHECKPOINT_KEY_MAX + 1);
+    key[PRPC_CHECKPOINT_KEY_MAX + 1] = '\0';
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, a.lease_id, key, b1, 5, 40, old, &err),
+              PRPC_EINVAL, "longer than 128");
+    key[PRPC_CHECKPOINT_KEY_MAX] = '\0';
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id, a.lease_id, key, b1, 5, 40, old, &err), 0);
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, a.lease_id, "step", missing, 5, 40, old, &err),
+              PRPC_ENOTFOUND, missing);
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, a.lease_id, "step", b1, 8, 40, old, &err),
+              PRPC_EINVAL, "size 8");
+    CHECK_ERR(prpc_store_checkpoint_put(s, id3, a.lease_id, "step", b1, 5, 40, old, &err),
+              PRPC_ENOTFOUND, id3);
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, "XYZ", "step", b1, 5, 40, old, &err),
+              PRPC_EINVAL, "lease_id");
+    CHECK_ERR(prpc_store_checkpoints_list(s, "nope", ck, 4, &n, &err), PRPC_EINVAL, "call id");
+    CHECK_EQ_INT(ckpt_count(s, 1), 3);
+
+    /* At most PRPC_CHECKPOINTS_MAX keys; replacing one at the limit is fine. */
+    for (int i = 3; i < PRPC_CHECKPOINTS_MAX; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        CHECK_EQ_INT(prpc_store_checkpoint_put(s, id, a.lease_id, key, b3, 9, 50, old, &err), 0);
+    }
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, a.lease_id, "one-more", b3, 9, 50, old, &err),
+              PRPC_ELIMIT, "one-more");
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id, a.lease_id, "step", b1, 5, 50, old, &err), 0);
+    CHECK_EQ_STR(old, b2);
+    CHECK_EQ_INT(ckpt_count(s, 1), PRPC_CHECKPOINTS_MAX);
+
+    /* A lapsed lease returns the call to the queue with its checkpoints; the
+     * old holder can no longer save, the next one can. */
+    CHECK_EQ_INT(prpc_store_leases_expire(s, 1020, 3, &rq, &fl, &err), 0);
+    CHECK_EQ_INT(rq, 1);
+    CHECK_EQ_INT(ckpt_count(s, 1), PRPC_CHECKPOINTS_MAX);
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, a.lease_id, "step", b2, 7, 1030, old, &err),
+              PRPC_ESTATE, "lapsed");
+    CHECK_EQ_INT(lease1(s, "f", V1, 1040, &b, &err), 0);
+    CHECK_EQ_STR(b.id, id);
+    CHECK_ERR(prpc_store_checkpoint_put(s, id, a.lease_id, "step", b2, 7, 1050, old, &err),
+              PRPC_ESTATE, "replaced");
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id, b.lease_id, "step", b2, 7, 1050, old, &err), 0);
+
+    /* Restart runs from scratch: no checkpoints. */
+    CHECK_EQ_INT(prpc_store_call_restart(s, id, 1060, &err), 0);
+    CHECK_EQ_INT(ckpt_count(s, 1), 0);
+    CHECK_EQ_INT(prpc_store_blobs_unreferenced(s, 1000, out, 4, &n, &err), 0);
+    CHECK_EQ_INT(n, 3);
+
+    /* Finishing drops them. */
+    prpc_call_cleanup(&a);
+    CHECK_EQ_INT(lease1(s, "f", V1, 1070, &a, &err), 0);
+    CHECK_EQ_STR(a.id, id);
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id, a.lease_id, "step", b1, 5, 1070, old, &err), 0);
+    CHECK_EQ_INT(prpc_store_call_finish(s, id, a.lease_id, PRPC_CALL_DONE, "[]", NULL, 1080, &err),
+                 0);
+    CHECK_EQ_INT(ckpt_count(s, 1), 0);
+
+    /* Deleting drops them. */
+    prpc_call_cleanup(&b);
+    CHECK_EQ_INT(lease1(s, "f", V1, 1090, &b, &err), 0);
+    CHECK_EQ_STR(b.id, id2);
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id2, b.lease_id, "x", b2, 7, 1090, old, &err), 0);
+    CHECK_EQ_INT(prpc_store_call_delete(s, id2, &err), 0);
+    CHECK_EQ_INT(ckpt_count(s, 2), 0);
+    CHECK_EQ_INT(prpc_store_blob_remove(s, b2, &err), 0);
+
+    /* A call failed by lease expiry keeps them until it expires. */
+    CHECK_EQ_INT(put(s, 3, "f", V1, 1100), 0);
+    prpc_call_cleanup(&a);
+    CHECK_EQ_INT(lease1(s, "f", V1, 1100, &a, &err), 0);
+    CHECK_EQ_STR(a.id, id3);
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, id3, a.lease_id, "x", b3, 9, 1100, old, &err), 0);
+    CHECK_EQ_INT(prpc_store_leases_expire(s, 2100, 1, &rq, &fl, &err), 0);
+    CHECK_EQ_INT(fl, 1);
+    CHECK_EQ_INT(ckpt_count(s, 3), 1);
+    CHECK_EQ_INT(prpc_store_calls_expire(s, 3000, &removed, &err), 0);
+    CHECK_EQ_INT(removed, 2);
+    CHECK_EQ_INT(ckpt_count(s, 3), 0);
+    CHECK_EQ_INT(prpc_store_blob_remove(s, b3, &err), 0);
+    prpc_call_cleanup(&a);
+    prpc_call_cleanup(&b);
+}
+
 static const struct store_case {
     const char *name;
     void (*fn)(prpc_store_t *s);
@@ -744,6 +909,7 @@ static const struct store_case {
     {"calls_expire", case_calls_expire},
     {"stats", case_stats},
     {"submit_many", case_submit_many},
+    {"checkpoints", case_checkpoints},
 };
 
 /* Run every case on a store from open_case(case name); report each. */
@@ -1088,6 +1254,35 @@ TEST(foreign_database_refused)
     CHECK(strstr(err.message, path) != NULL);
 }
 
+/* A store written by the first release (schema 1, no checkpoints) is
+ * upgraded in place on open, its calls kept. */
+TEST(schema_1_upgraded)
+{
+    prpc_error_t err;
+    prpc_store_t *s;
+    prpc_call_t c = {0};
+    char path[256], id[PRPC_CALL_ID_HEX + 1], sha[PRPC_CALL_ID_HEX + 1];
+    tmp_path(path, sizeof(path), "schema1.db");
+    CHECK_EQ_INT(make_store(path, 3), 0);
+    CHECK_EQ_INT(sqlite_exec(path, "DROP TABLE checkpoints; PRAGMA user_version = 1"), SQLITE_OK);
+    CHECK_EQ_INT(sqlite_int(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'checkpoints'",
+                            NULL, 0),
+                 0);
+    s = prpc_store_open(path, NULL, &err);
+    CHECK(s != NULL);
+    CHECK_EQ_INT(sqlite_int(path, "PRAGMA user_version", NULL, 0), PRPC_STORE_SCHEMA_VERSION);
+    CHECK_EQ_INT(state_of(s, 1001), PRPC_CALL_QUEUED);
+    idn(sha, 0xc1);
+    CHECK_EQ_INT(prpc_store_blob_add(s, sha, 1, 5, &err), 0);
+    CHECK_EQ_INT(lease1(s, "f", V1, 10, &c, &err), 0);
+    idn(id, 1000);
+    CHECK_EQ_STR(c.id, id);
+    CHECK_EQ_INT(prpc_store_checkpoint_put(s, c.id, c.lease_id, "step", sha, 1, 10, NULL, &err), 0);
+    prpc_call_cleanup(&c);
+    prpc_store_close(s);
+    CHECK_EQ_INT(sqlite_int(path, "SELECT count(*) FROM checkpoints", NULL, 0), 1);
+}
+
 /* ---- crash safety: SIGKILL mid-write loses nothing acknowledged ---- */
 
 static void crash_child(const char *path, int fd, unsigned round)
@@ -1268,5 +1463,6 @@ TEST_MAIN(TEST_ENTRY(state_names), TEST_ENTRY(sqlite_conformance), TEST_ENTRY(mo
           TEST_ENTRY(open_uris_and_options), TEST_ENTRY(random_bytes_file_refused),
           TEST_ENTRY(truncated_file_refused), TEST_ENTRY(damaged_page_found_by_integrity_check),
           TEST_ENTRY(index_mismatch_found_by_integrity_check),
-          TEST_ENTRY(foreign_database_refused), TEST_ENTRY(sqlite_crash_safety),
+          TEST_ENTRY(foreign_database_refused), TEST_ENTRY(schema_1_upgraded),
+          TEST_ENTRY(sqlite_crash_safety),
           TEST_ENTRY(threads_share_one_handle))

@@ -73,9 +73,10 @@ def test_cache_hit_needs_no_broker(app, tmp_path, rb_file):
     # The argument file's position is untouched by hashing.
     assert video.tell() == 0
     # Another argument value is another call: not in the cache, so the client
-    # goes to the network, which here is a missing discovery file.
+    # goes to the network, which here is a missing discovery file. Calling
+    # returns a future at once; the submitter's error comes out of get().
     with pytest.raises(ClientNoBrokerFound, match="cannot read the discovery file .*missing-discovery"):
-        remote(video_handle=video, arg2=161)
+        remote(video_handle=video, arg2=161).get(timeout=30)
 
 
 def test_a_cache_entry_with_a_missing_file_is_a_miss(app, tmp_path, rb_file):
@@ -85,7 +86,7 @@ def test_a_cache_entry_with_a_missing_file_is_a_miss(app, tmp_path, rb_file):
     os.unlink(blob_path)
     remote = app.register_p2p_func()(p2prpc_analyze)
     with pytest.raises(ClientNoBrokerFound, match="discovery"):
-        remote(video_handle=video, arg2=1)
+        remote(video_handle=video, arg2=1).get(timeout=30)
 
 
 def test_registered_function_keeps_name_doc_and_identity(app, rb_file):
@@ -160,7 +161,7 @@ def test_no_broker_found_within_the_timeout(tmp_path, rb_file):
         remote = app.register_p2p_func()(p2prpc_analyze)
         start = time.monotonic()
         with pytest.raises(ClientNoBrokerFound) as e:
-            remote(video_handle=rb_file(), arg2=1)
+            remote(video_handle=rb_file(), arg2=1).get(timeout=30)
         elapsed = time.monotonic() - start
         assert 0.9 <= elapsed < 4.0
         assert "no broker answered within 1.0 s" in str(e.value)
@@ -332,7 +333,7 @@ def test_wrong_password_is_an_authentication_error(network, tmp_path, rb_file):
                                   cache_path=str(tmp_path / "other"), no_broker_timeout=2)
     try:
         remote = wrong.register_p2p_func()(fns["p2prpc_fails"])
-        with pytest.raises(AuthenticationError, match="refused our credentials"):
-            remote(n=1)
+        with pytest.raises(AuthenticationError, match="password"):
+            remote(n=1).get(timeout=30)
     finally:
         wrong.background_server.shutdown()

@@ -458,7 +458,7 @@ def fill_the_disk(net, tmp_path):
     sha = write_random(src, 32 * MiB)
     app = net.client()
     with open(src, "rb") as f, pytest.raises(errors.DiskFullError) as info:
-        net.fn(app, "p2prpc_digest")(data=f, n=1)
+        net.fn(app, "p2prpc_digest")(data=f, n=1).get(timeout=120)
     return app, sha, str(info.value)
 
 

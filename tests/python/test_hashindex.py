@@ -167,8 +167,10 @@ print("bad=%d hits=%d misses=%d" % (bad, idx.hits, idx.misses))
 def test_concurrent_processes_share_the_index(tmp_path):
     files = aged_many(tmp_path, "c", [os.urandom(1000 + i) for i in range(40)])
     path = str(tmp_path / "cache" / INDEX_NAME)
+    # cwd: the installed package, never a source checkout in the working directory.
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, path] + files[i::2] + files,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=str(tmp_path))
              for i in range(4)]
     total_hits = 0
     for p in procs:
