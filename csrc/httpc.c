@@ -313,7 +313,7 @@ int prpc_httpc_set_ca(prpc_httpc_t *h, const char *ca_path, prpc_error_t *err)
     if (strlen(ca_path) >= PRPC_HTTPC_CA_PATH_MAX)
         return prpc_error_set(err, PRPC_EINVAL, "CA file path longer than %d bytes: %.64s...",
                               PRPC_HTTPC_CA_PATH_MAX - 1, ca_path);
-    f = fopen(ca_path, "r");
+    f = fopen(ca_path, "re");
     if (f == NULL) {
         /* EINVAL like every unusable TLS file (the broker's too): it is a
          * configuration mistake, not a missing call or blob. */

@@ -100,8 +100,9 @@ static int check_key(const char *s, prpc_error_t *err)
         return prpc_error_set(err, PRPC_EINVAL, "checkpoint key is empty");
     n = strnlen(s, PRPC_CHECKPOINT_KEY_MAX + 1);
     if (n > PRPC_CHECKPOINT_KEY_MAX)
-        return prpc_error_set(err, PRPC_EINVAL, "checkpoint key \"%.40s...\" is longer than %d bytes",
-                              s, PRPC_CHECKPOINT_KEY_MAX);
+        return prpc_error_set(err, PRPC_EINVAL,
+                              "checkpoint key \"%.40s...\" is longer than %d bytes", s,
+                              PRPC_CHECKPOINT_KEY_MAX);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||

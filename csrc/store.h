@@ -182,8 +182,9 @@ int prpc_store_call_terminate(prpc_store_t *s, const char *id, int64_t now_ms, i
                               prpc_error_t *err);
 
 /* Any state -> queued: clears outputs, error, progress, lease, attempts,
- * terminate_requested and checkpoints (a restart runs from scratch). A worker still holding the old lease gets ESTATE on its
- * next renew or finish. ENOTFOUND. */
+ * terminate_requested and checkpoints (a restart runs from scratch). A worker
+ * still holding the old lease gets ESTATE on its next renew or finish.
+ * ENOTFOUND. */
 int prpc_store_call_restart(prpc_store_t *s, const char *id, int64_t now_ms, prpc_error_t *err);
 
 /* Remove the call, its checkpoints and its blob references (the blobs stay;

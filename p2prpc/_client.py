@@ -171,9 +171,10 @@ def _json(body, what):
 class _Broker:
     """One broker address and a small pool of idle connections to it."""
 
-    def __init__(self, address, key):
+    def __init__(self, address, key, ca=None):
         self.address = address
         self.key = key
+        self.ca = ca
         self._idle = []
         self._lock = threading.Lock()
         self._closed = False
@@ -184,7 +185,8 @@ class _Broker:
                 raise P2PRPCError("the client app was shut down")
             if self._idle:
                 return self._idle.pop()
-        return _core.Connection(self.address, key=self.key, connect_timeout_ms=CONNECT_TIMEOUT_MS)
+        return _core.Connection(self.address, key=self.key, connect_timeout_ms=CONNECT_TIMEOUT_MS,
+                                ca=self.ca)
 
     def _release(self, conn, ok):
         with self._lock:
@@ -203,7 +205,13 @@ class _Broker:
             ok = True
             return out
         except AuthenticationError as e:
-            ok = True  # an answer, the connection is fine
+            if "not signed by a holder of the password" in str(e):
+                # ok stays False: whatever is on this connection is not trusted.
+                raise AuthenticationError(
+                    "the answer from %s does not come from a broker that knows this client's "
+                    "password: a wrong broker address, a broker started with another password "
+                    "(or none), or someone in between (%s)" % (self.address, e)) from None
+            ok = True  # the broker answered 401: the connection itself is fine
             raise AuthenticationError(
                 "broker %s refused our credentials (%s); check the password given to "
                 "create_p2p_client_app" % (self.address, e)) from None
@@ -406,8 +414,10 @@ class BackgroundServer:
 class P2PClientApp:
     """A client of a p2prpc network. Build it with create_p2p_client_app()."""
 
-    def __init__(self, discovery_file, password=None, cache_path=None, no_broker_timeout=10.0):
+    def __init__(self, discovery_file, password=None, cache_path=None, no_broker_timeout=10.0,
+                 ca=None):
         self.discovery_file = os.path.abspath(discovery_file)
+        self.ca = os.fspath(ca) if ca is not None else None
         self.key = _core.derive_key(password) if password is not None else None
         self.cache = ResultCache(cache_path or default_cache_path())
         self.no_broker_timeout = float(no_broker_timeout)
@@ -443,7 +453,7 @@ class P2PClientApp:
         with self._broker_lock:
             b = self._brokers.get(address)
             if b is None:
-                b = _Broker(address, self.key)
+                b = _Broker(address, self.key, self.ca)
                 self._brokers[address] = b
                 self.background_server.add_broker(b)
             return b
@@ -464,7 +474,7 @@ class P2PClientApp:
             for address in addresses:
                 left_ms = int((deadline - time.monotonic()) * 1000)
                 try:
-                    conn = _core.Connection(address, key=self.key,
+                    conn = _core.Connection(address, key=self.key, ca=self.ca,
                                             connect_timeout_ms=max(100, min(CONNECT_TIMEOUT_MS, left_ms)))
                 except P2PRPCError as e:
                     why[address] = str(e)
@@ -1129,10 +1139,13 @@ class P2PFuture:
             raise_for_status(status, data, "deleting %s" % self._what())
 
 
-def create_p2p_client_app(discovery_file, password=None, cache_path=None, no_broker_timeout=10.0):
+def create_p2p_client_app(discovery_file, password=None, cache_path=None, no_broker_timeout=10.0,
+                          ca=None):
     """A client app (the seed's entry point). discovery_file lists the
-    brokers, one host:port per line; password must match the network's;
-    cache_path holds finished results (default ~/.cache/p2prpc/client);
-    no_broker_timeout bounds the search for a broker, in seconds."""
+    brokers, one host:port (or https://host:port) per line; password must
+    match the network's; cache_path holds finished results (default
+    ~/.cache/p2prpc/client); no_broker_timeout bounds the search for a
+    broker, in seconds; ca is a PEM file of the CA that signed the brokers'
+    TLS certificates (default: the system's trusted CAs)."""
     return P2PClientApp(discovery_file, password=password, cache_path=cache_path,
-                        no_broker_timeout=no_broker_timeout)
+                        no_broker_timeout=no_broker_timeout, ca=ca)

@@ -194,6 +194,9 @@ def test_worker_save_checkpoint(broker, client, tmp_path):
             attempt(cid, "ck", path)
         else:
             attempt(cid, "ck", path)
+            empty = os.path.join(job["work_dir"], "empty.bin")
+            open(empty, "wb").close()
+            attempt(cid, "empty", empty)
         return json.dumps({"state": "done",
                            "outputs": [{"name": "m", "kind": "int", "value": "1"}]})
 
@@ -222,7 +225,7 @@ def test_worker_save_checkpoint(broker, client, tmp_path):
     assert first[3][0] is NotFoundError and "0" * 64 in first[3][1]
     assert first[4][0] is NotFoundError and "absent.bin" in first[4][1]
     assert first[5][0] is StateError and "lapsed" in first[5][1], first[5]
-    assert outcomes[6] is None
+    assert outcomes[6:] == [None, None]
     with pytest.raises(NotFoundError, match="not running"):
         w.save_checkpoint(call["id"], "ck", __file__)
 
@@ -256,7 +259,8 @@ def p2prpc_ck(mode: str, path: str) -> {"loaded": str, "seen": str}:
 def ck_job(call_id, mode, path="", checkpoints=(), work_dir=None):
     return json.dumps({"call_id": call_id, "function": "p2prpc_ck", "version": None,
                        "work_dir": work_dir,
-                       "args": [encode_entry("mode", "str", mode), encode_entry("path", "str", path)],
+                       "args": [encode_entry("mode", "str", mode),
+                                encode_entry("path", "str", path)],
                        "checkpoints": list(checkpoints)})
 
 
@@ -428,7 +432,8 @@ def test_killed_worker_resumes_from_checkpoint_on_another(tmp_path, write_module
             data = b"%d %d" % (i, sum(range(i)))
             assert not os.path.exists(blob_path(blobs, hashlib.sha256(data).hexdigest())), i
 
-        # Deleting a running call removes its checkpoint from the broker's blob dir.
+        # Deleting a running call removes its checkpoint from the broker's blob dir
+        # at once.
         hold = app.register_p2p_func()(specs["p2prpc_hold"])
         held = hold(tag="t1")
         wait_for(lambda: read_records(record, "held"), 30, "the held checkpoint")
@@ -436,6 +441,11 @@ def test_killed_worker_resumes_from_checkpoint_on_another(tmp_path, write_module
         assert os.path.exists(blob_path(blobs, sha))
         held.delete()
         assert not os.path.exists(blob_path(blobs, sha))
+        # The worker learns of the delete from its next heartbeat and stops the function.
+        held_pid = read_records(record, "held")[0][0]
+        wait_for(lambda: not os.path.exists("/proc/%d" % held_pid) or
+                 open("/proc/%d/stat" % held_pid).read().rsplit(")", 1)[1].split()[0] == "Z",
+                 5, "the deleted call's function process to be killed")
     finally:
         app.background_server.shutdown()
         for node in (first, second):
