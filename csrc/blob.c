@@ -11,7 +11,9 @@
 #include "blob.h"
 #include "hash.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <ctype.h>
 #include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -481,4 +483,104 @@ int prpc_blobdir_remove(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err)
     if (unlink(path) != 0 && errno != ENOENT)
         return prpc_error_errno(err, errno, "removing partial blob %s", sha);
     return 0;
+}
+
+int prpc_blobdir_touch(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err)
+{
+    char path[PRPC_BLOB_PATH_MAX];
+    int rc;
+    if ((rc = prpc_blobdir_path(bd, sha, path, err)) != 0)
+        return rc;
+    if (utimensat(AT_FDCWD, path, NULL, 0) != 0)
+        return prpc_error_errno(err, errno, "marking blob %s as used", sha);
+    return 0;
+}
+
+typedef struct cached_blob {
+    int64_t used_ns;
+    uint64_t size;
+    char sha[65];
+} cached_blob_t;
+
+static int by_use(const void *a, const void *b)
+{
+    const cached_blob_t *x = a, *y = b;
+    return x->used_ns < y->used_ns ? -1 : x->used_ns > y->used_ns;
+}
+
+int prpc_blobdir_trim(prpc_blobdir_t *bd, uint64_t max_bytes, int64_t used_before_ns,
+                      uint64_t *removed, prpc_error_t *err)
+{
+    cached_blob_t *list = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t total = 0, freed = 0;
+    DIR *top = opendir(bd->dir);
+    struct dirent *de;
+    int rc = 0;
+
+    if (removed != NULL)
+        *removed = 0;
+    if (top == NULL)
+        return prpc_error_errno(err, errno, "listing blob directory %s", bd->dir);
+    while ((de = readdir(top)) != NULL) {
+        char sub[PRPC_BLOB_PATH_MAX];
+        DIR *d;
+        struct dirent *e;
+        if (strlen(de->d_name) != 2 || !isxdigit((unsigned char)de->d_name[0]) ||
+            !isxdigit((unsigned char)de->d_name[1]))
+            continue;
+        snprintf(sub, sizeof(sub), "%s/%s", bd->dir, de->d_name);
+        if ((d = opendir(sub)) == NULL)
+            continue;
+        while ((e = readdir(d)) != NULL) {
+            char sha[65], path[PRPC_BLOB_PATH_MAX];
+            struct stat st;
+            if (strlen(e->d_name) != 62)
+                continue;
+            memcpy(sha, de->d_name, 2);
+            memcpy(sha + 2, e->d_name, 63); /* 62 chars and the NUL */
+            if (!prpc_blob_valid_sha(sha))
+                continue;
+            if (prpc_blobdir_path(bd, sha, path, NULL) != 0)
+                continue;
+            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+                continue;
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 256;
+                cached_blob_t *grown = realloc(list, ncap * sizeof(*list));
+                if (grown == NULL) {
+                    closedir(d);
+                    rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory listing blobs");
+                    goto out;
+                }
+                list = grown;
+                cap = ncap;
+            }
+            list[n].used_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+            list[n].size = (uint64_t)st.st_size;
+            memcpy(list[n].sha, sha, sizeof(sha));
+            total += (uint64_t)st.st_size;
+            n++;
+        }
+        closedir(d);
+    }
+    if (total > max_bytes && n > 0) {
+        qsort(list, n, sizeof(*list), by_use);
+        for (size_t i = 0; i < n && total > max_bytes; i++) {
+            if (list[i].used_ns >= used_before_ns)
+                break; /* in use by a running job, and so is everything newer */
+            if (prpc_blobdir_remove(bd, list[i].sha, err) != 0) {
+                rc = err != NULL ? err->code : PRPC_EIO;
+                goto out;
+            }
+            total -= list[i].size;
+            freed += list[i].size;
+        }
+    }
+    if (removed != NULL)
+        *removed = freed;
+out:
+    closedir(top);
+    free(list);
+    return rc;
 }

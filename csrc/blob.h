@@ -71,6 +71,16 @@ int prpc_blobdir_partial_open(prpc_blobdir_t *bd, const char *sha, int *fd, uint
  * content no longer matches its name. */
 int prpc_blobdir_verify(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err);
 
+/* Mark a complete blob as just used (its mtime), for prpc_blobdir_trim. */
+int prpc_blobdir_touch(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err);
+
+/* Bound the directory: while its complete blobs total more than max_bytes,
+ * remove the least recently used (oldest mtime) among those last used before
+ * used_before_ns (CLOCK_REALTIME ns; blobs a running job uses are newer).
+ * *removed (may be NULL) gets the bytes freed. Partial files are not counted. */
+int prpc_blobdir_trim(prpc_blobdir_t *bd, uint64_t max_bytes, int64_t used_before_ns,
+                      uint64_t *removed, prpc_error_t *err);
+
 /* Remove a complete blob and any partial file. Missing is not an error. */
 int prpc_blobdir_remove(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err);
 

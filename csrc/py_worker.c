@@ -179,11 +179,13 @@ static void free_strings(char **v, size_t n)
 static int worker_init(worker_object_t *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"brokers", "functions", "data_dir", "run", "cancel", "key", "name",
-                             "concurrency", "lease_wait_ms", "log", "connect_timeout_ms", NULL};
+                             "concurrency", "lease_wait_ms", "log", "connect_timeout_ms", "ca",
+                             "cache_max_bytes", NULL};
     PyObject *brokers, *functions, *run, *cancel, *log = Py_None, *dir_obj = NULL;
     PyObject *bseq = NULL, *fseq = NULL;
     Py_buffer key = {0};
-    const char *name = NULL;
+    const char *name = NULL, *ca = NULL;
+    unsigned long long cache_max_bytes = 0;
     int concurrency = 1, lease_wait_ms = 20000, connect_timeout_ms = 5000, rc = -1;
     char **bstr = NULL, **fstr = NULL;
     prpc_worker_function_t *fns = NULL;
@@ -192,10 +194,10 @@ static int worker_init(worker_object_t *self, PyObject *args, PyObject *kwds)
     prpc_worker_t *w;
     prpc_error_t err;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO&OO|z*ziiOi:Worker", kwlist, &brokers,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO&OO|z*ziiOizK:Worker", kwlist, &brokers,
                                      &functions, PyUnicode_FSConverter, &dir_obj, &run, &cancel,
                                      &key, &name, &concurrency, &lease_wait_ms, &log,
-                                     &connect_timeout_ms))
+                                     &connect_timeout_ms, &ca, &cache_max_bytes))
         return -1;
     if (self->w != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Worker already initialised");
@@ -257,6 +259,8 @@ static int worker_init(worker_object_t *self, PyObject *args, PyObject *kwds)
     cfg.concurrency = concurrency;
     cfg.lease_wait_ms = lease_wait_ms;
     cfg.connect_timeout_ms = connect_timeout_ms;
+    cfg.ca = ca;
+    cfg.cache_max_bytes = (uint64_t)cache_max_bytes;
     cfg.run = run_cb;
     cfg.cancel = cancel_cb;
     cfg.log = log != Py_None ? log_cb : NULL;
@@ -421,7 +425,8 @@ static PyType_Slot worker_slots[] = {
     {Py_tp_methods, worker_methods},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_doc, "Worker(brokers, functions, data_dir, run, cancel, key=None, name=None,\n"
-                "       concurrency=1, lease_wait_ms=20000, log=None, connect_timeout_ms=5000)\n\n"
+                "       concurrency=1, lease_wait_ms=20000, log=None, connect_timeout_ms=5000,\n"
+                "       ca=None, cache_max_bytes=0)\n\n"
                 "The worker loop (csrc/worker.h) on engine threads. run(job_json) -> result_json\n"
                 "blocks until the call finished; cancel(call_id) asks to stop one;\n"
                 "log(level, message) receives the engine's log lines."},

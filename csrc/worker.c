@@ -79,12 +79,16 @@ typedef struct slot {
     int running;           /* run has been called for this call */
     int cancel_sent;       /* cancel was called for this call */
     int terminate_ordered; /* the broker asked to terminate it */
+    int64_t job_started_ns; /* CLOCK_REALTIME when the current call began; 0 when idle */
     int stale;             /* the broker no longer knows this lease */
     char downloading[PRPC_SHA256_HEX_LEN + 1]; /* blob being fetched, "" when none */
 } slot_t;
 
 struct prpc_worker {
     char **brokers;
+    char *ca; /* PEM CA file for https:// brokers, or NULL */
+    uint64_t cache_max_bytes; /* the blob cache's bound */
+    pthread_mutex_t trim_mu;  /* one cache trim at a time */
     size_t n_brokers;
     uint8_t key[PRPC_AUTH_KEY_LEN];
     int has_key;
@@ -181,9 +185,14 @@ static void backoff(slot_t *s, int failures)
 static prpc_httpc_t *handle_for(prpc_worker_t *w, prpc_httpc_t **handles, int b,
                                 prpc_error_t *err)
 {
-    if (handles[b] == NULL)
+    if (handles[b] == NULL) {
         handles[b] = prpc_httpc_new(w->brokers[b], w->has_key ? w->key : NULL,
                                     w->connect_timeout_ms, err);
+        if (handles[b] != NULL && prpc_httpc_set_ca(handles[b], w->ca, err) != 0) {
+            prpc_httpc_free(handles[b]);
+            handles[b] = NULL;
+        }
+    }
     return handles[b];
 }
 
@@ -291,6 +300,7 @@ static void worker_free_fields(prpc_worker_t *w)
         free(w->brokers[i]);
     free(w->brokers);
     free(w->name);
+    free(w->ca);
     free(w->data_dir);
     free(w->jobs_dir);
     free(w->lease_body);
@@ -411,6 +421,10 @@ prpc_worker_t *prpc_worker_new(const prpc_worker_config_t *cfg, prpc_error_t *er
         memcpy(w->key, cfg->key, PRPC_AUTH_KEY_LEN);
         w->has_key = 1;
     }
+    if (cfg->ca != NULL && cfg->ca[0] != '\0' && (w->ca = strdup(cfg->ca)) == NULL)
+        goto nomem;
+    w->cache_max_bytes = cfg->cache_max_bytes ? cfg->cache_max_bytes : PRPC_WORKER_CACHE_DEFAULT;
+    pthread_mutex_init(&w->trim_mu, NULL);
     w->brokers = calloc(cfg->n_brokers, sizeof(char *));
     if (w->brokers == NULL)
         goto nomem;
@@ -419,6 +433,11 @@ prpc_worker_t *prpc_worker_new(const prpc_worker_config_t *cfg, prpc_error_t *er
         prpc_httpc_t *probe = prpc_httpc_new(cfg->brokers[i], NULL, 0, err);
         if (probe == NULL)
             goto fail;
+        /* The CA file too: an unusable one fails here, naming it. */
+        if (i == 0 && cfg->ca != NULL && prpc_httpc_set_ca(probe, cfg->ca, err) != 0) {
+            prpc_httpc_free(probe);
+            goto fail;
+        }
         w->brokers[i] = strdup(prpc_httpc_base_url(probe));
         prpc_httpc_free(probe);
         if (w->brokers[i] == NULL)
@@ -636,7 +655,37 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, prpc_error_t 
     s->downloading[0] = '\0';
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    if (rc == 0)
+        prpc_blobdir_touch(w->blobs, sha, NULL); /* used now: last in line for eviction */
     return rc;
+}
+
+static int64_t real_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Keep the blob cache under its bound after a call: evict the least recently
+ * used blobs, never one used since the oldest running call began. */
+static void trim_cache(prpc_worker_t *w)
+{
+    int64_t before = real_ns();
+    uint64_t freed = 0;
+    prpc_error_t err;
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->concurrency; i++)
+        if (w->slots[i].job_started_ns != 0 && w->slots[i].job_started_ns < before)
+            before = w->slots[i].job_started_ns;
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_lock(&w->trim_mu);
+    if (prpc_blobdir_trim(w->blobs, w->cache_max_bytes, before, &freed, &err) != 0)
+        wlog(w, PRPC_LOG_WARNING, "trimming the blob cache: %s", err.message);
+    else if (freed > 0)
+        wlog(w, PRPC_LOG_INFO, "blob cache: evicted %llu bytes (bound %llu)",
+             (unsigned long long)freed, (unsigned long long)w->cache_max_bytes);
+    pthread_mutex_unlock(&w->trim_mu);
 }
 
 /* 1 when key is a checkpoint key: 1..PRPC_WORKER_CHECKPOINT_KEY_MAX bytes of
@@ -1020,6 +1069,7 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
 
     pthread_mutex_lock(&w->mu);
     s->active = 1;
+    s->job_started_ns = real_ns();
     s->broker = b;
     snprintf(s->call_id, sizeof(s->call_id), "%s", cid);
     snprintf(s->lease_id, sizeof(s->lease_id), "%s", lid);
@@ -1083,8 +1133,10 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
     s->running = 0;
     s->call_id[0] = '\0';
     s->lease_id[0] = '\0';
+    s->job_started_ns = 0;
     pthread_mutex_unlock(&w->mu);
     remove_tree(work_dir);
+    trim_cache(w);
     free(body);
     free(result);
     free(job);
@@ -1195,6 +1247,7 @@ void prpc_worker_free(prpc_worker_t *w)
     worker_free_fields(w);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
+    pthread_mutex_destroy(&w->trim_mu);
     free(w);
 }
 

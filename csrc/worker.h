@@ -83,6 +83,8 @@ typedef void (*prpc_worker_cancel_fn)(void *ud, const char *call_id);
  * stderr. */
 typedef void (*prpc_worker_log_fn)(void *ud, int level, const char *message);
 
+#define PRPC_WORKER_CACHE_DEFAULT (10ULL << 30) /* the blob cache bound by default */
+
 typedef struct prpc_worker_config {
     const char *const *brokers;              /* "host:port" or URLs, tried in order */
     size_t n_brokers;                        /* at least 1 */
@@ -94,6 +96,10 @@ typedef struct prpc_worker_config {
     int concurrency;                         /* slots; <= 0 means 1 */
     int lease_wait_ms;                       /* long-poll wait; <= 0 means 20000 */
     int connect_timeout_ms;                  /* <= 0 means 5000 */
+    const char *ca;                          /* PEM CA file for https:// brokers; NULL: the
+                                                system's trusted CAs */
+    uint64_t cache_max_bytes;                /* blob cache bound, LRU; 0 means
+                                                PRPC_WORKER_CACHE_DEFAULT */
     prpc_worker_run_fn run;                  /* required */
     prpc_worker_cancel_fn cancel;            /* required */
     prpc_worker_log_fn log;                  /* optional */

@@ -7,6 +7,20 @@ import sys
 from .errors import P2PRPCError
 
 
+def _size(text):
+    """Bytes of a size such as 500M, 20G, 1T or 4096."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().rstrip("B").rstrip("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = float(num) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a size: %r (e.g. 500M, 20G)" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("a size must be positive: %r" % text)
+    return int(value)
+
+
 def _add_password(p):
     p.add_argument("--password-file", metavar="F",
                    help="file holding the network password (else $P2PRPC_PASSWORD; "
@@ -71,6 +85,9 @@ def build_parser():
                    help="serve HTTPS with this certificate chain (clients and workers then use "
                         "https://host:port in their discovery file)")
     b.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    b.add_argument("--ca", metavar="PEM",
+                   help="with --tls-cert and --execute: the CA this broker's own executor "
+                        "checks the certificate against (default: the system's trusted CAs)")
     b.add_argument("--synchronous", choices=["full", "normal", "off"], default=None,
                    help="store durability (default full: acknowledged = on disk)")
 
@@ -84,6 +101,12 @@ def build_parser():
     w.add_argument("--data-dir", default="p2prpc-worker",
                    help="directory of the blob cache and job files (default ./p2prpc-worker)")
     w.add_argument("--concurrency", type=int, default=1, help="calls run at once (default 1)")
+    w.add_argument("--ca", metavar="PEM",
+                   help="CA certificate(s) that signed the brokers' TLS certificates "
+                        "(https:// discovery lines; default: the system's trusted CAs)")
+    w.add_argument("--cache-size", type=_size, default="10G", metavar="SIZE",
+                   help="bound of the worker's blob cache, least recently used evicted first "
+                        "(e.g. 500M, 20G; default 10G)")
     _add_password(w)
 
     gb = sub.add_parser("generate-broker",
@@ -162,13 +185,14 @@ def main(argv=None):
                        max_attempts=args.max_attempts, synchronous=args.synchronous,
                        expire_after=args.expire_after, insecure=args.insecure,
                        tls_cert=args.tls_cert, tls_key=args.tls_key, peers=args.peer,
-                       advertise=args.advertise)
+                       advertise=args.advertise, ca=args.ca)
         elif args.command == "worker":
             from ._broker_node import read_password
             from ._worker_node import run_worker
 
             run_worker(args.function_file, args.discovery, args.data_dir, args.concurrency,
-                       read_password(args.password_file))
+                       read_password(args.password_file), ca=args.ca,
+                       cache_max_bytes=args.cache_size)
         elif args.command.startswith("generate-"):
             _generate(args)
     except (P2PRPCError, OSError, ValueError) as e:

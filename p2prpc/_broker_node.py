@@ -46,7 +46,7 @@ class BrokerNode:
                  password=None, execute=None, can_do_work_func=None, lease_ms=30000,
                  heartbeat_ms=2000, max_attempts=3, synchronous=None, concurrency=1,
                  expire_after=7 * 24 * 3600, insecure=False, tls_cert=None, tls_key=None,
-                 peers=(), advertise=None):
+                 peers=(), advertise=None, ca=None):
         self.specs = read_module_functions(function_file)
         self.function_file = os.path.abspath(function_file)
         self.data_dir = os.path.abspath(data_dir)
@@ -73,9 +73,15 @@ class BrokerNode:
         if execute:
             from ._worker_node import WorkerNode
 
-            self.worker = WorkerNode(self.function_file, ["127.0.0.1:%d" % self.port],
+            # Over TLS the executor checks the broker's certificate like any
+            # worker: by the advertised name (or 127.0.0.1) against `ca`.
+            if tls_cert:
+                own = "https://" + (advertise or "127.0.0.1:%d" % self.port)
+            else:
+                own = "127.0.0.1:%d" % self.port
+            self.worker = WorkerNode(self.function_file, [own],
                                      os.path.join(self.data_dir, "executor"),
-                                     concurrency=concurrency, password=password)
+                                     concurrency=concurrency, password=password, ca=ca)
 
     @property
     def address(self):

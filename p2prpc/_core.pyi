@@ -84,11 +84,16 @@ class Worker:
         lease_wait_ms: int = 20000,
         log: Optional[Callable[[int, str], None]] = None,
         connect_timeout_ms: int = 5000,
+        ca: Optional[str] = None,
+        cache_max_bytes: int = 0,
     ) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None:
         """Stop polling, let running calls finish and report, join (GIL released)."""
         ...
+    def save_checkpoint(self, call_id: str, key: str, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Store the file at path as the running call's checkpoint `key` on the broker
+        (blob upload, then the checkpoint record under the call's lease)."""
     def report_progress(self, call_id: str, pct: float) -> bool:
         """Progress (0..100) for the call's next heartbeat; False when it is not running."""
         ...

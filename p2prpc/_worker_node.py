@@ -31,7 +31,7 @@ class WorkerNode:
     function file and the engine's errors for a bad configuration."""
 
     def __init__(self, function_file, brokers, data_dir, concurrency=1, password=None,
-                 name=None, lease_wait_ms=20000):
+                 name=None, lease_wait_ms=20000, ca=None, cache_max_bytes=0):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1, got %r" % concurrency)
         if not brokers:
@@ -58,6 +58,8 @@ class WorkerNode:
                 name=self.name,
                 concurrency=concurrency,
                 lease_wait_ms=lease_wait_ms,
+                ca=os.fspath(ca) if ca is not None else None,
+                cache_max_bytes=int(cache_max_bytes or 0),
             )
             self.worker.start()
         except BaseException:
@@ -91,13 +93,14 @@ class WorkerNode:
         self.pool.close()
 
 
-def run_worker(function_file, discovery_file, data_dir, concurrency=1, password=None, name=None):
+def run_worker(function_file, discovery_file, data_dir, concurrency=1, password=None, name=None,
+               ca=None, cache_max_bytes=0):
     """`p2prpc worker`: run a WorkerNode on the brokers of discovery_file until
     SIGTERM or SIGINT; a second signal abandons running calls at once (their
     leases lapse and brokers hand them to other workers)."""
     brokers = read_discovery(discovery_file)
     node = WorkerNode(function_file, brokers, data_dir, concurrency=concurrency,
-                      password=password, name=name)
+                      password=password, name=name, ca=ca, cache_max_bytes=cache_max_bytes)
     print("p2prpc worker %s serving %s from %s (data: %s)"
           % (node.name, ", ".join(s.name for s in node.specs), ", ".join(brokers),
              node.data_dir), flush=True)

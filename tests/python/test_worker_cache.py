@@ -1,0 +1,51 @@
+"""The worker's blob cache is bounded (--cache-size): least recently used
+blobs are evicted after a call, never one a running call uses."""
+import os
+
+from e2e import functions
+from e2e.nodes import start_broker, start_worker, write_discovery
+from p2prpc.p2p_client import create_p2p_client_app
+
+MiB = 1024 * 1024
+
+
+def cache_bytes(d):
+    total = 0
+    for root, _, files in os.walk(d):
+        if os.path.basename(root) == "tmp":
+            continue
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def test_cache_stays_under_its_bound(tmp_path):
+    broker = start_broker(tmp_path, extra=["--no-execute"])
+    discovery = write_discovery(tmp_path, broker.address)
+    worker = start_worker(tmp_path, discovery, extra=["--cache-size", "12M"])
+    app = create_p2p_client_app(discovery, cache_path=str(tmp_path / "c"))
+    blobs = tmp_path / "worker" / "blobs"
+    try:
+        f = app.register_p2p_func()(functions.p2prpc_analyze_large_file)
+        for i in range(4):
+            src = tmp_path / ("in%d.bin" % i)
+            src.write_bytes(os.urandom(5 * MiB))
+            with open(src, "rb") as fh:
+                res = f(video_handle=fh, arg2=i).get(timeout=60)
+            assert res["results_file1"].read() == src.read_bytes()
+            for v in res.values():
+                if hasattr(v, "close"):
+                    v.close()
+            assert cache_bytes(blobs) <= 12 * MiB, cache_bytes(blobs)
+        # 4 inputs of 5 MiB went through: some had to be evicted.
+        assert cache_bytes(blobs) < 4 * 5 * MiB
+    finally:
+        app.background_server.shutdown()
+        worker.stop()
+        broker.stop()
+
+
+def test_bad_cache_size_is_refused(tmp_path):
+    discovery = write_discovery(tmp_path, "127.0.0.1:9")
+    worker = start_worker(tmp_path, discovery, extra=["--cache-size", "lots"])
+    assert worker.proc.wait(30) == 2
+    assert "not a size" in worker.log()
