@@ -76,7 +76,7 @@ void prpc_hex_encode(const uint8_t *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-static int hex_value(char c)
+int prpc_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -94,7 +94,7 @@ int prpc_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t out_le
         return prpc_error_set(err, PRPC_EINVAL, "hex: expected %zu hex digits, got %zu",
                               2 * out_len, hex_len);
     for (size_t i = 0; i < out_len; i++) {
-        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+        int hi = prpc_hex_digit(hex[2 * i]), lo = prpc_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             size_t bad = hi < 0 ? 2 * i : 2 * i + 1;
             return prpc_error_set(err, PRPC_EINVAL,

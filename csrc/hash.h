@@ -53,6 +53,9 @@ void prpc_hex_encode(const uint8_t *in, size_t len, char *out);
 /* Decode exactly 2*out_len hex digits (either case) from hex[0..hex_len) into
  * out. Returns 0, or PRPC_EINVAL when hex_len != 2*out_len or a character is
  * not a hex digit; out is then unspecified. */
+/* The value of one hex digit (either case), or -1. */
+int prpc_hex_digit(int c);
+
 int prpc_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t out_len,
                     prpc_error_t *err);
 

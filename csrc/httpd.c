@@ -6,6 +6,7 @@
  * HTTP/2 security fixes since 2019, and HTTP/1.1 keep-alive is all we need.
  */
 #include "httpd.h"
+#include "hash.h"
 #include "ident.h"
 
 #include <arpa/inet.h>
@@ -405,17 +406,6 @@ const char *prpc_httpd_header(h2o_req_t *req, const char *name)
     return v.base;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 const char *prpc_httpd_query(h2o_req_t *req, const char *name)
 {
     size_t nlen = strlen(name);
@@ -432,8 +422,8 @@ const char *prpc_httpd_query(h2o_req_t *req, const char *name)
             char *out = h2o_mem_alloc_pool(&req->pool, (size_t)(stop - v) + 1);
             size_t o = 0;
             while (v < stop) {
-                if (*v == '%' && stop - v >= 3 && hexval(v[1]) >= 0 && hexval(v[2]) >= 0) {
-                    out[o++] = (char)(hexval(v[1]) * 16 + hexval(v[2]));
+                if (*v == '%' && stop - v >= 3 && prpc_hex_digit(v[1]) >= 0 && prpc_hex_digit(v[2]) >= 0) {
+                    out[o++] = (char)(prpc_hex_digit(v[1]) * 16 + prpc_hex_digit(v[2]));
                     v += 3;
                 } else {
                     out[o++] = *v == '+' ? ' ' : *v;

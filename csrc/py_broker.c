@@ -192,11 +192,5 @@ static PyType_Spec broker_spec = {
 
 int pyprpc_broker_exec(PyObject *module)
 {
-    PyObject *type = PyType_FromModuleAndSpec(module, &broker_spec, NULL);
-    int rc;
-    if (type == NULL)
-        return -1;
-    rc = PyModule_AddObjectRef(module, "Broker", type);
-    Py_DECREF(type);
-    return rc;
+    return pyprpc_add_type(module, &broker_spec, "Broker");
 }

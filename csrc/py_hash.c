@@ -44,21 +44,6 @@ static void *dup_bytes(const char *p, size_t len)
     return q;
 }
 
-/* Raise err. Engine messages quote paths, which on Linux are any bytes, and
- * may be cut mid-character at PRPC_ERROR_MSG_MAX; Python wants UTF-8, so
- * bytes that are not become '?'. Returns NULL. */
-static PyObject *raise_engine(pyprpc_state_t *st, prpc_error_t *err)
-{
-    size_t len = strnlen(err->message, sizeof(err->message) - 1), at;
-    err->message[len] = '\0';
-    at = prpc_utf8_invalid_at(err->message, len);
-    while (at < len) {
-        err->message[at] = '?';
-        at += 1 + prpc_utf8_invalid_at(err->message + at + 1, len - at - 1);
-    }
-    return pyprpc_raise(st, err);
-}
-
 /* Copy str s as UTF-8 into *out (malloc'd, NUL-terminated). Lone surrogates
  * are kept as their 3-byte forms so that the engine refuses them as invalid
  * UTF-8 with its EINVAL naming the argument, rather than a UnicodeEncodeError
@@ -79,7 +64,7 @@ static int copy_utf8(pyprpc_state_t *st, PyObject *s, const char *what, int nul_
         prpc_error_t err;
         prpc_error_set(&err, PRPC_EINVAL, "%s contains a NUL character", what);
         Py_DECREF(b);
-        raise_engine(st, &err);
+        pyprpc_raise(st, &err);
         return -1;
     }
     *out = dup_bytes(p, (size_t)len);
@@ -175,7 +160,7 @@ static PyObject *pyprpc_sha256_file(PyObject *module, PyObject *arg)
     Py_END_ALLOW_THREADS
     free(ref.path);
     if (rc < 0)
-        return raise_engine(st, &err);
+        return pyprpc_raise(st, &err);
     return PyUnicode_FromStringAndSize(out, PRPC_SHA256_HEX_LEN);
 }
 
@@ -468,7 +453,7 @@ static PyObject *pyprpc_call_identifier_raw(PyObject *module, PyObject *pargs, P
     rc = call_identifier_impl(fn, ver, args, (uint32_t)n, out, &err);
     Py_END_ALLOW_THREADS
     if (rc < 0)
-        raise_engine(st, &err);
+        pyprpc_raise(st, &err);
     else
         result = PyUnicode_FromStringAndSize(out, PRPC_SHA256_HEX_LEN);
 out:

@@ -25,20 +25,6 @@ typedef struct {
     PyThread_type_lock lock; /* serialises users of h */
 } conn_object_t;
 
-/* Raise err with any bytes that are not UTF-8 (a message cut mid-character
- * at PRPC_ERROR_MSG_MAX, a path) turned into '?'. Returns NULL. */
-static PyObject *raise_err(PyTypeObject *tp, prpc_error_t *err)
-{
-    size_t len = strnlen(err->message, sizeof(err->message) - 1), at;
-    err->message[len] = '\0';
-    at = prpc_utf8_invalid_at(err->message, len);
-    while (at < len) {
-        err->message[at] = '?';
-        at += 1 + prpc_utf8_invalid_at(err->message + at + 1, len - at - 1);
-    }
-    return pyprpc_raise(pyprpc_state_of_type(tp), err);
-}
-
 /* "O&" converter for an optional path: None stays NULL, else a bytes object
  * from os.fspath (str, bytes or a path-like). */
 static int optional_path(PyObject *obj, void *out)
@@ -77,11 +63,11 @@ static int conn_init(conn_object_t *self, PyObject *args, PyObject *kwds)
     }
     h = prpc_httpc_new(url, key.buf, connect_timeout_ms, &err);
     if (h == NULL) {
-        raise_err(Py_TYPE(self), &err);
+        pyprpc_raise(pyprpc_state_of_type(Py_TYPE(self)), &err);
         goto out;
     }
     if (ca != NULL && prpc_httpc_set_ca(h, PyBytes_AS_STRING(ca), &err) != 0) {
-        raise_err(Py_TYPE(self), &err);
+        pyprpc_raise(pyprpc_state_of_type(Py_TYPE(self)), &err);
         goto out;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -135,7 +121,7 @@ static PyObject *conn_request(conn_object_t *self, PyObject *args, PyObject *kwd
     if (closed)
         return closed_error();
     if (rc != 0)
-        return raise_err(Py_TYPE(self), &err);
+        return pyprpc_raise(pyprpc_state_of_type(Py_TYPE(self)), &err);
     out = Py_BuildValue("(ly#)", status, resp, (Py_ssize_t)resp_len);
     free(resp);
     return out;
@@ -164,7 +150,7 @@ static PyObject *conn_upload_blob(conn_object_t *self, PyObject *args, PyObject 
     if (closed)
         return closed_error();
     if (rc != 0)
-        return raise_err(Py_TYPE(self), &err);
+        return pyprpc_raise(pyprpc_state_of_type(Py_TYPE(self)), &err);
     Py_RETURN_NONE;
 }
 
@@ -205,7 +191,7 @@ static PyObject *conn_download_blob(conn_object_t *self, PyObject *args, PyObjec
     if (closed)
         return closed_error();
     if (rc != 0)
-        return raise_err(Py_TYPE(self), &err);
+        return pyprpc_raise(pyprpc_state_of_type(Py_TYPE(self)), &err);
     return PyUnicode_DecodeFSDefault(path);
 }
 
@@ -323,13 +309,7 @@ static PyMethodDef httpc_functions[] = {
 
 int pyprpc_httpc_exec(PyObject *module)
 {
-    PyObject *type = PyType_FromModuleAndSpec(module, &conn_spec, NULL);
-    int rc;
-    if (type == NULL)
-        return -1;
-    rc = PyModule_AddObjectRef(module, "Connection", type);
-    Py_DECREF(type);
-    if (rc < 0)
+    if (pyprpc_add_type(module, &conn_spec, "Connection") < 0)
         return -1;
     return PyModule_AddFunctions(module, httpc_functions);
 }

@@ -5,7 +5,10 @@
  */
 #include "py_module.h"
 
+#include "ident.h"
+
 #include <curl/curl.h>
+#include <stdio.h>
 
 static int module_exec(PyObject *m)
 {
@@ -85,18 +88,33 @@ pyprpc_state_t *pyprpc_state_of_type(PyTypeObject *type)
 
 PyObject *pyprpc_raise(pyprpc_state_t *st, const prpc_error_t *err)
 {
-    PyObject *cls = NULL, *text;
-    const char *msg = err->message[0] ? err->message : prpc_strerror(err->code);
+    PyObject *cls = NULL;
+    char msg[PRPC_ERROR_MSG_MAX];
+    size_t len, at;
+    snprintf(msg, sizeof(msg), "%s", err->message[0] ? err->message : prpc_strerror(err->code));
+    /* Messages may quote a path (any bytes on Linux) or be cut mid-character
+     * at the cap; Python wants UTF-8: bytes that are not become '?'. */
+    len = strlen(msg);
+    at = prpc_utf8_invalid_at(msg, len);
+    while (at < len) {
+        msg[at] = '?';
+        at += 1 + prpc_utf8_invalid_at(msg + at + 1, len - at - 1);
+    }
     if (st != NULL && st->engine_errors != NULL)
         cls = PyDict_GetItemString(st->engine_errors, prpc_strerror(err->code));
     if (cls == NULL)
         cls = st != NULL && st->base_error != NULL ? st->base_error : PyExc_RuntimeError;
-    /* Messages may hold a non-UTF-8 path or be cut mid-character at the cap:
-     * keep the text readable rather than lose it. */
-    text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
-    if (text == NULL)
-        return NULL;
-    PyErr_SetObject(cls, text);
-    Py_DECREF(text);
+    PyErr_SetString(cls, msg);
     return NULL;
+}
+
+int pyprpc_add_type(PyObject *module, PyType_Spec *spec, const char *name)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, spec, NULL);
+    int rc;
+    if (type == NULL)
+        return -1;
+    rc = PyModule_AddObjectRef(module, name, type);
+    Py_DECREF(type);
+    return rc;
 }

@@ -24,8 +24,12 @@ pyprpc_state_t *pyprpc_state(PyObject *module);
 pyprpc_state_t *pyprpc_state_of_type(PyTypeObject *type);
 
 /* The one mapping of engine errors to Python exceptions. Sets the exception
- * and returns NULL so callers can `return pyprpc_raise(...)`. */
+ * and returns NULL so callers can `return pyprpc_raise(...)`. Bytes of the
+ * message that are not UTF-8 (a path, a cut) are shown as '?'. */
 PyObject *pyprpc_raise(pyprpc_state_t *st, const prpc_error_t *err);
+
+/* Create a heap type of the module from spec and add it as `name`. 0 or -1. */
+int pyprpc_add_type(PyObject *module, PyType_Spec *spec, const char *name);
 
 /* Each binding file adds its functions and types to the module. Return 0 or
  * -1 with an exception set. */

@@ -29,18 +29,6 @@ typedef struct {
     PyObject *log;
 } worker_object_t;
 
-static PyObject *raise_err(PyTypeObject *tp, prpc_error_t *err)
-{
-    size_t len = strnlen(err->message, sizeof(err->message) - 1), at;
-    err->message[len] = '\0';
-    at = prpc_utf8_invalid_at(err->message, len);
-    while (at < len) {
-        err->message[at] = '?';
-        at += 1 + prpc_utf8_invalid_at(err->message + at + 1, len - at - 1);
-    }
-    return pyprpc_raise(pyprpc_state_of_type(tp), err);
-}
-
 /* malloc'd UTF-8 copy of a str, or NULL with an exception set. */
 static char *dup_str(PyObject *s)
 {
@@ -269,7 +257,7 @@ static int worker_init(worker_object_t *self, PyObject *args, PyObject *kwds)
     w = prpc_worker_new(&cfg, &err); /* probes GPUs, creates directories */
     Py_END_ALLOW_THREADS
     if (w == NULL) {
-        raise_err(Py_TYPE(self), &err);
+        pyprpc_raise(pyprpc_state_of_type(Py_TYPE(self)), &err);
         goto out;
     }
     self->w = w;
@@ -306,7 +294,7 @@ static PyObject *worker_start(worker_object_t *self, PyObject *unused)
     rc = prpc_worker_start(self->w, &err);
     Py_END_ALLOW_THREADS
     if (rc != 0)
-        return raise_err(Py_TYPE(self), &err);
+        return pyprpc_raise(pyprpc_state_of_type(Py_TYPE(self)), &err);
     Py_RETURN_NONE;
 }
 
@@ -349,7 +337,7 @@ static PyObject *worker_save_checkpoint_impl(worker_object_t *self, const char *
     rc = prpc_worker_checkpoint_save(self->w, call_id, key, path, &err);
     Py_END_ALLOW_THREADS
     if (rc != 0)
-        return raise_err(Py_TYPE(self), &err);
+        return pyprpc_raise(pyprpc_state_of_type(Py_TYPE(self)), &err);
     Py_RETURN_NONE;
 }
 
@@ -483,13 +471,7 @@ static PyMethodDef worker_functions[] = {
 
 int pyprpc_worker_exec(PyObject *module)
 {
-    PyObject *type = PyType_FromModuleAndSpec(module, &worker_spec, NULL);
-    int rc;
-    if (type == NULL)
-        return -1;
-    rc = PyModule_AddObjectRef(module, "Worker", type);
-    Py_DECREF(type);
-    if (rc < 0)
+    if (pyprpc_add_type(module, &worker_spec, "Worker") < 0)
         return -1;
     return PyModule_AddFunctions(module, worker_functions);
 }
