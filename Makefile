@@ -87,8 +87,15 @@ fuzz: deps
 fuzz-smoke: deps
 	$(MAKE) -f tests/fuzz/fuzz.mk run FUZZ_SECONDS=10
 
+# Benchmarks (figures, not tests): each prints its peer beside it. Installs the
+# peer tools (redis-server, Celery) for calls.py; QUICK=1 for smaller runs.
 bench: install
-	$(VPY) bench/hash.py
+	@dpkg-query -W -f='$${Status}' redis-server 2>/dev/null | grep -q "install ok installed" || \
+	  (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null)
+	$(VPY) -m pip install -q -r bench/requirements.txt
+	-$(VPY) bench/hash.py
+	-$(VPY) bench/calls.py $(if $(QUICK),--quick)
+	-$(VPY) bench/files.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf build $(VENV) *.egg-info
