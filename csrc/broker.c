@@ -79,6 +79,8 @@ struct prpc_broker {
     int64_t lease_ms;
     int heartbeat_ms;
     int max_attempts;
+    size_t max_body;
+    int max_leases_per_worker;
     int64_t last_expire_ms;
     int64_t expire_ms;          /* retention of finished calls; < 0 = forever */
     int64_t last_retention_ms;
@@ -129,7 +131,7 @@ static int status_of(int code)
     case PRPC_EEXIST:
         return 409;
     case PRPC_ELIMIT:
-        return 413;
+        return 413; /* a body or batch too big (lease limits answer 429) */
     case PRPC_ENOSPC:
         return 507;
     default:
@@ -187,9 +189,11 @@ static int holds_blob(void *ud, const char *sha, uint64_t size)
     return blob_held((prpc_broker_t *)ud, sha, &held) && held == size;
 }
 
-static bson_t *parse_body(h2o_req_t *req, const char *what, prpc_error_t *err)
+static bson_t *parse_body(prpc_broker_t *b, h2o_req_t *req, const char *what,
+                          prpc_error_t *err)
 {
-    return prpc_json_parse(req->entity.base, req->entity.len, what, err);
+    return prpc_json_parse_max(req->entity.base, req->entity.len, b->max_body, "--max-body",
+                               what, err);
 }
 
 /* ---- call records ----------------------------------------------------- */
@@ -369,6 +373,22 @@ static int send_lease(prpc_broker_t *b, h2o_req_t *req, const prpc_call_t *c)
     return 0;
 }
 
+/* A worker (by name) may hold at most max_leases_per_worker calls: one that
+ * asks for more (a runaway or hostile one) is refused, not served. */
+static int lease_limit_reached(prpc_broker_t *b, const char *worker, prpc_error_t *err)
+{
+    int64_t held = 0;
+    if (prpc_store_leases_held(b->store, worker, &held, err) != 0)
+        return 0; /* the lease attempt reports store trouble itself */
+    if (held < b->max_leases_per_worker)
+        return 0;
+    prpc_error_set(err, PRPC_ELIMIT,
+                   "worker %s already holds %lld leases; the limit is %d "
+                   "(--max-leases-per-worker)",
+                   worker, (long long)held, b->max_leases_per_worker);
+    return 1;
+}
+
 /* Hand queued calls to parked workers, oldest waiter first. */
 static void dispatch_leases(prpc_broker_t *b)
 {
@@ -380,6 +400,11 @@ static void dispatch_leases(prpc_broker_t *b)
         int rc;
         node = node->next;
         memset(&c, 0, sizeof(c));
+        if (lease_limit_reached(b, w->worker, &err)) {
+            h2o_linklist_unlink(&w->link);
+            prpc_httpd_send_error(w->req, 429, err.code, "%s", err.message);
+            continue;
+        }
         rc = prpc_store_lease_next(b->store, w->functions, w->versions, w->n, w->worker,
                                    b->lease_ms, prpc_now_ms(), &c, &err);
         if (rc == PRPC_ENOTFOUND)
@@ -476,7 +501,7 @@ out:
 static void on_submit(prpc_broker_t *b, h2o_req_t *req)
 {
     prpc_error_t err;
-    bson_t *doc = parse_body(req, "submit", &err);
+    bson_t *doc = parse_body(b, req, "submit", &err);
     prpc_submit_t sub;
     prpc_buf_t out = PRPC_BUF_INIT;
 
@@ -500,7 +525,7 @@ static void on_submit(prpc_broker_t *b, h2o_req_t *req)
 static void on_submit_batch(prpc_broker_t *b, h2o_req_t *req)
 {
     prpc_error_t err;
-    bson_t *doc = parse_body(req, "batch submit", &err);
+    bson_t *doc = parse_body(b, req, "batch submit", &err);
     bson_iter_t it, arr;
     prpc_submit_t *subs = NULL;
     char **errors = NULL;
@@ -580,7 +605,7 @@ out:
 static void on_wait(prpc_broker_t *b, h2o_req_t *req)
 {
     prpc_error_t err;
-    bson_t *doc = parse_body(req, "wait", &err);
+    bson_t *doc = parse_body(b, req, "wait", &err);
     bson_iter_t it, arr;
     double wait = 0;
     size_t n = 0;
@@ -791,7 +816,7 @@ static int regrant(prpc_broker_t *b, h2o_req_t *req, const char *request)
 static void on_lease(prpc_broker_t *b, h2o_req_t *req)
 {
     prpc_error_t err;
-    bson_t *doc = parse_body(req, "lease request", &err);
+    bson_t *doc = parse_body(b, req, "lease request", &err);
     bson_iter_t it, arr, field;
     const char *worker, *request;
     double wait = 0;
@@ -879,7 +904,7 @@ out:
 static void on_heartbeat(prpc_broker_t *b, h2o_req_t *req, const char *lease)
 {
     prpc_error_t err;
-    bson_t *doc = parse_body(req, "heartbeat", &err);
+    bson_t *doc = parse_body(b, req, "heartbeat", &err);
     const char *call_id;
     double progress = 0;
     int terminate = 0;
@@ -912,7 +937,7 @@ out:
 static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
 {
     prpc_error_t err;
-    bson_t *doc = parse_body(req, "result", &err);
+    bson_t *doc = parse_body(b, req, "result", &err);
     bson_iter_t it;
     const char *call_id, *state_s;
     prpc_call_t c;
@@ -1027,7 +1052,7 @@ out:
 static void on_checkpoint(prpc_broker_t *b, h2o_req_t *req, const char *lease)
 {
     prpc_error_t err;
-    bson_t *doc = parse_body(req, "checkpoint", &err);
+    bson_t *doc = parse_body(b, req, "checkpoint", &err);
     const char *call_id, *key, *sha;
     char replaced[PRPC_CALL_ID_HEX + 1] = "";
     prpc_buf_t out = PRPC_BUF_INIT;
@@ -1664,6 +1689,9 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     b->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 30000;
     b->heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 2000;
     b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 3;
+    b->max_body = cfg->max_body > 0 && cfg->max_body < PRPC_WIRE_META_MAX ? cfg->max_body
+                                                                          : PRPC_WIRE_META_MAX;
+    b->max_leases_per_worker = cfg->max_leases_per_worker > 0 ? cfg->max_leases_per_worker : 64;
     b->expire_ms = cfg->expire_ms == 0 ? RETENTION_DEFAULT_MS : cfg->expire_ms;
     b->last_retention_ms = prpc_now_ms();
     b->retention_every_ms = RETENTION_EVERY_MS;
@@ -1710,7 +1738,9 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     snprintf(path, sizeof(path), "%s/blobs/tmp", cfg->data_dir);
     hc.tmp_dir = path;
     hc.max_request_body = PRPC_BLOB_CHUNK + 64 * 1024;
-    hc.request_timeout_ms = 120000;
+    hc.request_timeout_ms = cfg->request_timeout_ms > 0 ? (uint64_t)cfg->request_timeout_ms
+                                                        : 120000;
+    hc.max_connections = cfg->max_connections > 0 ? cfg->max_connections : 1024;
     hc.ud = b;
     hc.on_req = route;
     hc.on_tick = on_tick;

@@ -31,6 +31,11 @@ typedef struct prpc_broker_config {
     const char *tls_cert;       /* PEM certificate chain: serve HTTPS; NULL = plain HTTP */
     const char *tls_key;        /* PEM private key of tls_cert */
     const char *const *peers;   /* NULL-terminated host:port of other brokers; may be NULL */
+    /* Limits (0 = the default): */
+    size_t max_body;            /* metadata (JSON) body bytes; default and at most 1 MiB */
+    int64_t request_timeout_ms; /* reading one request, and keep-alive idle; default 120000 */
+    size_t max_connections;     /* open connections; default 1024 */
+    int max_leases_per_worker;  /* calls one worker (by name) may hold; default 64 */
 } prpc_broker_config_t;
 
 /* Open the store and blob directory, parse the functions, bind the port.

@@ -4,12 +4,21 @@
  *
  * P2PRPC_FAULTS is a comma-separated list of name=probability[:milliseconds],
  * e.g. "drop_reply=0.25,delay_request=0.1:200,store_write=0.05". Names in use:
- *   drop_reply     httpc: the broker acted, but its answer is thrown away and
- *                  the caller sees a transport error (a reply lost in flight)
- *   delay_request  httpc: sleep the given milliseconds before sending
- *   store_write    store: a write fails with EIO before reaching the backend
- * The variable is read once, on first use. With it unset, prpc_fault costs a
- * load and a compare.
+ *   drop_reply       httpc: the broker acted, but its answer is thrown away and
+ *                    the caller sees a transport error (a reply lost in flight)
+ *   delay_request    httpc: sleep the given milliseconds before sending
+ *   corrupt_chunk    httpc: one byte of an upload chunk's body is flipped after
+ *                    its X-P2PRPC-Chunk-Sha256 was computed (damage on the
+ *                    wire); drawn once per chunk sent
+ *   corrupt_download httpc: one byte of a blob download is flipped before it
+ *                    reaches the partial file; drawn once per GET
+ *   store_write      store: a write fails with EIO before reaching the backend
+ * The variables are read once, on first use. With P2PRPC_FAULTS unset,
+ * prpc_fault costs a load and a compare.
+ *
+ * P2PRPC_FAULTS_SEED=N (optional) makes the draws repeatable: every thread's
+ * stream starts from N, so the same sequence of prpc_fault calls on a thread
+ * fires the same faults in every run. Unset, streams are seeded from the clock.
  *
  * Thread safety: any thread; each thread draws from its own random stream.
  */
@@ -19,12 +28,14 @@
 #include "common.h"
 
 #define PRPC_FAULTS_ENV "P2PRPC_FAULTS"
+#define PRPC_FAULTS_SEED_ENV "P2PRPC_FAULTS_SEED"
 
 /* 1 when the named fault fires this time (drawn with its probability), else
  * 0. *delay_ms (may be NULL) gets the fault's milliseconds parameter. */
 int prpc_fault(const char *name, int *delay_ms);
 
-/* Re-read P2PRPC_FAULTS (tests change it between cases). */
+/* Re-read P2PRPC_FAULTS and P2PRPC_FAULTS_SEED (tests change them between
+ * cases); every thread's stream starts again from the seed, if one is set. */
 void prpc_fault_reload(void);
 
 #endif

@@ -36,6 +36,8 @@
 
 #define HTTPC_BULK_BUFFER (256 * 1024) /* libcurl receive buffer for blob transfers */
 #define HTTPC_ERROR_SNIPPET 200        /* bytes of a non-JSON error answer quoted */
+#define HTTPC_CHUNK_SENDS 5            /* times one chunk is sent before ECORRUPT */
+#define HTTPC_DOWNLOAD_TRIES 5         /* downloads of one blob before ECORRUPT */
 
 struct prpc_httpc {
     CURL *curl;                      /* the persistent easy handle, owned */
@@ -60,6 +62,7 @@ typedef struct sink {
     uint64_t file_off;  /* next byte of fd to write */
     uint64_t start_off; /* what fd held when the request started */
     int64_t partial;    /* X-P2PRPC-Partial when the answer carried it, else -1 */
+    int corrupt;        /* corrupt_download fault: flip a byte of the next file write */
     char sig[PRPC_AUTH_SIG_HEX]; /* X-P2PRPC-Signature as received (64 hex), or "" */
     int sig_malformed;  /* 1 when the header was there but not 64 hex digits */
     int fail_code;      /* set when the sink refused data... */
@@ -126,6 +129,10 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     if (sink_decide(s) != 0)
         return 0;
     if (s->to_file) {
+        if (s->corrupt && len > 0) {
+            data[len / 2] ^= 0x01; /* curl's buffer, handed to us to consume */
+            s->corrupt = 0;
+        }
         while (done < len) {
             ssize_t w = pwrite(s->fd, data + done, len - done, (off_t)s->file_off);
             if (w < 0 && errno == EINTR)

@@ -112,6 +112,35 @@ static int setup_tls(prpc_httpd_t *h, prpc_error_t *err)
     return 0;
 }
 
+static size_t open_connections(prpc_httpd_t *h)
+{
+    size_t n = 0;
+    for (h2o_linklist_t *l = h->ctx.http1._conns.next; l != &h->ctx.http1._conns; l = l->next)
+        n++;
+    return n;
+}
+
+/* Over the connection limit: a short 503 naming the limit, written straight
+ * to the new socket (a few hundred bytes fit its empty send buffer), then
+ * close. A client retries later; the connections already open are served. */
+static void refuse_connection(prpc_httpd_t *h, h2o_socket_t *sock)
+{
+    char body[256], msg[512];
+    int fd = h2o_socket_get_fd(sock);
+    int nb = snprintf(body, sizeof(body),
+                      "{\"error\": {\"code\": \"ELIMIT\", \"message\": \"too many open "
+                      "connections (the limit is %zu: --max-connections); retry later\"}}",
+                      h->cfg.max_connections);
+    int nm = snprintf(msg, sizeof(msg),
+                      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s",
+                      nb, body);
+    if (fd >= 0 && write(fd, msg, (size_t)nm) < 0) {
+        /* The peer is gone already: nothing to tell it. */
+    }
+    h2o_socket_close(sock);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     prpc_httpd_t *h = listener->data;
@@ -121,6 +150,10 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     sock = h2o_evloop_socket_accept(listener);
     if (sock == NULL)
         return;
+    if (h->cfg.max_connections > 0 && open_connections(h) >= h->cfg.max_connections) {
+        refuse_connection(h, sock);
+        return;
+    }
     h2o_accept(&h->accept_ctx, sock);
 }
 

@@ -25,6 +25,8 @@ typedef struct prpc_httpd_config {
     const char *tmp_dir; /* where h2o spills large request bodies; a real disk */
     size_t max_request_body; /* larger bodies get 413 before they are read */
     uint64_t request_timeout_ms; /* reading one request; also the keep-alive idle time */
+    size_t max_connections;      /* open connections; more are answered 503 and closed;
+                                    0 = no limit */
     void *ud;            /* passed to every callback */
     int (*on_req)(void *ud, h2o_req_t *req); /* 0 when it took the request */
     void (*on_tick)(void *ud, uint64_t now_ms); /* every PRPC_HTTPD_TICK_MS */

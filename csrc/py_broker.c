@@ -17,13 +17,16 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"functions_json", "data_dir", "host", "port", "key", "lease_ms",
                              "heartbeat_ms", "max_attempts", "synchronous", "store_uri",
                              "advertise", "expire_ms", "insecure", "tls_cert", "tls_key", "peers",
-                             NULL};
+                             "max_body", "request_timeout_ms", "max_connections",
+                             "max_leases_per_worker", NULL};
     const char *functions_json = NULL, *data_dir = NULL, *host = "127.0.0.1";
     const char *synchronous = NULL, *store_uri = NULL, *advertise = NULL;
     const char *tls_cert = NULL, *tls_key = NULL;
     PyObject *peers_obj = NULL, *peers_seq = NULL;
     const char **peers = NULL;
-    int rc = -1;
+    int rc = -1, max_leases_per_worker = 0;
+    Py_ssize_t max_body = 0, max_connections = 0;
+    long long request_timeout_ms = 0;
     Py_buffer key = {0};
     int port = 0, heartbeat_ms = 2000, max_attempts = 3;
     long long lease_ms = 30000, expire_ms = 0;
@@ -33,11 +36,12 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     prpc_broker_t *b;
     pyprpc_state_t *st = pyprpc_state_of_type(Py_TYPE(self));
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLpzzO", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLpzzOnLni", kwlist,
                                      &functions_json, &data_dir, &host, &port, &key, &lease_ms,
                                      &heartbeat_ms, &max_attempts, &synchronous, &store_uri,
                                      &advertise, &expire_ms, &insecure, &tls_cert, &tls_key,
-                                     &peers_obj))
+                                     &peers_obj, &max_body, &request_timeout_ms,
+                                     &max_connections, &max_leases_per_worker))
         return -1;
     if (peers_obj != NULL && peers_obj != Py_None) {
         Py_ssize_t n;
@@ -86,6 +90,15 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     cfg.tls_cert = tls_cert;
     cfg.tls_key = tls_key;
     cfg.peers = peers;
+    if (max_body < 0 || max_connections < 0 || request_timeout_ms < 0 ||
+        max_leases_per_worker < 0) {
+        PyErr_SetString(PyExc_ValueError, "broker limits must not be negative");
+        goto out;
+    }
+    cfg.max_body = (size_t)max_body;
+    cfg.request_timeout_ms = request_timeout_ms;
+    cfg.max_connections = (size_t)max_connections;
+    cfg.max_leases_per_worker = max_leases_per_worker;
     prpc_error_clear(&err);
     Py_BEGIN_ALLOW_THREADS
     b = prpc_broker_new(&cfg, &err);
@@ -176,7 +189,8 @@ static PyType_Slot broker_slots[] = {
     {Py_tp_doc, "Broker(functions_json, data_dir, host='127.0.0.1', port=0, key=None, "
                 "lease_ms=30000, heartbeat_ms=2000, max_attempts=3, synchronous=None, "
                 "store_uri=None, advertise=None, expire_ms=0, insecure=False, tls_cert=None, "
-                "tls_key=None, peers=None)\n\n"
+                "tls_key=None, peers=None, max_body=0, request_timeout_ms=0, max_connections=0, "
+                "max_leases_per_worker=0)\n\n"
                 "A broker node serving docs/API.md. expire_ms: retention of finished calls "
                 "(0 = 7 days, < 0 = forever). Without a key only loopback addresses are "
                 "allowed unless insecure."},

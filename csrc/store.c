@@ -285,6 +285,17 @@ int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size
     return s->ops->call_submit_many(s, items, n, now_ms, err);
 }
 
+int prpc_store_leases_held(prpc_store_t *s, const char *worker, int64_t *n, prpc_error_t *err)
+{
+    int rc = check_store(s, err);
+    if (rc == 0)
+        rc = check_name(worker, "worker", err);
+    if (rc < 0)
+        return rc;
+    *n = 0;
+    return s->ops->leases_held(s, worker, n, err);
+}
+
 int prpc_store_call_get(prpc_store_t *s, const char *id, prpc_call_t *out, prpc_error_t *err)
 {
     int rc;

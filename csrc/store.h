@@ -139,6 +139,9 @@ typedef struct prpc_submit_item {
 int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
                                 int64_t now_ms, prpc_error_t *err);
 
+/* *n = the calls leased to worker now. */
+int prpc_store_leases_held(prpc_store_t *s, const char *worker, int64_t *n, prpc_error_t *err);
+
 /* Read call id into out. ENOTFOUND when absent. */
 int prpc_store_call_get(prpc_store_t *s, const char *id, prpc_call_t *out, prpc_error_t *err);
 
@@ -290,6 +293,7 @@ struct prpc_store_ops {
     int (*call_submit_many)(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
                             int64_t now_ms, prpc_error_t *err);
     int (*call_get)(prpc_store_t *s, const char *id, prpc_call_t *out, prpc_error_t *err);
+    int (*leases_held)(prpc_store_t *s, const char *worker, int64_t *n, prpc_error_t *err);
     int (*lease_next)(prpc_store_t *s, const char *const *functions, const char *const *versions,
                       size_t n, const char *worker, const char *lease_id, int64_t deadline_ms,
                       int64_t now_ms, prpc_call_t *out, prpc_error_t *err);

@@ -82,6 +82,7 @@ enum sq_id {
     SQ_COMMIT,
     SQ_ROLLBACK,
     SQ_CALL_INSERT,
+    SQ_LEASES_HELD,
     SQ_CALL_GET,
     SQ_CALL_STATE,
     SQ_QUEUE_HEAD,
@@ -127,6 +128,8 @@ static const struct {
                         "updated_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?5) "
                         "ON CONFLICT (id) DO NOTHING",
                         "submitting a call"},
+    [SQ_LEASES_HELD] = {"SELECT count(*) FROM calls WHERE state = 1 AND worker = ?1",
+                        "counting a worker's leases"},
     [SQ_CALL_GET] = {"SELECT " CALL_COLUMNS " FROM calls WHERE id = ?1", "reading a call"},
     [SQ_CALL_STATE] = {"SELECT state FROM calls WHERE id = ?1", "reading a call's state"},
     [SQ_QUEUE_HEAD] = {"SELECT id, created_ms, rowid FROM calls WHERE state = 0 AND function = ?1 "
@@ -540,6 +543,21 @@ static int sq_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_
             prpc_call_cleanup(&items[i].current);
             items[i].created = 0;
         }
+    return sq_unlock(st, rc);
+}
+
+static int sq_leases_held(prpc_store_t *s, const char *worker, int64_t *n, prpc_error_t *err)
+{
+    struct sq_store *st = sq(s);
+    int rc;
+    sq_lock(st);
+    rc = sq_bind(st, SQ_LEASES_HELD, err, "t", worker);
+    if (rc == 0)
+        rc = sq_step(st, SQ_LEASES_HELD, err);
+    if (rc == 1) {
+        *n = sqlite3_column_int64(st->stmt[SQ_LEASES_HELD], 0);
+        rc = 0;
+    }
     return sq_unlock(st, rc);
 }
 
@@ -1069,6 +1087,7 @@ static const struct prpc_store_ops sq_ops = {
     .call_submit = sq_call_submit,
     .call_submit_many = sq_call_submit_many,
     .call_get = sq_call_get,
+    .leases_held = sq_leases_held,
     .lease_next = sq_lease_next,
     .lease_renew = sq_lease_renew,
     .call_finish = sq_call_finish,

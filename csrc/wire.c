@@ -63,23 +63,33 @@ int prpc_doc_num(const bson_t *d, const char *key, double *out)
     return 0;
 }
 
-bson_t *prpc_json_parse(const char *data, size_t len, const char *what, prpc_error_t *err)
+bson_t *prpc_json_parse_max(const char *data, size_t len, size_t max, const char *limit_name,
+                            const char *what, prpc_error_t *err)
 {
     bson_error_t berr;
     bson_t *doc;
+    if (max == 0 || max > PRPC_WIRE_META_MAX)
+        max = PRPC_WIRE_META_MAX;
     if (len == 0) {
         prpc_error_set(err, PRPC_EINVAL, "%s: the body is empty, expected a JSON object", what);
         return NULL;
     }
-    if (len > PRPC_WIRE_META_MAX) {
-        prpc_error_set(err, PRPC_ELIMIT, "%s: body of %zu bytes exceeds the metadata limit of %u",
-                       what, len, PRPC_WIRE_META_MAX);
+    if (len > max) {
+        prpc_error_set(err, PRPC_ELIMIT,
+                       "%s: body of %zu bytes exceeds the metadata limit of %zu (%s)", what, len,
+                       max, limit_name);
         return NULL;
     }
     doc = bson_new_from_json((const uint8_t *)data, (ssize_t)len, &berr);
     if (doc == NULL)
         prpc_error_set(err, PRPC_EINVAL, "%s: invalid JSON: %s", what, berr.message);
     return doc;
+}
+
+bson_t *prpc_json_parse(const char *data, size_t len, const char *what, prpc_error_t *err)
+{
+    return prpc_json_parse_max(data, len, PRPC_WIRE_META_MAX, "the most a document may be",
+                               what, err);
 }
 
 int prpc_valid_hex(const char *s, size_t n)

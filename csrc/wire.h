@@ -84,6 +84,11 @@ void prpc_submit_cleanup(prpc_submit_t *s);
  * the body in errors. The document is the caller's (bson_destroy). */
 bson_t *prpc_json_parse(const char *data, size_t len, const char *what, prpc_error_t *err);
 
+/* The same with the body limit max (at most PRPC_WIRE_META_MAX), which the
+ * error names as `limit_name`. */
+bson_t *prpc_json_parse_max(const char *data, size_t len, size_t max, const char *limit_name,
+                            const char *what, prpc_error_t *err);
+
 /* A document's string / number field, or NULL / 0 when absent or of another
  * type. Strings stay valid as long as the document. */
 const char *prpc_doc_str(const bson_t *d, const char *key);

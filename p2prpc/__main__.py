@@ -88,6 +88,17 @@ def build_parser():
     b.add_argument("--ca", metavar="PEM",
                    help="with --tls-cert and --execute: the CA this broker's own executor "
                         "checks the certificate against (default: the system's trusted CAs)")
+    lim = b.add_argument_group("limits (each answered with a JSON error naming it)")
+    lim.add_argument("--max-body", type=_size, default="1M", metavar="SIZE",
+                     help="largest metadata (JSON) body, at most 1M (default 1M; 413)")
+    lim.add_argument("--request-timeout", type=float, default=120.0, metavar="SECONDS",
+                     help="time to send one request, also the keep-alive idle time "
+                          "(default 120; slow clients are cut off)")
+    lim.add_argument("--max-connections", type=int, default=1024, metavar="N",
+                     help="open connections; more are answered 503 (default 1024)")
+    lim.add_argument("--max-leases-per-worker", type=int, default=64, metavar="N",
+                     help="calls one worker may hold at once; more are answered 429 "
+                          "(default 64)")
     b.add_argument("--synchronous", choices=["full", "normal", "off"], default=None,
                    help="store durability (default full: acknowledged = on disk)")
 
@@ -185,7 +196,10 @@ def main(argv=None):
                        max_attempts=args.max_attempts, synchronous=args.synchronous,
                        expire_after=args.expire_after, insecure=args.insecure,
                        tls_cert=args.tls_cert, tls_key=args.tls_key, peers=args.peer,
-                       advertise=args.advertise, ca=args.ca)
+                       advertise=args.advertise, ca=args.ca, max_body=args.max_body,
+                       request_timeout_ms=int(args.request_timeout * 1000),
+                       max_connections=args.max_connections,
+                       max_leases_per_worker=args.max_leases_per_worker)
         elif args.command == "worker":
             from ._broker_node import read_password
             from ._worker_node import run_worker

@@ -125,6 +125,10 @@ class Broker:
         tls_cert: Optional[str] = None,
         tls_key: Optional[str] = None,
         peers: Optional[List[str]] = None,
+        max_body: int = 0,
+        request_timeout_ms: int = 0,
+        max_connections: int = 0,
+        max_leases_per_worker: int = 0,
     ) -> None: ...
     @property
     def port(self) -> int: ...
