@@ -775,11 +775,13 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
     char pq[160], what[192], chunk_hex[PRPC_SHA256_HEX_LEN + 1], hdr[128];
     uint8_t digest[PRPC_SHA256_LEN];
     char *buf = NULL;
-    uint64_t off = 0;
-    int held = 0, resyncs = 0, first = 1, rc;
+    uint64_t off = 0, refused_off = 0;
+    int held = 0, resyncs = 0, refused = 0, first = 1, rc;
     long status;
     sink_t s;
+    prpc_error_t why;
 
+    prpc_error_clear(&why);
     sink_init(&s, h->curl, -1, 0);
     if (!prpc_blob_valid_sha(sha_hex))
         return prpc_error_set(err, PRPC_EINVAL, "bad blob name '%s': expected 64 lowercase hex",
@@ -805,6 +807,11 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
         if ((rc = prpc_sha256(buf, n, digest, err)) != 0)
             goto out;
         prpc_hex_encode(digest, sizeof(digest), chunk_hex);
+        /* After the hash, so the broker sees a chunk that does not match its
+         * header, as with damage on the wire. buf is read again before any
+         * resend. */
+        if (n > 0 && prpc_fault("corrupt_chunk", NULL))
+            buf[n / 2] ^= 0x01;
         snprintf(pq, sizeof(pq), "/v1/blobs/%s?offset=%" PRIu64, sha_hex, off);
         snprintf(hdr, sizeof(hdr), "X-P2PRPC-Chunk-Sha256: %s", chunk_hex);
         sink_cleanup(&s);
@@ -829,7 +836,31 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
             continue;
         }
         snprintf(what, sizeof(what), "uploading blob %s at offset %" PRIu64, sha_hex, off);
-        rc = prpc_httpc_status_error(status, s.buf, s.len, what, err);
+        rc = prpc_httpc_status_error(status, s.buf, s.len, what, &why);
+        if (rc == PRPC_ECORRUPT) {
+            /* The chunk did not match its hash when it arrived: the broker
+             * kept nothing of it. Send it again, from where the broker's copy
+             * ends, a bounded number of times: a chunk that is always damaged
+             * (bad memory, a broken link) must end the upload, not loop. */
+            if (off != refused_off)
+                refused = 0;
+            refused_off = off;
+            if (++refused < HTTPC_CHUNK_SENDS) {
+                if ((rc = blob_head(h, sha_hex, &held, &off, err)) != 0 || held)
+                    goto out;
+                if (off > size)
+                    off = 0;
+                continue;
+            }
+            rc = prpc_error_set(err, PRPC_ECORRUPT,
+                                "uploading blob %s: the chunk at offset %" PRIu64
+                                " was refused as corrupt %d times in a row; nothing of it was "
+                                "kept (%s)",
+                                sha_hex, off, refused, why.message);
+            goto out;
+        }
+        if (err != NULL)
+            *err = why;
         goto out;
     }
     snprintf(pq, sizeof(pq), "/v1/blobs/%s/commit?size=%" PRIu64, sha_hex, size);
@@ -859,6 +890,7 @@ static int download_once(prpc_httpc_t *h, const char *sha, prpc_blobdir_t *bd, p
     if ((rc = prpc_blobdir_partial_open(bd, sha, &fd, &offset, err)) != 0)
         return rc;
     sink_init(&s, h->curl, fd, offset);
+    s.corrupt = prpc_fault("corrupt_download", NULL);
     snprintf(pq, sizeof(pq), "/v1/blobs/%s", sha);
     snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", offset);
     rc = httpc_perform(h, "GET", pq, NULL, 0, NULL, NULL, offset > 0 ? range : NULL, 0, 1, &s,
@@ -889,14 +921,28 @@ out:
 int prpc_httpc_download_blob(prpc_httpc_t *h, const char *sha_hex, prpc_blobdir_t *bd,
                              prpc_error_t *err)
 {
-    int rc;
+    prpc_error_t last;
+    int rc = 0;
     if (!prpc_blob_valid_sha(sha_hex))
         return prpc_error_set(err, PRPC_EINVAL, "bad blob name '%s': expected 64 lowercase hex",
                               sha_hex ? sha_hex : "(null)");
     if (prpc_blobdir_stat(bd, sha_hex, NULL, NULL) == 0)
         return 0;
-    rc = download_once(h, sha_hex, bd, err);
+    prpc_error_clear(&last);
+    /* A commit that fails the hash has dropped the partial file, so each
+     * retry starts from zero; a blob that never arrives whole ends with
+     * ECORRUPT rather than an endless refetch. */
+    for (int i = 0; i < HTTPC_DOWNLOAD_TRIES; i++) {
+        rc = download_once(h, sha_hex, bd, &last);
+        if (rc != PRPC_ECORRUPT)
+            break;
+    }
     if (rc == PRPC_ECORRUPT)
-        rc = download_once(h, sha_hex, bd, err);
+        return prpc_error_set(err, PRPC_ECORRUPT,
+                              "downloading blob %s from %s: it arrived corrupt %d times in a "
+                              "row and nothing was kept (last: %s)",
+                              sha_hex, h->base, HTTPC_DOWNLOAD_TRIES, last.message);
+    if (rc != 0 && err != NULL)
+        *err = last;
     return rc;
 }

@@ -976,6 +976,11 @@ def signed_routes(call_id, lease_id, sha):
         ("PUT", "/v1/blobs/%s?offset=0" % sha, b"abc"),
         ("POST", "/v1/blobs/%s/commit?size=3" % sha, None),
         ("GET", "/v1/blobs/%s" % sha, None),
+        ("GET", "/v1/metrics", None),
+        ("POST", "/v1/calls/batch", {"calls": [small_call(98)]}),
+        ("POST", "/v1/calls/wait", {"ids": [call_id], "wait_ms": 0}),
+        ("POST", "/v1/leases/%s/checkpoints" % lease_id,
+         {"call_id": call_id, "key": "k", "blob": sha, "size": 3}),
     ]
 
 
@@ -1028,6 +1033,27 @@ def test_auth_refuses_every_route(make_broker, make_client):
     seen = good.get("/v1/calls/" + call["id"]).json()["call"]
     assert seen["state"] == "leased" and seen["progress"] == 0
     assert good.head("/v1/blobs/" + sha).headers["x-p2prpc-partial"] == "0"
+
+
+def test_auth_refuses_a_replayed_request_on_every_route(make_broker, make_client):
+    key = network_key()
+    b = make_broker(key=key)
+    good = make_client(b, key=key)
+    call = submit(good, small_call(22))
+    lease_id = take_lease(good)["lease"]["id"]
+    sha = hashlib.sha256(b"abc").hexdigest()
+    plain = make_client(b)
+    for method, path, body in signed_routes(call["id"], lease_id, sha):
+        data = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
+        headers = dict(auth_headers(key, method, path, data),
+                       **{"X-P2PRPC-Chunk-Sha256": hashlib.sha256(data).hexdigest()})
+        first = plain.request(method, path, body, headers=headers, sign=False)
+        assert first.status != 401, (method, path, first)
+        again = plain.request(method, path, body, headers=headers, sign=False)
+        assert again.status == 401, (method, path, again)
+        if method != "HEAD":
+            code, message = again.error
+            assert code == "EAUTH" and "replayed" in message, (method, path, message)
 
 
 def test_auth_accepts_signed_requests(make_broker, make_client):
