@@ -9,6 +9,13 @@
  * With a key, an answer is checked against the broker's signature before any
  * caller sees its status or body (verify_answer).
  *
+ * Damage in flight is retried a bounded number of times, never kept: a chunk
+ * the broker refuses as ECORRUPT is sent again from the broker's partial
+ * (HTTPC_CHUNK_SENDS sends per chunk), and a download whose commit fails the
+ * hash, which drops the partial file, is fetched again from zero
+ * (HTTPC_DOWNLOAD_TRIES). The corrupt_chunk and corrupt_download faults
+ * (fault.h) exercise both.
+ *
  * Thread safety: see httpc.h; nothing here is shared between handles.
  */
 #include "httpc.h"

@@ -2,6 +2,7 @@
 #include "auth.h"
 #include "blob.h"
 #include "common.h"
+#include "fault.h"
 #include "hash.h"
 #include "httpc.h"
 #include "test.h"
@@ -612,11 +613,14 @@ TEST(download_streams_resumes_and_retries)
     CHECK_EQ_INT(prpc_httpc_download_blob(h, sha, mine, &err), 0);
     CHECK_EQ_INT(fx.st.blobs.gets, 2);
     CHECK_EQ_INT(prpc_blobdir_verify(mine, sha, &err), 0);
-    /* Always corrupt: ECORRUPT and nothing kept. */
+    /* Always corrupt (httpc.c tries 5 times): ECORRUPT and nothing kept. */
     CHECK_EQ_INT(prpc_blobdir_remove(mine, sha, &err), 0);
-    fx.st.blobs.corrupt_gets = 2;
+    fx.st.blobs.corrupt_gets = 5;
+    fx.st.blobs.gets = 0;
     CHECK_EQ_INT(prpc_httpc_download_blob(h, sha, mine, &err), PRPC_ECORRUPT);
+    CHECK_EQ_INT(fx.st.blobs.gets, 5);
     CHECK(strstr(err.message, sha) != NULL);
+    CHECK(strstr(err.message, "arrived corrupt 5 times") != NULL);
     CHECK_EQ_INT(prpc_blobdir_stat(mine, sha, NULL, NULL), PRPC_ENOTFOUND);
     CHECK_EQ_INT(prpc_blobdir_partial(mine, sha, &partial, &err), 0);
     CHECK_EQ_INT(partial, 0);
@@ -647,6 +651,143 @@ TEST(download_missing_is_enotfound)
     CHECK_EQ_INT(rc, PRPC_ENOTFOUND);
     CHECK(strstr(err.message, "downloading blob bbbb") != NULL);
     CHECK(strstr(err.message, "no such blob") != NULL);
+}
+
+/* Set P2PRPC_FAULTS (NULL: unset) with a fixed seed, so draws repeat. */
+static void faults(const char *spec)
+{
+    if (spec != NULL) {
+        setenv(PRPC_FAULTS_ENV, spec, 1);
+        setenv(PRPC_FAULTS_SEED_ENV, "1", 1);
+    } else {
+        unsetenv(PRPC_FAULTS_ENV);
+        unsetenv(PRPC_FAULTS_SEED_ENV);
+    }
+    prpc_fault_reload();
+}
+
+TEST(corrupt_chunks_are_sent_again)
+{
+    fixture_t fx;
+    prpc_error_t err;
+    char sha[65];
+    size_t n = 3 * PRPC_BLOB_CHUNK + 99;
+    uint64_t size = 0;
+    int fd, rc;
+    prpc_httpc_t *h;
+    CHECK(fixture_up(&fx) == 0);
+    fd = make_file(fx.dir, "c.bin", n, sha);
+    h = prpc_httpc_new(fx.url, NULL, 1000, &err);
+    faults("corrupt_chunk=0.5");
+    rc = prpc_httpc_upload_blob(h, fd, sha, n, &err);
+    faults(NULL);
+    if (rc != 0)
+        fprintf(stderr, "  %s\n", err.message);
+    CHECK_EQ_INT(rc, 0);
+    /* Four chunks, some refused by the fake's hash check and sent again. */
+    CHECK(fx.st.blobs.puts > 4);
+    CHECK_EQ_INT(fx.st.blobs.commits, 1);
+    CHECK_EQ_INT(prpc_blobdir_stat(fx.st.blobs.bd, sha, &size, &err), 0);
+    CHECK_EQ_INT(size, n);
+    CHECK_EQ_INT(prpc_blobdir_verify(fx.st.blobs.bd, sha, &err), 0);
+    /* The file itself was never touched: it still hashes to its name. */
+    CHECK_EQ_INT(prpc_blobdir_remove(fx.st.blobs.bd, sha, &err), 0);
+    fx.st.blobs.puts = 0;
+    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd, sha, n, &err), 0);
+    CHECK_EQ_INT(fx.st.blobs.puts, 4);
+    prpc_httpc_free(h);
+    close(fd);
+    fixture_down(&fx);
+}
+
+TEST(a_chunk_always_corrupt_fails_naming_blob_and_offset)
+{
+    fixture_t fx;
+    prpc_error_t err;
+    char sha[65], want[96];
+    size_t n = PRPC_BLOB_CHUNK + 10;
+    uint64_t partial = 1;
+    char *chunk;
+    int fd, rc;
+    prpc_httpc_t *h;
+    CHECK(fixture_up(&fx) == 0);
+    fd = make_file(fx.dir, "bad.bin", n, sha);
+    h = prpc_httpc_new(fx.url, NULL, 1000, &err);
+    /* The first chunk is on the broker already; the second is always damaged. */
+    chunk = malloc(PRPC_BLOB_CHUNK);
+    CHECK(pread(fd, chunk, PRPC_BLOB_CHUNK, 0) == PRPC_BLOB_CHUNK);
+    CHECK_EQ_INT(prpc_blobdir_write_chunk(fx.st.blobs.bd, sha, 0, chunk, PRPC_BLOB_CHUNK, NULL,
+                                          &partial, &err),
+                 0);
+    free(chunk);
+    faults("corrupt_chunk=1");
+    rc = prpc_httpc_upload_blob(h, fd, sha, n, &err);
+    faults(NULL);
+    CHECK_EQ_INT(rc, PRPC_ECORRUPT);
+    CHECK(strstr(err.message, sha) != NULL);
+    snprintf(want, sizeof(want), "chunk at offset %d was refused as corrupt 5 times",
+             PRPC_BLOB_CHUNK);
+    CHECK(strstr(err.message, want) != NULL);
+    CHECK(strstr(err.message, "does not match its SHA-256") != NULL); /* the broker's words */
+    CHECK_EQ_INT(fx.st.blobs.puts, 5);
+    CHECK_EQ_INT(fx.st.blobs.commits, 0);
+    /* The broker still holds exactly the chunk it had: nothing damaged was kept. */
+    CHECK_EQ_INT(prpc_blobdir_stat(fx.st.blobs.bd, sha, NULL, NULL), PRPC_ENOTFOUND);
+    CHECK_EQ_INT(prpc_blobdir_partial(fx.st.blobs.bd, sha, &partial, &err), 0);
+    CHECK_EQ_INT(partial, PRPC_BLOB_CHUNK);
+    /* Without the fault the same upload resumes there and completes. */
+    fx.st.blobs.puts = 0;
+    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd, sha, n, &err), 0);
+    CHECK_EQ_INT(fx.st.blobs.puts, 1);
+    CHECK_EQ_INT(fx.st.blobs.first_put_offset, PRPC_BLOB_CHUNK);
+    CHECK_EQ_INT(prpc_blobdir_verify(fx.st.blobs.bd, sha, &err), 0);
+    prpc_httpc_free(h);
+    close(fd);
+    fixture_down(&fx);
+}
+
+TEST(corrupt_downloads_are_fetched_again_never_kept)
+{
+    fixture_t fx;
+    prpc_error_t err;
+    char sha[65], sub[128];
+    size_t n = 2 * PRPC_BLOB_CHUNK + 5;
+    uint64_t partial = 1;
+    prpc_blobdir_t *mine;
+    int fd, rc;
+    prpc_httpc_t *h;
+    CHECK(fixture_up(&fx) == 0);
+    fd = make_file(fx.dir, "dl.bin", n, sha);
+    h = prpc_httpc_new(fx.url, NULL, 1000, &err);
+    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd, sha, n, &err), 0);
+    snprintf(sub, sizeof(sub), "%s/mine", fx.dir);
+    mine = prpc_blobdir_open(sub, &err);
+    CHECK(mine != NULL);
+    /* Damaged on every try: ECORRUPT naming the blob, nothing kept. */
+    faults("corrupt_download=1");
+    rc = prpc_httpc_download_blob(h, sha, mine, &err);
+    CHECK_EQ_INT(rc, PRPC_ECORRUPT);
+    CHECK(strstr(err.message, sha) != NULL);
+    CHECK(strstr(err.message, "arrived corrupt 5 times") != NULL);
+    CHECK_EQ_INT(fx.st.blobs.gets, 5);
+    CHECK_EQ_STR(fx.st.blobs.last_range, ""); /* every try from zero */
+    CHECK_EQ_INT(prpc_blobdir_stat(mine, sha, NULL, NULL), PRPC_ENOTFOUND);
+    CHECK_EQ_INT(prpc_blobdir_partial(mine, sha, &partial, &err), 0);
+    CHECK_EQ_INT(partial, 0);
+    /* Damaged some of the time: fetched again until it hashes right. */
+    fx.st.blobs.gets = 0;
+    faults("corrupt_download=0.5");
+    rc = prpc_httpc_download_blob(h, sha, mine, &err);
+    faults(NULL);
+    if (rc != 0)
+        fprintf(stderr, "  %s\n", err.message);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(fx.st.blobs.gets > 1);
+    CHECK_EQ_INT(prpc_blobdir_verify(mine, sha, &err), 0);
+    prpc_blobdir_free(mine);
+    prpc_httpc_free(h);
+    close(fd);
+    fixture_down(&fx);
 }
 
 /* One signed GET of /hello with the fake in sign mode `mode`; returns rc. */
@@ -871,6 +1012,8 @@ TEST_MAIN(TEST_ENTRY(base_url_forms), TEST_ENTRY(refused_is_econn_naming_url),
           TEST_ENTRY(bad_request_line_is_einval), TEST_ENTRY(upload_chunks_dedups_and_resumes),
           TEST_ENTRY(upload_errors_name_the_blob), TEST_ENTRY(empty_blob_round_trip),
           TEST_ENTRY(download_streams_resumes_and_retries),
-          TEST_ENTRY(download_missing_is_enotfound),
+          TEST_ENTRY(download_missing_is_enotfound), TEST_ENTRY(corrupt_chunks_are_sent_again),
+          TEST_ENTRY(a_chunk_always_corrupt_fails_naming_blob_and_offset),
+          TEST_ENTRY(corrupt_downloads_are_fetched_again_never_kept),
           TEST_ENTRY(answers_must_be_signed_for_this_request),
           TEST_ENTRY(blob_answers_must_be_signed), TEST_ENTRY(ca_file_is_checked_when_set))

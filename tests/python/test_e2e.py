@@ -7,6 +7,7 @@ import pytest
 from e2e import functions
 from e2e.nodes import (pid_alive, records, start_broker, start_worker, write_discovery)
 from p2prpc import errors
+from p2prpc._spec import read_function
 from p2prpc.p2p_client import create_p2p_client_app
 
 PASSWORD = "super secret password"
@@ -264,4 +265,26 @@ def test_version_mismatch_names_both_versions(tmp_path, write_module):
         assert mine in str(info.value) and theirs in str(info.value)
     finally:
         app.background_server.shutdown()
+        broker.stop()
+
+
+def test_worker_with_another_version_is_told_both_versions(tmp_path, write_module):
+    other = write_module('''
+        def p2prpc_slow(seconds: float, tag: str) -> {"pid": int, "worker": int}:
+            return {"pid": 0, "worker": 2}  # another source: another version
+    ''', name="other_worker_functions.py")
+    broker = start_broker(tmp_path, extra=["--no-execute"])
+    discovery = write_discovery(tmp_path, broker.address)
+    worker = start_worker(tmp_path, discovery, function_file=str(other))
+    try:
+        from p2prpc._spec import read_module_functions
+        theirs = read_module_functions(str(other))[0].version
+        mine = read_function(functions.p2prpc_slow).version
+        deadline = time.time() + 20
+        while time.time() < deadline and theirs not in worker.log():
+            time.sleep(0.1)
+        log = worker.log()
+        assert "p2prpc_slow" in log and theirs in log and mine in log, log
+    finally:
+        worker.stop()
         broker.stop()
