@@ -117,22 +117,25 @@ int prpc_httpc_status_error(long status, const char *body, size_t len, const cha
  * is not sent again, a partial one resumes where the broker's copy ends; then
  * PUTs chunks of at most PRPC_BLOB_CHUNK bytes, each read with pread (the fd's
  * position is untouched) and carrying its own SHA-256, then commits. Holds at
- * most one chunk in memory. Blocks: call without the GIL.
+ * most one chunk in memory. A chunk the broker refuses as corrupt (damaged
+ * in flight) is sent again from the broker's partial, at most 5 times.
+ * Blocks: call without the GIL.
  * Errors: transport and signature codes as prpc_httpc_request; PRPC_EIO
- * when fd cannot be read or is shorter than size; PRPC_ECORRUPT when the
- * broker finds the content does not hash to sha_hex; other broker refusals
- * by their code. */
+ * when fd cannot be read or is shorter than size; PRPC_ECORRUPT naming the
+ * blob and the chunk's offset after 5 refusals in a row, or when the broker
+ * finds the content does not hash to sha_hex; other broker refusals by their
+ * code. */
 int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
                            prpc_error_t *err);
 
 /* Make bd hold blob sha_hex, fetched from the broker when it is not there
  * already: streamed to bd's partial file (resuming with Range after what a
  * previous attempt left), fsynced, then committed, which verifies the hash.
- * A corrupt result is dropped and fetched once more from zero. Memory stays
- * bounded by libcurl's buffer whatever the blob's size.
+ * A corrupt result is dropped and fetched again from zero, at most 5 tries in
+ * all. Memory stays bounded by libcurl's buffer whatever the blob's size.
  * Errors: transport and signature codes as prpc_httpc_request;
- * PRPC_ENOTFOUND when the broker does not hold it; PRPC_ECORRUPT when both
- * attempts failed the hash; PRPC_EIO / PRPC_ENOSPC writing bd. */
+ * PRPC_ENOTFOUND when the broker does not hold it; PRPC_ECORRUPT when every
+ * try failed the hash (nothing is kept); PRPC_EIO / PRPC_ENOSPC writing bd. */
 int prpc_httpc_download_blob(prpc_httpc_t *h, const char *sha_hex, prpc_blobdir_t *bd,
                              prpc_error_t *err);
 

@@ -210,3 +210,41 @@ def test_a_chunk_damaged_every_time_fails_the_call_naming_the_blob(tmp_path):
         assert not part.exists() or part.stat().st_size == 0
     finally:
         net.close()
+
+
+UPLOADER = '''
+import sys
+from p2prpc import _core
+key = _core.derive_key(sys.argv[2])
+c = _core.Connection(sys.argv[1], key=key)
+with open(sys.argv[3], "rb") as f:
+    c.upload_blob(f.fileno(), sys.argv[4], int(sys.argv[5]))
+print("uploaded", flush=True)
+'''
+
+
+def test_with_a_password_a_damaged_chunk_is_resent_not_refused_as_forged(tmp_path):
+    from p2prpc import _core
+    password = "chunk fault password"
+    key = _core.derive_key(password)
+    fns = json.dumps([{"name": "p2prpc_x", "version": "ab" * 32,
+                       "args": [{"name": "f", "kind": "file"}],
+                       "returns": [{"name": "n", "kind": "int"}]}])
+    b = _core.Broker(fns, str(tmp_path / "broker"), key=key)
+    b.start()
+    try:
+        src = tmp_path / "arg.bin"
+        sha = write_random(src, 3 * 8 * MiB)
+        env = dict(os.environ, **faults("corrupt_chunk=0.3"))
+        p = subprocess.run([sys.executable, "-c", UPLOADER, "127.0.0.1:%d" % b.port, password,
+                            str(src), sha, str(3 * 8 * MiB)], capture_output=True, text=True,
+                           env=env, cwd=str(tmp_path), timeout=90)
+        assert p.returncode == 0 and "uploaded" in p.stdout, p.stderr
+        c = _core.Connection("127.0.0.1:%d" % b.port, key=key)
+        status, body = c.request("GET", "/v1/metrics")
+        m = json.loads(body)
+        assert m["chunks_refused"] > 0 and m["auth_refused"] == 0, m
+        assert sha_of(tmp_path / "broker" / "blobs" / sha[:2] / sha[2:]) == sha
+        c.close()
+    finally:
+        b.stop()
