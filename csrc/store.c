@@ -228,29 +228,24 @@ static int injected_write_failure(const char *what, prpc_error_t *err)
 int prpc_store_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
                            prpc_call_t *current, prpc_error_t *err)
 {
-    int made = 0, rc;
+    /* One call is a batch of one: the same checks, the same transaction. */
+    prpc_submit_item_t item;
+    int rc;
+    memset(&item, 0, sizeof(item));
+    item.call = c;
     if (current != NULL)
         memset(current, 0, sizeof(*current));
     if (created != NULL)
         *created = 0;
-    rc = check_store(s, err);
-    if (rc == 0 && c == NULL)
-        rc = prpc_error_set(err, PRPC_EINVAL, "call is NULL");
-    if (rc == 0)
-        rc = check_id(c->id, "call id", err);
-    if (rc == 0)
-        rc = check_name(c->function, "function", err);
-    if (rc == 0)
-        rc = check_hex(c->version, 0, PRPC_CALL_ID_HEX, "version", err);
-    if (rc == 0)
-        rc = check_json(c->args_json, "args_json", err);
-    if (rc < 0)
-        return rc;
-    if (injected_write_failure("call submit", err))
-        return PRPC_EIO;
-    rc = s->ops->call_submit(s, c, now_ms, &made, current, err);
+    if (check_store(s, err) == 0 && c == NULL)
+        return prpc_error_set(err, PRPC_EINVAL, "call is NULL");
+    rc = prpc_store_call_submit_many(s, &item, 1, now_ms, err);
     if (rc == 0 && created != NULL)
-        *created = made;
+        *created = item.created;
+    if (rc == 0 && current != NULL)
+        *current = item.current;
+    else
+        prpc_call_cleanup(&item.current);
     return rc;
 }
 

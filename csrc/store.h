@@ -288,8 +288,6 @@ int prpc_store_check_integrity(prpc_store_t *s, prpc_error_t *err);
 struct prpc_store_ops {
     const char *name;
     void (*close)(prpc_store_t *s);
-    int (*call_submit)(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
-                       prpc_call_t *current, prpc_error_t *err);
     int (*call_submit_many)(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
                             int64_t now_ms, prpc_error_t *err);
     int (*call_get)(prpc_store_t *s, const char *id, prpc_call_t *out, prpc_error_t *err);

@@ -478,33 +478,6 @@ static void sq_close(prpc_store_t *s)
     free(st);
 }
 
-static int sq_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
-                          prpc_call_t *current, prpc_error_t *err)
-{
-    struct sq_store *st = sq(s);
-    prpc_call_t stored = {0};
-    int rc;
-    sq_lock(st);
-    rc = sq_run(st, SQ_CALL_INSERT, err, "tttti", c->id, c->function, c->version, c->args_json,
-                now_ms);
-    if (rc == 0)
-        *created = sqlite3_changes(st->db) == 1;
-    if (rc == 0)
-        rc = sq_get_call(st, c->id, &stored, NULL, err);
-    if (rc == 0 && (strcmp(stored.function, c->function) != 0 ||
-                    strcmp(stored.version, c->version) != 0))
-        rc = prpc_error_set(err, PRPC_EEXIST,
-                            "call id %s is already stored for function %s version %s, not %s "
-                            "version %s",
-                            c->id, stored.function, stored.version, c->function, c->version);
-    if (rc == 0 && current != NULL) {
-        *current = stored;
-        memset(&stored, 0, sizeof(stored));
-    }
-    prpc_call_cleanup(&stored);
-    return sq_unlock(st, rc);
-}
-
 static int sq_get_blob(struct sq_store *st, const char *sha, uint64_t *size, prpc_error_t *err);
 
 static int sq_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
@@ -1084,7 +1057,6 @@ static int sq_check_integrity(prpc_store_t *s, prpc_error_t *err)
 static const struct prpc_store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
-    .call_submit = sq_call_submit,
     .call_submit_many = sq_call_submit_many,
     .call_get = sq_call_get,
     .leases_held = sq_leases_held,
