@@ -294,11 +294,23 @@ static int answer_batch(prpc_broker_t *b, h2o_req_t *req, char (*ids)[PRPC_CALL_
     size_t ncalls = 0, nmissing = 0;
     prpc_error_t err;
     char *a, *m;
+    int *states = malloc(n * sizeof(*states));
+    /* One query for all the states; full records only for the calls that ended. */
+    if (states == NULL || prpc_store_calls_states(b->store, (const char(*)[65])ids, n, states,
+                                                  &err) != 0) {
+        free(states);
+        if (!force)
+            return 0; /* asked again at the next change or tick */
+        prpc_httpd_send_error(req, 500, PRPC_EIO, "reading the calls' states failed");
+        return 1;
+    }
     for (size_t i = 0; i < n; i++) {
         prpc_call_t c;
         int rc;
+        if (states[i] >= 0 && !prpc_call_state_is_terminal(states[i]))
+            continue;
         memset(&c, 0, sizeof(c));
-        rc = prpc_store_call_get(b->store, ids[i], &c, &err);
+        rc = states[i] < 0 ? PRPC_ENOTFOUND : prpc_store_call_get(b->store, ids[i], &c, &err);
         if (rc == PRPC_ENOTFOUND) {
             prpc_buf_printf(&missing, "%s\"%s\"", nmissing++ ? ", " : "", ids[i]);
         } else if (rc == 0 && prpc_call_state_is_terminal(c.state)) {
@@ -308,6 +320,7 @@ static int answer_batch(prpc_broker_t *b, h2o_req_t *req, char (*ids)[PRPC_CALL_
         }
         prpc_call_cleanup(&c);
     }
+    free(states);
     if (!force && ncalls == 0 && nmissing == 0) {
         prpc_buf_cleanup(&calls);
         prpc_buf_cleanup(&missing);
@@ -325,6 +338,22 @@ static int answer_batch(prpc_broker_t *b, h2o_req_t *req, char (*ids)[PRPC_CALL_
 static void notify_batches(prpc_broker_t *b, const char *id, int64_t now)
 {
     h2o_linklist_t *node = b->batch_waiters.next;
+    if (node == &b->batch_waiters)
+        return;
+    if (id != NULL && id[0] != '\0') {
+        /* Batch reads wait for calls to end: a call that merely changed (was
+         * leased, made progress) concerns none of them. One look here saves
+         * every concerned waiter a look at all of its calls. */
+        prpc_call_t c;
+        prpc_error_t err;
+        int ended;
+        memset(&c, 0, sizeof(c));
+        ended = prpc_store_call_get(b->store, id, &c, &err) != 0 ||
+                prpc_call_state_is_terminal(c.state);
+        prpc_call_cleanup(&c);
+        if (!ended)
+            return;
+    }
     while (node != &b->batch_waiters) {
         batch_waiter_t *w = H2O_STRUCT_FROM_MEMBER(batch_waiter_t, link, node);
         int concerned = id == NULL || w->deadline_ms <= now;

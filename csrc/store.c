@@ -280,6 +280,19 @@ int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size
     return s->ops->call_submit_many(s, items, n, now_ms, err);
 }
 
+int prpc_store_calls_states(prpc_store_t *s, const char (*ids)[PRPC_CALL_ID_HEX + 1], size_t n,
+                            int *states, prpc_error_t *err)
+{
+    int rc = check_store(s, err);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = check_id(ids[i], "call id", err);
+    if (rc < 0)
+        return rc;
+    if (n == 0)
+        return 0;
+    return s->ops->calls_states(s, ids, n, states, err);
+}
+
 int prpc_store_leases_held(prpc_store_t *s, const char *worker, int64_t *n, prpc_error_t *err)
 {
     int rc = check_store(s, err);

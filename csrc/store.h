@@ -139,6 +139,11 @@ typedef struct prpc_submit_item {
 int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
                                 int64_t now_ms, prpc_error_t *err);
 
+/* The states of n calls at once (one query): states[i] is a
+ * prpc_call_state_t, or -1 when ids[i] is not stored. */
+int prpc_store_calls_states(prpc_store_t *s, const char (*ids)[PRPC_CALL_ID_HEX + 1], size_t n,
+                            int *states, prpc_error_t *err);
+
 /* *n = the calls leased to worker now. */
 int prpc_store_leases_held(prpc_store_t *s, const char *worker, int64_t *n, prpc_error_t *err);
 
@@ -292,6 +297,8 @@ struct prpc_store_ops {
                             int64_t now_ms, prpc_error_t *err);
     int (*call_get)(prpc_store_t *s, const char *id, prpc_call_t *out, prpc_error_t *err);
     int (*leases_held)(prpc_store_t *s, const char *worker, int64_t *n, prpc_error_t *err);
+    int (*calls_states)(prpc_store_t *s, const char (*ids)[PRPC_CALL_ID_HEX + 1], size_t n,
+                        int *states, prpc_error_t *err);
     int (*lease_next)(prpc_store_t *s, const char *const *functions, const char *const *versions,
                       size_t n, const char *worker, const char *lease_id, int64_t deadline_ms,
                       int64_t now_ms, prpc_call_t *out, prpc_error_t *err);

@@ -83,6 +83,7 @@ enum sq_id {
     SQ_ROLLBACK,
     SQ_CALL_INSERT,
     SQ_LEASES_HELD,
+    SQ_STATES,
     SQ_CALL_GET,
     SQ_CALL_STATE,
     SQ_QUEUE_HEAD,
@@ -128,6 +129,8 @@ static const struct {
                         "updated_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?5) "
                         "ON CONFLICT (id) DO NOTHING",
                         "submitting a call"},
+    [SQ_STATES] = {"SELECT j.key, c.state FROM json_each(?1) AS j JOIN calls AS c ON c.id = j.value",
+                   "reading the states of calls"},
     [SQ_LEASES_HELD] = {"SELECT count(*) FROM calls WHERE state = 1 AND worker = ?1",
                         "counting a worker's leases"},
     [SQ_CALL_GET] = {"SELECT " CALL_COLUMNS " FROM calls WHERE id = ?1", "reading a call"},
@@ -517,6 +520,36 @@ static int sq_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_
             items[i].created = 0;
         }
     return sq_unlock(st, rc);
+}
+
+static int sq_calls_states(prpc_store_t *s, const char (*ids)[PRPC_CALL_ID_HEX + 1], size_t n,
+                           int *states, prpc_error_t *err)
+{
+    struct sq_store *st = sq(s);
+    char *list = malloc(n * (PRPC_CALL_ID_HEX + 3) + 3);
+    size_t o = 0;
+    int rc;
+    if (list == NULL)
+        return prpc_error_set(err, PRPC_ENOMEM, "out of memory reading %zu call states", n);
+    /* The ids go in as one JSON array: one prepared statement for any n. */
+    list[o++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        states[i] = -1;
+        o += (size_t)sprintf(list + o, "%s\"%s\"", i ? "," : "", ids[i]);
+    }
+    list[o++] = ']';
+    list[o] = '\0';
+    sq_lock(st);
+    rc = sq_bind(st, SQ_STATES, err, "t", list);
+    while (rc == 0 && (rc = sq_step(st, SQ_STATES, err)) == 1) {
+        int64_t k = sqlite3_column_int64(st->stmt[SQ_STATES], 0);
+        if (k >= 0 && (size_t)k < n)
+            states[k] = sqlite3_column_int(st->stmt[SQ_STATES], 1);
+        rc = 0;
+    }
+    rc = sq_unlock(st, rc);
+    free(list);
+    return rc;
 }
 
 static int sq_leases_held(prpc_store_t *s, const char *worker, int64_t *n, prpc_error_t *err)
@@ -1060,6 +1093,7 @@ static const struct prpc_store_ops sq_ops = {
     .call_submit_many = sq_call_submit_many,
     .call_get = sq_call_get,
     .leases_held = sq_leases_held,
+    .calls_states = sq_calls_states,
     .lease_next = sq_lease_next,
     .lease_renew = sq_lease_renew,
     .call_finish = sq_call_finish,
