@@ -657,6 +657,42 @@ static void case_submit_many(prpc_store_t *s)
     CHECK_EQ_INT(prpc_store_call_submit_many(s, items, 0, 80, &err), 0);
 }
 
+static void case_calls_states(prpc_store_t *s)
+{
+    prpc_call_t c = {0}, got = {0};
+    prpc_error_t err;
+    char ids[3][PRPC_CALL_ID_HEX + 1];
+    int states[3] = {7, 7, 7};
+    const char *fns[] = {"p2prpc_states"}, *vers[] = {V1};
+    idn(ids[0], 700);
+    idn(ids[1], 701); /* never stored */
+    idn(ids[2], 702);
+    strcpy(c.function, "p2prpc_states");
+    strcpy(c.version, V1);
+    c.args_json = "[]";
+    memcpy(c.id, ids[0], sizeof(c.id));
+    CHECK_EQ_INT(prpc_store_call_submit(s, &c, 10, NULL, NULL, &err), 0);
+    memcpy(c.id, ids[2], sizeof(c.id));
+    CHECK_EQ_INT(prpc_store_call_submit(s, &c, 11, NULL, NULL, &err), 0);
+    CHECK_EQ_INT(prpc_store_calls_states(s, (const char(*)[PRPC_CALL_ID_HEX + 1])ids, 3, states,
+                                         &err),
+                 0);
+    CHECK_EQ_INT(states[0], PRPC_CALL_QUEUED);
+    CHECK_EQ_INT(states[1], -1);
+    CHECK_EQ_INT(states[2], PRPC_CALL_QUEUED);
+    CHECK_EQ_INT(prpc_store_lease_next(s, fns, vers, 1, "w", 1000, 20, &got, &err), 0);
+    CHECK_EQ_STR(got.id, ids[0]);
+    prpc_call_cleanup(&got);
+    CHECK_EQ_INT(prpc_store_calls_states(s, (const char(*)[PRPC_CALL_ID_HEX + 1])ids, 3, states,
+                                         &err),
+                 0);
+    CHECK_EQ_INT(states[0], PRPC_CALL_LEASED);
+    strcpy(ids[1], "nothex");
+    CHECK_ERR(prpc_store_calls_states(s, (const char(*)[PRPC_CALL_ID_HEX + 1])ids, 3, states,
+                                      &err),
+              PRPC_EINVAL, "call id");
+}
+
 static void case_calls_expire(prpc_store_t *s)
 {
     prpc_call_t a = {0};
@@ -909,6 +945,7 @@ static const struct store_case {
     {"calls_expire", case_calls_expire},
     {"stats", case_stats},
     {"submit_many", case_submit_many},
+    {"calls_states", case_calls_states},
     {"checkpoints", case_checkpoints},
 };
 
