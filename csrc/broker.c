@@ -81,6 +81,7 @@ struct prpc_broker {
     int max_attempts;
     size_t max_body;
     int max_leases_per_worker;
+    int max_depth;
     int64_t last_expire_ms;
     int64_t expire_ms;          /* retention of finished calls; < 0 = forever */
     int64_t last_retention_ms;
@@ -189,9 +190,41 @@ static int holds_blob(void *ud, const char *sha, uint64_t size)
     return blob_held((prpc_broker_t *)ud, sha, &held) && held == size;
 }
 
+/* The deepest nesting of [ and { in a JSON text (strings skipped). */
+static int json_depth(const char *p, size_t n)
+{
+    int depth = 0, deepest = 0, in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > deepest)
+                deepest = depth;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return deepest;
+}
+
 static bson_t *parse_body(prpc_broker_t *b, h2o_req_t *req, const char *what,
                           prpc_error_t *err)
 {
+    if (req->entity.len <= b->max_body) {
+        int depth = json_depth(req->entity.base, req->entity.len);
+        if (depth > b->max_depth) {
+            prpc_error_set(err, PRPC_ELIMIT,
+                           "%s: JSON nested %d deep; the limit is %d (--max-depth)", what, depth,
+                           b->max_depth);
+            return NULL;
+        }
+    }
     return prpc_json_parse_max(req->entity.base, req->entity.len, b->max_body, "--max-body",
                                what, err);
 }
@@ -1732,6 +1765,7 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     b->max_body = cfg->max_body > 0 && cfg->max_body < PRPC_WIRE_META_MAX ? cfg->max_body
                                                                           : PRPC_WIRE_META_MAX;
     b->max_leases_per_worker = cfg->max_leases_per_worker > 0 ? cfg->max_leases_per_worker : 64;
+    b->max_depth = cfg->max_depth > 0 ? cfg->max_depth : 32;
     b->expire_ms = cfg->expire_ms == 0 ? RETENTION_DEFAULT_MS : cfg->expire_ms;
     b->last_retention_ms = prpc_now_ms();
     b->retention_every_ms = RETENTION_EVERY_MS;
@@ -1781,6 +1815,8 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     hc.request_timeout_ms = cfg->request_timeout_ms > 0 ? (uint64_t)cfg->request_timeout_ms
                                                         : 120000;
     hc.max_connections = cfg->max_connections > 0 ? cfg->max_connections : 1024;
+    hc.max_headers = cfg->max_headers > 0 ? cfg->max_headers : 64;
+    hc.max_header_bytes = cfg->max_header_bytes > 0 ? cfg->max_header_bytes : 64 * 1024;
     hc.ud = b;
     hc.on_req = route;
     hc.on_tick = on_tick;

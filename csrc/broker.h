@@ -36,6 +36,9 @@ typedef struct prpc_broker_config {
     int64_t request_timeout_ms; /* reading one request, and keep-alive idle; default 120000 */
     size_t max_connections;     /* open connections; default 1024 */
     int max_leases_per_worker;  /* calls one worker (by name) may hold; default 64 */
+    size_t max_headers;         /* request headers; default 64 */
+    size_t max_header_bytes;    /* bytes of request headers; default 64 KiB */
+    int max_depth;              /* nesting of a JSON body; default 32 */
 } prpc_broker_config_t;
 
 /* Open the store and blob directory, parse the functions, bind the port.

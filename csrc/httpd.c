@@ -73,10 +73,35 @@ static const char *refuse_reason(h2o_req_t *req)
     return NULL;
 }
 
+/* The configurable header limits (h2o's own, fixed ones apply first). */
+static int headers_over_limit(prpc_httpd_t *h, h2o_req_t *req)
+{
+    size_t bytes = 0;
+    if (h->cfg.max_headers > 0 && req->headers.size > h->cfg.max_headers) {
+        req->http1_is_persistent = 0;
+        prpc_httpd_send_error(req, 431, PRPC_ELIMIT,
+                              "%zu request headers; the limit is %zu (--max-headers)",
+                              req->headers.size, h->cfg.max_headers);
+        return 1;
+    }
+    for (size_t i = 0; i < req->headers.size; i++)
+        bytes += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+    if (h->cfg.max_header_bytes > 0 && bytes > h->cfg.max_header_bytes) {
+        req->http1_is_persistent = 0;
+        prpc_httpd_send_error(req, 431, PRPC_ELIMIT,
+                              "%zu bytes of request headers; the limit is %zu (--max-header-bytes)",
+                              bytes, h->cfg.max_header_bytes);
+        return 1;
+    }
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     prpc_httpd_t *h = ((handler_ext_t *)self)->owner;
     const char *why = refuse_reason(req);
+    if (headers_over_limit(h, req))
+        return 0;
     if (why != NULL) {
         req->http1_is_persistent = 0;
         prpc_httpd_send_error(req, 400, PRPC_EINVAL, "bad request: %s", why);

@@ -27,6 +27,8 @@ typedef struct prpc_httpd_config {
     uint64_t request_timeout_ms; /* reading one request; also the keep-alive idle time */
     size_t max_connections;      /* open connections; more are answered 503 and closed;
                                     0 = no limit */
+    size_t max_headers;          /* request headers; more are answered 431; 0 = h2o's 100 */
+    size_t max_header_bytes;     /* bytes of all header names and values; 0 = h2o's own */
     void *ud;            /* passed to every callback */
     int (*on_req)(void *ud, h2o_req_t *req); /* 0 when it took the request */
     void (*on_tick)(void *ud, uint64_t now_ms); /* every PRPC_HTTPD_TICK_MS */

@@ -18,14 +18,15 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
                              "heartbeat_ms", "max_attempts", "synchronous", "store_uri",
                              "advertise", "expire_ms", "insecure", "tls_cert", "tls_key", "peers",
                              "max_body", "request_timeout_ms", "max_connections",
-                             "max_leases_per_worker", NULL};
+                             "max_leases_per_worker", "max_headers", "max_header_bytes",
+                             "max_depth", NULL};
     const char *functions_json = NULL, *data_dir = NULL, *host = "127.0.0.1";
     const char *synchronous = NULL, *store_uri = NULL, *advertise = NULL;
     const char *tls_cert = NULL, *tls_key = NULL;
     PyObject *peers_obj = NULL, *peers_seq = NULL;
     const char **peers = NULL;
-    int rc = -1, max_leases_per_worker = 0;
-    Py_ssize_t max_body = 0, max_connections = 0;
+    int rc = -1, max_leases_per_worker = 0, max_depth = 0;
+    Py_ssize_t max_body = 0, max_connections = 0, max_headers = 0, max_header_bytes = 0;
     long long request_timeout_ms = 0;
     Py_buffer key = {0};
     int port = 0, heartbeat_ms = 2000, max_attempts = 3;
@@ -36,12 +37,13 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     prpc_broker_t *b;
     pyprpc_state_t *st = pyprpc_state_of_type(Py_TYPE(self));
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLpzzOnLni", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLpzzOnLninni", kwlist,
                                      &functions_json, &data_dir, &host, &port, &key, &lease_ms,
                                      &heartbeat_ms, &max_attempts, &synchronous, &store_uri,
                                      &advertise, &expire_ms, &insecure, &tls_cert, &tls_key,
                                      &peers_obj, &max_body, &request_timeout_ms,
-                                     &max_connections, &max_leases_per_worker))
+                                     &max_connections, &max_leases_per_worker, &max_headers,
+                                     &max_header_bytes, &max_depth))
         return -1;
     if (peers_obj != NULL && peers_obj != Py_None) {
         Py_ssize_t n;
@@ -91,7 +93,7 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     cfg.tls_key = tls_key;
     cfg.peers = peers;
     if (max_body < 0 || max_connections < 0 || request_timeout_ms < 0 ||
-        max_leases_per_worker < 0) {
+        max_leases_per_worker < 0 || max_headers < 0 || max_header_bytes < 0 || max_depth < 0) {
         PyErr_SetString(PyExc_ValueError, "broker limits must not be negative");
         goto out;
     }
@@ -99,6 +101,9 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     cfg.request_timeout_ms = request_timeout_ms;
     cfg.max_connections = (size_t)max_connections;
     cfg.max_leases_per_worker = max_leases_per_worker;
+    cfg.max_headers = (size_t)max_headers;
+    cfg.max_header_bytes = (size_t)max_header_bytes;
+    cfg.max_depth = max_depth;
     prpc_error_clear(&err);
     Py_BEGIN_ALLOW_THREADS
     b = prpc_broker_new(&cfg, &err);
@@ -190,7 +195,7 @@ static PyType_Slot broker_slots[] = {
                 "lease_ms=30000, heartbeat_ms=2000, max_attempts=3, synchronous=None, "
                 "store_uri=None, advertise=None, expire_ms=0, insecure=False, tls_cert=None, "
                 "tls_key=None, peers=None, max_body=0, request_timeout_ms=0, max_connections=0, "
-                "max_leases_per_worker=0)\n\n"
+                "max_leases_per_worker=0, max_headers=0, max_header_bytes=0, max_depth=0)\n\n"
                 "A broker node serving docs/API.md. expire_ms: retention of finished calls "
                 "(0 = 7 days, < 0 = forever). Without a key only loopback addresses are "
                 "allowed unless insecure."},

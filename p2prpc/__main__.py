@@ -96,6 +96,12 @@ def build_parser():
                           "(default 120; slow clients are cut off)")
     lim.add_argument("--max-connections", type=int, default=1024, metavar="N",
                      help="open connections; more are answered 503 (default 1024)")
+    lim.add_argument("--max-headers", type=int, default=64, metavar="N",
+                     help="request headers (default 64; 431)")
+    lim.add_argument("--max-header-bytes", type=_size, default="64K", metavar="SIZE",
+                     help="bytes of all request headers (default 64K; 431)")
+    lim.add_argument("--max-depth", type=int, default=32, metavar="N",
+                     help="nesting of a JSON body (default 32; 413)")
     lim.add_argument("--max-leases-per-worker", type=int, default=64, metavar="N",
                      help="calls one worker may hold at once; more are answered 429 "
                           "(default 64)")
@@ -199,7 +205,9 @@ def main(argv=None):
                        advertise=args.advertise, ca=args.ca, max_body=args.max_body,
                        request_timeout_ms=int(args.request_timeout * 1000),
                        max_connections=args.max_connections,
-                       max_leases_per_worker=args.max_leases_per_worker)
+                       max_leases_per_worker=args.max_leases_per_worker,
+                       max_headers=args.max_headers, max_header_bytes=args.max_header_bytes,
+                       max_depth=args.max_depth)
         elif args.command == "worker":
             from ._broker_node import read_password
             from ._worker_node import run_worker

@@ -129,6 +129,9 @@ class Broker:
         request_timeout_ms: int = 0,
         max_connections: int = 0,
         max_leases_per_worker: int = 0,
+        max_headers: int = 0,
+        max_header_bytes: int = 0,
+        max_depth: int = 0,
     ) -> None: ...
     @property
     def port(self) -> int: ...

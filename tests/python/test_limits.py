@@ -100,3 +100,37 @@ def test_negative_limits_are_refused(tmp_path):
     import pytest
     with pytest.raises(ValueError, match="must not be negative"):
         _core.Broker(json.dumps(FUNCTIONS), str(tmp_path / "d"), max_connections=-1)
+
+
+def raw_answer(port, request):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(5)
+    s.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < 10:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_max_headers_and_header_bytes(tmp_path):
+    b = start(tmp_path, max_headers=10, max_header_bytes=2000)
+    try:
+        many = b"".join(b"X-H%d: v\r\n" % i for i in range(20))
+        head, body = raw_answer(b.port, b"GET /v1/health HTTP/1.1\r\nHost: t\r\n" + many + b"\r\n")
+        assert head.startswith(b"HTTP/1.1 431"), head
+        err = json.loads(body)["error"]
+        assert err["code"] == "ELIMIT" and "--max-headers" in err["message"]
+        big = b"X-Big: " + b"a" * 3000 + b"\r\n"
+        head, body = raw_answer(b.port, b"GET /v1/health HTTP/1.1\r\nHost: t\r\n" + big + b"\r\n")
+        assert head.startswith(b"HTTP/1.1 431"), head
+        assert "--max-header-bytes" in json.loads(body)["error"]["message"]
+        c = BrokerClient(b.port)
+        assert c.get("/v1/health").status == 200
+        c.close()
+    finally:
+        b.stop()
