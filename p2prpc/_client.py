@@ -79,6 +79,7 @@ SUBMIT_BATCH = 500  # calls per POST /v1/calls/batch (the broker takes up to 100
 WAIT_BATCH = 1000  # calls per POST /v1/calls/wait (the broker's cap)
 COLLECT_WAIT_MS = 20000  # the collector's long-poll when it watches every call in flight
 COLLECT_SWEEP_MS = 1000  # ...and when more calls are in flight than one wait can name
+COLLECT_GATHER_S = 0.05  # then, between answers, so each one carries many finished calls
 # Error types a broker records when it gave up on a call itself (e.g.
 # "p2prpc.LeaseExpired" after too many lapsed leases), as opposed to the
 # function raising, start with this prefix.
@@ -811,6 +812,12 @@ class _Collector:
                     futures = self._inflight.get(call_id)
                     if futures is not None and all(f._finished() for f in futures):
                         del self._inflight[call_id]
+            if more and finished:
+                # Many calls in flight, finishing fast: let a few more finish
+                # before asking again, so each request (which makes the broker
+                # look at up to WAIT_BATCH calls) brings back many answers.
+                if stopping.wait(COLLECT_GATHER_S):
+                    return
 
 
 class P2PFuture:
