@@ -27,6 +27,7 @@ request borrows a connection of the broker's small pool, so a long-poll never
 blocks another call. Background watcher threads (add_done_callback) stop with
 app.background_server.shutdown().
 """
+import atexit
 import collections
 import functools
 import itertools
@@ -242,7 +243,10 @@ class ResultCache:
         self.root = os.path.abspath(root)
         self.calls_dir = os.path.join(self.root, "calls")
         self.blob_dir = os.path.join(self.root, "blobs")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # remove() loads records while holding it
+        self._wake = threading.Condition(self._lock)
+        self._pending = {}  # call id -> record not yet written (see store(later=True))
+        self._writer = None
 
     def _entry_path(self, call_id):
         if not isinstance(call_id, str) or not _SHA_RE.match(call_id):
@@ -253,11 +257,14 @@ class ResultCache:
         """The cached record of a finished call, or None. A record whose result
         files are missing or the wrong size counts as absent."""
         path = self._entry_path(call_id)
-        try:
-            with open(path, encoding="utf-8") as f:
-                entry = json.load(f)
-        except (OSError, ValueError):
-            return None
+        with self._lock:
+            entry = self._pending.get(call_id)
+        if entry is None:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    entry = json.load(f)
+            except (OSError, ValueError):
+                return None
         try:
             for name, rel in entry.get("files", {}).items():
                 blob = next(e for e in entry["outputs"] if e["name"] == name)
@@ -268,10 +275,13 @@ class ResultCache:
             return None
         return entry
 
-    def store(self, call_id, function, version, outputs, files, finished_ms=None):
+    def store(self, call_id, function, version, outputs, files, finished_ms=None, later=False):
         """Record a finished call atomically. outputs: the typed entries as the
         broker sent them; files: {output name: path of its blob inside the
-        cache's blob dir}."""
+        cache's blob dir}. later=True hands the write to a background writer
+        (get() need not wait for the disk); load() sees the record at once
+        either way, and flush() (called at shutdown and exit) writes what is
+        pending."""
         entry = {
             "id": call_id,
             "function": function,
@@ -281,14 +291,30 @@ class ResultCache:
             "outputs": outputs,
             "files": {name: os.path.relpath(path, self.root) for name, path in files.items()},
         }
-        path = self._entry_path(call_id)
+        self._entry_path(call_id)  # checks the id
+        if not later:
+            with self._lock:
+                self._write(entry)
+            return entry
+        with self._lock:
+            self._pending[call_id] = entry
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_behind, daemon=True,
+                                                name="p2prpc-cache-writer")
+                self._writer.start()
+                atexit.register(self.flush)
+            self._wake.notify()
+        return entry
+
+    def _write(self, entry):
+        """Write one record (atomically: write then rename). Caller holds _lock."""
+        path = self._entry_path(entry["id"])
         os.makedirs(self.calls_dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.calls_dir, prefix=".tmp-", suffix=".json")
         try:
-            # Atomic (write then rename) but not fsynced: this is a cache of
-            # what the broker keeps durably. A record lost to a power cut is
-            # fetched again; a torn one is never seen, and load() checks that
-            # its result files are whole.
+            # Not fsynced: this is a cache of what the broker keeps durably. A
+            # record lost to a power cut is fetched again; a torn one is never
+            # seen, and load() checks that its result files are whole.
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(entry, f)
             os.replace(tmp, path)
@@ -298,7 +324,23 @@ class ResultCache:
             except OSError:
                 pass
             raise
-        return entry
+
+    def flush(self):
+        """Write every pending record now."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            for entry in pending.values():
+                try:
+                    self._write(entry)
+                except OSError as e:
+                    log.warning("caching the result of call %s: %s", entry["id"], e)
+
+    def _write_behind(self):
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._wake.wait()
+            self.flush()
 
     def add_file(self, path):
         """Copy a local file into the blob dir (for seeding the cache); its
@@ -342,7 +384,9 @@ class ResultCache:
         """Drop a call's record and the result files no other record uses.
         Only files inside the cache are ever removed."""
         with self._lock:
-            entry = self.load(call_id)
+            pending = self._pending.pop(call_id, None)
+        entry = pending or self.load(call_id)
+        with self._lock:
             try:
                 os.unlink(self._entry_path(call_id))
             except FileNotFoundError:
@@ -359,6 +403,8 @@ class ResultCache:
                     other = self.load(name[:-5])
                     if other is not None:
                         mine -= set(other.get("files", {}).values())
+            for other in self._pending.values():
+                mine -= set(other.get("files", {}).values())
             for rel in mine:
                 path = os.path.normpath(os.path.join(self.root, rel))
                 if path.startswith(self.blob_dir + os.sep):
@@ -377,6 +423,7 @@ class BackgroundServer:
         self._lock = threading.Lock()
         self._threads = set()
         self._brokers = []
+        self._closers = []
 
     def start_thread(self, target, name):
         with self._lock:
@@ -394,6 +441,11 @@ class BackgroundServer:
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
+    def on_shutdown(self, fn):
+        """Call fn() at shutdown, after the threads stopped."""
+        with self._lock:
+            self._closers.append(fn)
+
     def add_broker(self, broker):
         with self._lock:
             self._brokers.append(broker)
@@ -410,6 +462,10 @@ class BackgroundServer:
                 t.join(timeout)
         for b in brokers:
             b.close()
+        with self._lock:
+            closers = list(self._closers)
+        for fn in closers:
+            fn()
 
 
 class P2PClientApp:
@@ -423,6 +479,7 @@ class P2PClientApp:
         self.cache = ResultCache(cache_path or default_cache_path())
         self.no_broker_timeout = float(no_broker_timeout)
         self.background_server = BackgroundServer()
+        self.background_server.on_shutdown(self.cache.flush)
         self._broker = None
         self._broker_lock = threading.Lock()
         self._brokers = {}
@@ -981,7 +1038,7 @@ class P2PFuture:
                     lambda sha=sha: broker.run(
                         lambda c: c.download_blob(sha, self.app.cache.blob_dir)))
         entry = self.app.cache.store(self.call_id, spec.name, spec.version, outputs, files,
-                                     call.get("finished_ms"))
+                                     call.get("finished_ms"), later=True)
         with self._lock:
             if not self._deleted:
                 self._cached = entry

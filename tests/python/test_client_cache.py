@@ -319,6 +319,7 @@ def test_network_terminate_restart_delete(network, tmp_path):
         fut.get(timeout=1)
     quick = fns["p2prpc_sleeps"](seconds=0.0)
     assert quick.get(timeout=60) == {"x": 1}
+    app.cache.flush()  # the record is written behind get(); flush() writes it now
     assert list((tmp_path / "clientdb" / "calls").glob(quick.call_id + ".json"))
     quick.restart()
     assert not list((tmp_path / "clientdb" / "calls").glob(quick.call_id + ".json"))
