@@ -288,3 +288,19 @@ def test_worker_with_another_version_is_told_both_versions(tmp_path, write_modul
     finally:
         worker.stop()
         broker.stop()
+
+
+def test_client_fails_over_to_the_next_broker_of_its_discovery_file(tmp_path, record):
+    env = {"P2PRPC_TEST_RECORD": record}
+    broker = start_broker(tmp_path, extra=["--execute"], env=env)
+    # The first address answers nothing; the client moves on to the second.
+    discovery = write_discovery(tmp_path, "127.0.0.1:9", broker.address)
+    app = create_p2p_client_app(discovery, cache_path=str(tmp_path / "c"), no_broker_timeout=10)
+    try:
+        slow = register(app, functions.p2prpc_slow)
+        t = time.time()
+        assert slow(seconds=0.05, tag="failover").get(timeout=30)["worker"] == broker.proc.pid
+        assert time.time() - t < 10
+    finally:
+        app.background_server.shutdown()
+        broker.stop()
