@@ -1090,8 +1090,10 @@ static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
     ck = NULL;
     b->metrics.results_accepted++;
     prpc_call_cleanup(&c);
-    reply_call(b, req, call_id);
+    /* Waiting clients first: they wait for this answer, the worker only for
+     * its acknowledgement. */
     notify_calls(b, call_id, 0);
+    reply_call(b, req, call_id);
     goto out;
 fail:
     send_err(req, &err);
