@@ -61,14 +61,22 @@ static int64_t mono_ms(void)
 static int connect_to(int port)
 {
     struct sockaddr_in sa;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    FUZZ_CHECK(fd >= 0, "socket: %s", strerror(errno));
+    int fd = -1, one = 1, rc = -1;
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    FUZZ_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect to port %d: %s",
-               port, strerror(errno));
+    /* libFuzzer's timers send signals: a connect they interrupt (EINTR) is
+     * started over on a fresh socket, not counted as a finding. */
+    for (int attempt = 0; attempt < 20; attempt++) {
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        FUZZ_CHECK(fd >= 0, "socket: %s", strerror(errno));
+        rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+        if (rc == 0 || errno != EINTR)
+            break;
+        close(fd);
+    }
+    FUZZ_CHECK(rc == 0, "connect to port %d: %s", port, strerror(errno));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return fd;
 }
@@ -82,9 +90,17 @@ static size_t read_some(int fd, char *out, size_t cap, int budget_ms)
         struct pollfd p = {fd, POLLIN, 0};
         int64_t left = deadline - mono_ms();
         ssize_t n;
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+        int pr;
+        if (left <= 0)
+            break;
+        pr = poll(&p, 1, (int)left);
+        if (pr < 0 && errno == EINTR)
+            continue; /* a libFuzzer timer signal, not an answer */
+        if (pr <= 0)
             break;
         n = recv(fd, out + got, cap - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0)
             break;
         got += (size_t)n;
@@ -103,9 +119,17 @@ static size_t read_answer(int fd, char *out, size_t cap, int budget_ms)
         int64_t left = deadline - mono_ms();
         const char *end, *cl;
         ssize_t n;
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+        int pr;
+        if (left <= 0)
+            return 0;
+        pr = poll(&p, 1, (int)left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
             return 0;
         n = recv(fd, out + got, cap - 1 - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0)
             return 0;
         got += (size_t)n;
@@ -203,6 +227,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = connect_to(n->port);
     while (sent < size) {
         ssize_t w = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
         if (w <= 0)
             break; /* the broker closed early (e.g. 413 before the body): fine */
         sent += (size_t)w;
