@@ -270,10 +270,8 @@ def run_breakdown(app, noop, base, n, timeout):
     spans = {}
 
     def classify_request(method, path, body=None, timeout_ms=30000):
-        if method == "POST" and path == "/v1/calls":
-            return "post"
-        if method == "GET" and path.startswith("/v1/calls/"):
-            return "poll"
+        if method == "POST" and path.startswith("/v1/calls?wait_ms="):
+            return "submit_wait"
         return "other"
 
     broker.request = _Timed(broker.request, spans, classify_request)
@@ -296,7 +294,8 @@ def run_breakdown(app, noop, base, n, timeout):
             call = fut._call or {}
             rows.append({
                 "call": t1 - t0, "get": t2 - t1,
-                "post": sum(new("post")), "poll": sum(new("poll")), "polls": len(new("poll")),
+                "submit_wait": sum(new("submit_wait")), "other": sum(new("other")),
+                "requests": len(new("submit_wait")) + len(new("other")),
                 "store": sum(new("store")),
                 "broker_ms": (call.get("finished_ms") or 0) - (call.get("created_ms") or 0),
             })
@@ -528,24 +527,25 @@ def main():
 
     ms = 1000.0
     piece("whole round trip: f(i=...) + .get()", [(r["call"] + r["get"]) * ms for r in parts])
-    piece("f(i=...): submit, until the future is returned", [r["call"] * ms for r in parts])
-    piece("  of which POST /v1/calls (durable acceptance)", [r["post"] * ms for r in parts])
-    piece("  of which client-side prep (bind, id hash, cache lookup)",
-          [(r["call"] - r["post"]) * ms for r in parts])
+    piece("f(i=...): bind, id hash, cache lookup, future returned",
+          [r["call"] * ms for r in parts])
     piece(".get(): until the result dict is returned", [r["get"] * ms for r in parts])
-    piece("  of which GET /v1/calls/{id} long-polls", [r["poll"] * ms for r in parts])
-    piece("  of which writing the client's result cache (fsync)", [r["store"] * ms for r in parts])
+    piece("  of which POST /v1/calls?wait_ms (durable submit + wait, one request)",
+          [r["submit_wait"] * ms for r in parts])
+    piece("  of which other requests (background submits, polls)",
+          [r["other"] * ms for r in parts])
+    piece("  of which recording the result (written behind)", [r["store"] * ms for r in parts])
     piece("  of which the rest (decode, open outputs)",
-          [(r["get"] - r["poll"] - r["store"]) * ms for r in parts])
+          [(r["get"] - r["submit_wait"] - r["other"] - r["store"]) * ms for r in parts])
     piece("broker's record: finished_ms - created_ms (1 ms steps)",
           [float(r["broker_ms"]) for r in parts])
     print("| transport floor: GET /v1/health on a kept-alive connection (%d) | %.3f | %.3f | "
           "%.3f |" % (floor["n"], floor["p50_ms"], floor["p99_ms"], floor["mean_ms"]))
     print("| disk floor: 100 B write + fsync in the store's directory (%d) | %.3f | %.3f | "
           "%.3f |" % (fsync["n"], fsync["p50_ms"], fsync["p99_ms"], fsync["mean_ms"]))
-    polls = sorted(r["polls"] for r in parts)
+    requests = sorted(r["requests"] for r in parts)
     print()
-    print("long-polls per .get(): p50 %d, max %d" % (percentile(polls, 50), polls[-1]))
+    print("requests per call: p50 %d, max %d" % (percentile(requests, 50), requests[-1]))
 
     print()
     print("Peak resident memory (VmHWM, MiB), read at the end of the run:")

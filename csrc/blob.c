@@ -156,6 +156,13 @@ static void running_feed(prpc_blobdir_t *bd, const char *sha, uint64_t offset, c
     pthread_mutex_unlock(&bd->lock);
 }
 
+void prpc_blobdir_feed(prpc_blobdir_t *bd, const char *sha, uint64_t offset, const void *data,
+                       size_t len)
+{
+    if (bd != NULL && sha != NULL && prpc_blob_valid_sha(sha))
+        running_feed(bd, sha, offset, data, len);
+}
+
 /* 1 and the digest when sha's running hash covers exactly size bytes. */
 static int running_take(prpc_blobdir_t *bd, const char *sha, uint64_t size,
                         uint8_t out[PRPC_SHA256_LEN])

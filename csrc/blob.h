@@ -63,7 +63,14 @@ int prpc_blobdir_import_fd(prpc_blobdir_t *bd, int fd, const char *sha, char sha
 
 /* Open sha's partial file for a download to append to (resuming after
  * *offset bytes already there). The caller writes at *offset onwards, fsyncs,
- * closes the fd, then calls prpc_blobdir_commit. */
+ * closes the fd, then calls prpc_blobdir_commit. A caller that also hands
+ * each write to prpc_blobdir_feed spares the commit reading the file again. */
+/* Bytes just written at offset of sha's partial file, for its running hash:
+ * writes from offset 0 on, in order, let commit skip hashing the file (any
+ * other order only makes it hash the file as before). */
+void prpc_blobdir_feed(prpc_blobdir_t *bd, const char *sha, uint64_t offset, const void *data,
+                       size_t len);
+
 int prpc_blobdir_partial_open(prpc_blobdir_t *bd, const char *sha, int *fd, uint64_t *offset,
                               prpc_error_t *err);
 

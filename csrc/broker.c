@@ -44,6 +44,10 @@ typedef struct call_waiter {
     char id[PRPC_CALL_ID_HEX + 1];
     int64_t since;
     int64_t deadline_ms;
+    /* A submit that waits (POST /v1/calls?wait_ms=N) is answered when its call
+     * ends, not when it changes, and its answer keeps the submit's shape. */
+    int until_end;
+    int created;
 } call_waiter_t;
 
 /* A reader of many calls (POST /v1/calls/wait): answered as soon as one of
@@ -304,14 +308,16 @@ static void notify_calls(prpc_broker_t *b, const char *id, int force_all)
             continue;
         memset(&c, 0, sizeof(c));
         rc = prpc_store_call_get(b->store, w->id, &c, &err);
-        if (rc == 0 && !force_all && c.updated_ms == w->since &&
-            !prpc_call_state_is_terminal(c.state)) {
+        if (rc == 0 && !force_all && !prpc_call_state_is_terminal(c.state) &&
+            (w->until_end ? w->since != INT64_MIN : c.updated_ms == w->since)) {
             prpc_call_cleanup(&c);
             continue;
         }
         h2o_linklist_unlink(&w->link);
         if (rc != 0)
             send_err(w->req, &err);
+        else if (w->until_end)
+            send_call(w->req, &c, w->created ? "\"created\": true, " : "\"created\": false, ");
         else
             send_call(w->req, &c, NULL);
         prpc_call_cleanup(&c);
@@ -509,7 +515,8 @@ static int64_t query_int(h2o_req_t *req, const char *name, int64_t dflt)
 /* Submit decoded calls in one durable transaction and append each one's
  * answer ({"created", "call"}) to out. */
 static int submit_decoded(prpc_broker_t *b, prpc_submit_t *subs, size_t n, prpc_buf_t *out,
-                          const char *const *errors, prpc_error_t *err)
+                          const char *const *errors, int *created0, int *state0,
+                          prpc_error_t *err)
 {
     prpc_call_t *calls = calloc(n ? n : 1, sizeof(*calls));
     prpc_submit_item_t *items = calloc(n ? n : 1, sizeof(*items));
@@ -545,6 +552,10 @@ static int submit_decoded(prpc_broker_t *b, prpc_submit_t *subs, size_t n, prpc_
         }
         prpc_buf_printf(out, "{\"created\": %s, \"call\": ",
                         items[k].created ? "true" : "false");
+        if (k == 0 && created0 != NULL)
+            *created0 = items[k].created;
+        if (k == 0 && state0 != NULL)
+            *state0 = items[k].current.state;
         write_call(out, &items[k].current, 0);
         prpc_buf_puts(out, "}");
         created += (size_t)items[k].created;
@@ -560,19 +571,35 @@ out:
     return rc;
 }
 
+/* POST /v1/calls[?wait_ms=N]: with wait_ms the answer comes when the call
+ * ends (or after wait_ms, with the record as it is then), so a caller that
+ * wants the result at once pays one round trip, not a submit and a read. */
 static void on_submit(prpc_broker_t *b, h2o_req_t *req)
 {
     prpc_error_t err;
     bson_t *doc = parse_body(b, req, "submit", &err);
     prpc_submit_t sub;
     prpc_buf_t out = PRPC_BUF_INIT;
+    int64_t wait_ms = query_int(req, "wait_ms", 0);
+    int created = 0, state = PRPC_CALL_QUEUED;
 
     memset(&sub, 0, sizeof(sub));
     if (doc == NULL ||
         prpc_wire_decode_submit(&b->functions, doc, holds_blob, b, &sub, &err) != 0 ||
-        submit_decoded(b, &sub, 1, &out, NULL, &err) != 0) {
+        submit_decoded(b, &sub, 1, &out, NULL, &created, &state, &err) != 0) {
         prpc_buf_cleanup(&out);
         send_err(req, &err);
+    } else if (wait_ms > 0 && !prpc_call_state_is_terminal(state)) {
+        call_waiter_t *w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), call_waiter_dispose);
+        prpc_buf_cleanup(&out);
+        memset(w, 0, sizeof(*w));
+        w->req = req;
+        memcpy(w->id, sub.id, sizeof(w->id));
+        w->until_end = 1;
+        w->created = created;
+        w->deadline_ms =
+            prpc_now_ms() + (wait_ms > PRPC_BROKER_WAIT_MAX_MS ? PRPC_BROKER_WAIT_MAX_MS : wait_ms);
+        h2o_linklist_insert(&b->call_waiters, &w->link);
     } else {
         /* One call: its answer object is the whole body. */
         send_buf(req, 200, &out);
@@ -642,7 +669,7 @@ static void on_submit_batch(prpc_broker_t *b, h2o_req_t *req)
         i++;
     }
     prpc_buf_puts(&out, "{\"results\": [");
-    if (submit_decoded(b, subs, n, &out, (const char *const *)errors, &err) != 0)
+    if (submit_decoded(b, subs, n, &out, (const char *const *)errors, NULL, NULL, &err) != 0)
         goto fail;
     prpc_buf_puts(&out, "]}");
     send_buf(req, 200, &out);

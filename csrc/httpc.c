@@ -33,6 +33,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <time.h>
 #include <stdio.h>
@@ -70,6 +71,8 @@ typedef struct sink {
     uint64_t start_off; /* what fd held when the request started */
     int64_t partial;    /* X-P2PRPC-Partial when the answer carried it, else -1 */
     int corrupt;        /* corrupt_download fault: flip a byte of the next file write */
+    prpc_blobdir_t *bd; /* when set, file writes feed sha's running hash there */
+    const char *sha;
     char sig[PRPC_AUTH_SIG_HEX]; /* X-P2PRPC-Signature as received (64 hex), or "" */
     int sig_malformed;  /* 1 when the header was there but not 64 hex digits */
     int fail_code;      /* set when the sink refused data... */
@@ -150,6 +153,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
                 snprintf(s->fail_msg, sizeof(s->fail_msg), "writing the partial blob");
                 return 0;
             }
+            prpc_blobdir_feed(s->bd, s->sha, s->file_off, data + done, (size_t)w);
             done += (size_t)w;
             s->file_off += (uint64_t)w;
         }
@@ -776,12 +780,62 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *s
     return 0;
 }
 
+/* One chunk made ready to send: read from the file and hashed. */
+typedef struct chunk {
+    int fd;
+    const char *sha;
+    uint64_t off;
+    size_t n;
+    char *buf;
+    char hex[PRPC_SHA256_HEX_LEN + 1];
+    int rc;
+    prpc_error_t err;
+    pthread_t thread;
+    int ahead; /* being prepared by its own thread */
+} chunk_t;
+
+static void chunk_prepare(chunk_t *c)
+{
+    uint8_t digest[PRPC_SHA256_LEN];
+    prpc_error_clear(&c->err);
+    c->rc = pread_full(c->fd, c->buf, c->n, c->off, c->sha, &c->err);
+    if (c->rc == 0)
+        c->rc = prpc_sha256(c->buf, c->n, digest, &c->err);
+    if (c->rc == 0)
+        prpc_hex_encode(digest, sizeof(digest), c->hex);
+}
+
+static void *chunk_prepare_main(void *arg)
+{
+    chunk_prepare(arg);
+    return NULL;
+}
+
+/* Prepare c at off: in a thread of its own when ahead (the chunk before it is
+ * on the wire meanwhile), else now. */
+static void chunk_start(chunk_t *c, uint64_t off, uint64_t size, int ahead)
+{
+    c->off = off;
+    c->n = size - off < PRPC_BLOB_CHUNK ? (size_t)(size - off) : PRPC_BLOB_CHUNK;
+    c->ahead = ahead && pthread_create(&c->thread, NULL, chunk_prepare_main, c) == 0;
+    if (!c->ahead)
+        chunk_prepare(c);
+}
+
+static int chunk_wait(chunk_t *c)
+{
+    if (c->ahead) {
+        pthread_join(c->thread, NULL);
+        c->ahead = 0;
+    }
+    return c->rc;
+}
+
 int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
                            prpc_error_t *err)
 {
-    char pq[160], what[192], chunk_hex[PRPC_SHA256_HEX_LEN + 1], hdr[128];
-    uint8_t digest[PRPC_SHA256_LEN];
-    char *buf = NULL;
+    char pq[160], what[192], hdr[128];
+    chunk_t chunks[2], *cur = &chunks[0], *next = &chunks[1];
     uint64_t off = 0, refused_off = 0;
     int held = 0, resyncs = 0, refused = 0, first = 1, rc;
     long status;
@@ -789,6 +843,7 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
     prpc_error_t why;
 
     prpc_error_clear(&why);
+    memset(chunks, 0, sizeof(chunks));
     sink_init(&s, h->curl, -1, 0);
     if (!prpc_blob_valid_sha(sha_hex))
         return prpc_error_set(err, PRPC_EINVAL, "bad blob name '%s': expected 64 lowercase hex",
@@ -800,38 +855,59 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
         return rc;
     if (off > size)
         off = 0; /* the broker's partial is longer than the blob: PUT at 0 makes it say so */
-    if (size > 0) {
-        buf = malloc(size < PRPC_BLOB_CHUNK ? (size_t)size : PRPC_BLOB_CHUNK);
-        if (buf == NULL)
-            return prpc_error_set(err, PRPC_ENOMEM, "out of memory for a chunk of blob %s",
-                                  sha_hex);
+    for (int i = 0; i < 2; i++) {
+        chunks[i].fd = fd;
+        chunks[i].sha = sha_hex;
+        if (size > 0 && (chunks[i].buf = malloc(size < PRPC_BLOB_CHUNK ? (size_t)size
+                                                                          : PRPC_BLOB_CHUNK)) ==
+                            NULL) {
+            rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory for a chunk of blob %s",
+                                sha_hex);
+            goto out;
+        }
     }
+    /* While one chunk is on the wire (and the broker hashes and syncs it) the
+     * next is read and hashed, so the two ends work at the same time. */
+    chunk_start(cur, off, size, 0);
     /* An empty blob still sends one empty chunk, so the broker has a file to commit. */
     while (off < size || (size == 0 && first)) {
-        size_t n = size - off < PRPC_BLOB_CHUNK ? (size_t)(size - off) : PRPC_BLOB_CHUNK;
-        if ((rc = pread_full(fd, buf, n, off, sha_hex, err)) != 0)
+        chunk_t *t;
+        if (cur->off != off) { /* the broker's copy moved: the chunk read ahead is not it */
+            chunk_wait(cur);
+            chunk_start(cur, off, size, 0);
+        }
+        if ((rc = chunk_wait(cur)) != 0) {
+            if (err != NULL)
+                *err = cur->err;
             goto out;
-        if ((rc = prpc_sha256(buf, n, digest, err)) != 0)
-            goto out;
-        prpc_hex_encode(digest, sizeof(digest), chunk_hex);
+        }
+        if (off + cur->n < size)
+            chunk_start(next, off + cur->n, size, 1);
         /* After the hash, so the broker sees a chunk that does not match its
-         * header, as with damage on the wire. buf is read again before any
-         * resend. */
-        if (n > 0 && prpc_fault("corrupt_chunk", NULL))
-            buf[n / 2] ^= 0x01;
+         * header, as with damage on the wire. The chunk is read again before
+         * any resend. */
+        if (cur->n > 0 && prpc_fault("corrupt_chunk", NULL)) {
+            cur->buf[cur->n / 2] ^= 0x01;
+            cur->off = UINT64_MAX;
+        }
         snprintf(pq, sizeof(pq), "/v1/blobs/%s?offset=%" PRIu64, sha_hex, off);
-        snprintf(hdr, sizeof(hdr), "X-P2PRPC-Chunk-Sha256: %s", chunk_hex);
+        snprintf(hdr, sizeof(hdr), "X-P2PRPC-Chunk-Sha256: %s", cur->hex);
         sink_cleanup(&s);
         sink_init(&s, h->curl, -1, 0);
-        rc = httpc_perform(h, "PUT", pq, buf, n, chunk_hex, "application/octet-stream", hdr, 0, 1,
-                           &s, &status, err);
+        rc = httpc_perform(h, "PUT", pq, cur->buf, cur->n, cur->hex, "application/octet-stream",
+                           hdr, 0, 1, &s, &status, err);
         if (rc != 0)
             goto out;
         if (status == 200) {
-            off += n;
+            off += cur->n;
             first = 0;
+            t = cur, cur = next, next = t;
             continue;
         }
+        /* Whatever was read ahead is for an offset the broker did not reach. */
+        chunk_wait(next);
+        next->off = UINT64_MAX;
+        t = cur, cur = next, next = t;
         if (status == 409 && resyncs < PRPC_HTTPC_UPLOAD_RESYNCS) {
             /* Another uploader (or an earlier try of ours) moved the broker's
              * copy on: ask where it is now. */
@@ -880,7 +956,10 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
     }
 out:
     sink_cleanup(&s);
-    free(buf);
+    for (int i = 0; i < 2; i++) {
+        chunk_wait(&chunks[i]);
+        free(chunks[i].buf);
+    }
     return rc;
 }
 
@@ -898,6 +977,8 @@ static int download_once(prpc_httpc_t *h, const char *sha, prpc_blobdir_t *bd, p
         return rc;
     sink_init(&s, h->curl, fd, offset);
     s.corrupt = prpc_fault("corrupt_download", NULL);
+    s.bd = bd;
+    s.sha = sha;
     snprintf(pq, sizeof(pq), "/v1/blobs/%s", sha);
     snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", offset);
     rc = httpc_perform(h, "GET", pq, NULL, 0, NULL, NULL, offset > 0 ? range : NULL, 0, 1, &s,

@@ -2,8 +2,8 @@
  * worker.c - the worker loop of worker.h.
  *
  * A slot thread's life is a loop: long-poll POST /v1/leases; on a lease,
- * fetch the file arguments, start the slot's heartbeat thread, call run,
- * upload the output files, push the result, stop the heartbeat thread. The
+ * wake the slot's heartbeat thread, fetch the file arguments, call run,
+ * upload the output files, push the result, quiet the heartbeat thread. The
  * long-poll is the only wait when brokers are healthy; after a failure the
  * slot sleeps a bounded, jittered backoff on the worker's condition variable,
  * so prpc_worker_stop() wakes it at once.
@@ -67,7 +67,7 @@ typedef struct slot {
     prpc_httpc_t **ck_handles; /* per broker; checkpoint saves */
     unsigned int ck_seed;      /* jitter of checkpoint retries */
     atomic_int hb_abort;       /* ends the heartbeat's request in flight */
-    pthread_cond_t hb_cv;      /* wakes the heartbeat thread (under w->mu) */
+    pthread_cond_t hb_cv;      /* wakes the heartbeat thread, and a call waiting for it */
     /* Guarded by w->mu: */
     int active;                          /* a call is in progress */
     int broker;                          /* index of the broker that leased it */
@@ -75,13 +75,17 @@ typedef struct slot {
     char lease_id[WORKER_LEASE_ID_MAX + 1];
     double progress;
     int hb_interval_ms;
-    int hb_stop;           /* the heartbeat thread must end */
+    int hb_stop;           /* the heartbeat thread must leave the current call alone */
+    int hb_busy;           /* the heartbeat thread is acting for the current call */
+    int hb_exit;           /* the heartbeat thread must end (the worker stops) */
+    unsigned hb_gen;       /* counts calls, so a late heartbeat never touches the next */
     int running;           /* run has been called for this call */
     int cancel_sent;       /* cancel was called for this call */
     int terminate_ordered; /* the broker asked to terminate it */
     int64_t job_started_ns; /* CLOCK_REALTIME when the current call began; 0 when idle */
     int stale;             /* the broker no longer knows this lease */
     char downloading[PRPC_SHA256_HEX_LEN + 1]; /* blob being fetched, "" when none */
+    int fetched; /* this call fetched blobs: the cache may need trimming (slot thread only) */
 } slot_t;
 
 struct prpc_worker {
@@ -514,6 +518,8 @@ fail:
 
 /* ---- heartbeats ---- */
 
+/* A slot's heartbeat thread lives as long as the slot: starting a thread per
+ * call cost more than a no-op call itself. Between calls it sleeps on hb_cv. */
 static void *heartbeat_main(void *arg)
 {
     slot_t *s = arg;
@@ -524,19 +530,28 @@ static void *heartbeat_main(void *arg)
     pthread_mutex_lock(&w->mu);
     for (;;) {
         struct timespec ts;
-        int interval = s->hb_interval_ms, b = s->broker, rc, terminate = 0, stale = 0;
+        int interval, b, rc, terminate = 0, stale = 0;
+        unsigned gen;
         double progress;
         long status = 0;
         char *resp = NULL;
         size_t rlen = 0;
         prpc_httpc_t *h;
 
+        while (!s->hb_exit && !(s->active && !s->hb_stop))
+            pthread_cond_wait(&s->hb_cv, &w->mu);
+        if (s->hb_exit)
+            break;
+        gen = s->hb_gen;
+        interval = s->hb_interval_ms;
+        b = s->broker;
         abs_deadline(&ts, interval);
-        while (!s->hb_stop)
+        while (!s->hb_stop && !s->hb_exit && s->hb_gen == gen)
             if (pthread_cond_timedwait(&s->hb_cv, &w->mu, &ts) == ETIMEDOUT)
                 break;
-        if (s->hb_stop)
-            break;
+        if (s->hb_stop || s->hb_exit || s->hb_gen != gen)
+            continue;
+        s->hb_busy = 1;
         progress = s->progress;
         snprintf(call_id, sizeof(call_id), "%s", s->call_id);
         snprintf(pq, sizeof(pq), "/v1/leases/%s/heartbeat", s->lease_id);
@@ -577,35 +592,39 @@ static void *heartbeat_main(void *arg)
         free(resp);
 
         pthread_mutex_lock(&w->mu);
-        if (terminate)
-            s->terminate_ordered = 1;
-        if (stale)
-            s->stale = 1;
-        if ((terminate || stale) && !s->cancel_sent && !s->hb_stop) {
-            s->cancel_sent = 1;
-            pthread_mutex_unlock(&w->mu);
-            wlog(w, PRPC_LOG_INFO, "call %s: %s", call_id,
-                 terminate ? "terminated by the broker" : "cancelled: lease lost");
-            w->cancel(w->ud, call_id);
-            pthread_mutex_lock(&w->mu);
+        if (s->hb_gen == gen) {
+            if (terminate)
+                s->terminate_ordered = 1;
+            if (stale)
+                s->stale = 1;
+            if ((terminate || stale) && !s->cancel_sent && !s->hb_stop) {
+                s->cancel_sent = 1;
+                pthread_mutex_unlock(&w->mu);
+                wlog(w, PRPC_LOG_INFO, "call %s: %s", call_id,
+                     terminate ? "terminated by the broker" : "cancelled: lease lost");
+                w->cancel(w->ud, call_id);
+                pthread_mutex_lock(&w->mu);
+            }
         }
+        s->hb_busy = 0;
+        pthread_cond_broadcast(&s->hb_cv);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
+/* The call ends: once this returns, its heartbeats are over (none in flight,
+ * no cancel in progress). */
 static void heartbeat_stop(slot_t *s)
 {
     prpc_worker_t *w = s->w;
-    if (!s->hb_started)
-        return;
     pthread_mutex_lock(&w->mu);
     s->hb_stop = 1;
     atomic_store(&s->hb_abort, 1);
-    pthread_cond_signal(&s->hb_cv);
+    pthread_cond_broadcast(&s->hb_cv);
+    while (s->hb_busy)
+        pthread_cond_wait(&s->hb_cv, &w->mu);
     pthread_mutex_unlock(&w->mu);
-    pthread_join(s->hb_thread, NULL);
-    s->hb_started = 0;
 }
 
 /* ---- one call ---- */
@@ -640,6 +659,7 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, prpc_error_t 
     } while (busy);
     snprintf(s->downloading, sizeof(s->downloading), "%s", sha);
     pthread_mutex_unlock(&w->mu);
+    s->fetched = 1;
 
     {
         int64_t started = mono_ms();
@@ -1078,16 +1098,16 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
     if (s->hb_interval_ms < 100 || s->hb_interval_ms > 600000)
         s->hb_interval_ms = PRPC_WORKER_DEFAULT_HEARTBEAT_MS;
     s->hb_stop = s->running = s->cancel_sent = s->terminate_ordered = s->stale = 0;
+    s->hb_gen++;
     atomic_store(&s->hb_abort, 0);
+    pthread_cond_broadcast(&s->hb_cv);
     pthread_mutex_unlock(&w->mu);
-    if (pthread_create(&s->hb_thread, NULL, heartbeat_main, s) == 0)
-        s->hb_started = 1;
-    else
-        wlog(w, PRPC_LOG_WARNING, "call %s: no heartbeat thread; the lease may lapse", cid);
 
+    /* The executor makes the work dir when the function writes there (outputs,
+     * checkpoints): most calls never need one. A crashed run may have left one. */
     remove_tree(work_dir);
-    if (make_dir(work_dir, &err) == 0)
-        job = build_job(s, h, lease, cid, work_dir, &err);
+    s->fetched = 0;
+    job = build_job(s, h, lease, cid, work_dir, &err);
 
     pthread_mutex_lock(&w->mu);
     skip = s->stale || s->terminate_ordered;
@@ -1136,7 +1156,8 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
     s->job_started_ns = 0;
     pthread_mutex_unlock(&w->mu);
     remove_tree(work_dir);
-    trim_cache(w);
+    if (s->fetched)
+        trim_cache(w);
     free(body);
     free(result);
     free(job);
@@ -1210,7 +1231,14 @@ int prpc_worker_start(prpc_worker_t *w, prpc_error_t *err)
     w->started = 1;
     for (int i = 0; i < w->concurrency; i++) {
         slot_t *s = &w->slots[i];
-        int e = pthread_create(&s->thread, NULL, slot_main, s);
+        int e = pthread_create(&s->hb_thread, NULL, heartbeat_main, s);
+        if (e != 0) {
+            prpc_worker_stop(w);
+            return prpc_error_errno(err, e, "worker %s: starting heartbeat thread %d", w->name,
+                                    i);
+        }
+        s->hb_started = 1;
+        e = pthread_create(&s->thread, NULL, slot_main, s);
         if (e != 0) {
             prpc_worker_stop(w);
             return prpc_error_errno(err, e, "worker %s: starting slot thread %d", w->name, i);
@@ -1236,6 +1264,18 @@ void prpc_worker_stop(prpc_worker_t *w)
             pthread_join(w->slots[i].thread, NULL);
             w->slots[i].thread_started = 0;
         }
+    }
+    /* The slots have ended their calls: their heartbeat threads go too. */
+    for (int i = 0; i < w->concurrency; i++) {
+        slot_t *s = &w->slots[i];
+        if (!s->hb_started)
+            continue;
+        pthread_mutex_lock(&w->mu);
+        s->hb_exit = 1;
+        pthread_cond_broadcast(&s->hb_cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(s->hb_thread, NULL);
+        s->hb_started = 0;
     }
 }
 

@@ -64,7 +64,10 @@ typedef struct prpc_worker_function {
  *             "path", the local path of the verified blob],
  *    "checkpoints": [{"key", "path"}: what earlier leases of the call saved
  *                    (prpc_worker_checkpoint_save), fetched like file args]}
- * and is valid for the duration of the callback. On return 0, *result_json
+ * and is valid for the duration of the callback. work_dir is the call's own
+ * directory, removed with everything in it when the call ends; it does not
+ * exist yet: the run makes it when it writes files there (most calls don't).
+ * On return 0, *result_json
  * is a malloc'd (the engine frees it) JSON object
  *   {"state": "done"|"failed"|"terminated",
  *    "outputs": [typed entries; file outputs carry "path", a local file the

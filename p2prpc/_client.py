@@ -43,6 +43,7 @@ import time
 from . import _core
 from ._hashindex import open_index
 from ._identity import PreparedCall, prepare_call, spec_of
+from ._sqlitefile import SqliteFile
 from ._wire import BlobRef, decode_entries, encode_entry
 from .errors import (
     ENGINE_ERRORS,
@@ -77,6 +78,14 @@ RETRY_FIRST_S = 0.1  # first wait after a transient failure...
 RETRY_MAX_S = 2.0  # ...doubling up to this, each drawn in [d/2, d)
 RETRY_STATUSES = (500, 502, 503, 504)  # the broker failed, it did not refuse
 SUBMIT_BATCH = 500  # calls per POST /v1/calls/batch (the broker takes up to 1000)
+TAKE_MAX_QUEUED = 8  # get() sends its own call (submit-and-wait) when so few are queued
+# ...waiting this long in that request: other threads acting on the future
+# (terminate, progress) wait for the submit's answer, so it must come soon.
+INLINE_WAIT_MS = 500
+TAKEN_STREAK = 3  # ...and after this many in a row, new calls do not wake the submitter,
+SUBMIT_LOOK_S = 0.005  # which looks this often for calls nobody is waiting for,
+SUBMIT_LOOK_IDLE_S = 1.0  # until no call came for this long
+WRITE_BEHIND_GATHER_S = 0.1  # the result cache's writer wakes at most this often
 WAIT_BATCH = 1000  # calls per POST /v1/calls/wait (the broker's cap)
 COLLECT_WAIT_MS = 20000  # the collector's long-poll when it watches every call in flight
 COLLECT_SWEEP_MS = 1000  # ...and when more calls are in flight than one wait can name
@@ -235,35 +244,72 @@ class _Broker:
             c.close()
 
 
+RESULTS_NAME = "results.sqlite"  # the result records, under a client's cache_path
+_RESULTS_SCHEMA_VERSION = 1
+_RESULTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS result_files (
+    path TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (path, id)
+) WITHOUT ROWID;
+"""
+
+
 class ResultCache:
-    """The client's local store of finished calls under `root`:
-    calls/<call id>.json and blobs/ (content-addressed result files)."""
+    """The client's local store of finished calls under `root`: their records
+    in results.sqlite (one row each, JSON) and blobs/ (content-addressed
+    result files).
+
+    Records live in SQLite rather than a file each: a file per record cost a
+    create and a rename per call, metadata work that on a shared disk made the
+    broker's own fsyncs wait for it. Like the hash index the file is only a
+    cache (_sqlitefile.py): damaged, it is rebuilt; unusable, calls go to the
+    broker as if nothing were cached."""
 
     def __init__(self, root):
         self.root = os.path.abspath(root)
-        self.calls_dir = os.path.join(self.root, "calls")
         self.blob_dir = os.path.join(self.root, "blobs")
-        self._lock = threading.RLock()  # remove() loads records while holding it
+        self._file = SqliteFile(os.path.join(self.root, RESULTS_NAME), _RESULTS_SCHEMA,
+                                _RESULTS_SCHEMA_VERSION, "result cache", "results")
+        # _lock guards the dicts and is held only briefly, so a caller's load()
+        # never waits for the disk; _io_lock orders the writer's rows and
+        # remove()'s unlinks.
+        self._lock = threading.Lock()
+        self._io_lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._pending = {}  # call id -> record not yet written (see store(later=True))
+        self._writing = {}  # call id -> record being written now
         self._writer = None
 
-    def _entry_path(self, call_id):
+    @staticmethod
+    def _check_id(call_id):
         if not isinstance(call_id, str) or not _SHA_RE.match(call_id):
             raise ValueError("not a call id (64 lowercase hex): %.80r" % (call_id,))
-        return os.path.join(self.calls_dir, call_id + ".json")
+
+    def _read(self, call_id):
+        row = self._file.run("be read", lambda db: db.execute(
+            "SELECT record FROM results WHERE id = ?", (call_id,)).fetchone())
+        if row is None:
+            return None
+        try:
+            entry = json.loads(row[0])
+        except ValueError:
+            return None
+        return entry if isinstance(entry, dict) and entry.get("id") == call_id else None
 
     def load(self, call_id):
         """The cached record of a finished call, or None. A record whose result
         files are missing or the wrong size counts as absent."""
-        path = self._entry_path(call_id)
+        self._check_id(call_id)
         with self._lock:
-            entry = self._pending.get(call_id)
+            entry = self._pending.get(call_id) or self._writing.get(call_id)
         if entry is None:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    entry = json.load(f)
-            except (OSError, ValueError):
+            entry = self._read(call_id)
+            if entry is None:
                 return None
         try:
             for name, rel in entry.get("files", {}).items():
@@ -276,12 +322,13 @@ class ResultCache:
         return entry
 
     def store(self, call_id, function, version, outputs, files, finished_ms=None, later=False):
-        """Record a finished call atomically. outputs: the typed entries as the
-        broker sent them; files: {output name: path of its blob inside the
-        cache's blob dir}. later=True hands the write to a background writer
-        (get() need not wait for the disk); load() sees the record at once
-        either way, and flush() (called at shutdown and exit) writes what is
+        """Record a finished call. outputs: the typed entries as the broker
+        sent them; files: {output name: path of its blob inside the cache's
+        blob dir}. later=True hands the write to a background writer (get()
+        need not wait for the disk); load() sees the record at once either
+        way, and flush() (called at shutdown and exit) writes what is
         pending."""
+        self._check_id(call_id)
         entry = {
             "id": call_id,
             "function": function,
@@ -291,10 +338,9 @@ class ResultCache:
             "outputs": outputs,
             "files": {name: os.path.relpath(path, self.root) for name, path in files.items()},
         }
-        self._entry_path(call_id)  # checks the id
         if not later:
-            with self._lock:
-                self._write(entry)
+            with self._io_lock:
+                self._write([entry])
             return entry
         with self._lock:
             self._pending[call_id] = entry
@@ -306,40 +352,43 @@ class ResultCache:
             self._wake.notify()
         return entry
 
-    def _write(self, entry):
-        """Write one record (atomically: write then rename). Caller holds _lock."""
-        path = self._entry_path(entry["id"])
-        os.makedirs(self.calls_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.calls_dir, prefix=".tmp-", suffix=".json")
-        try:
-            # Not fsynced: this is a cache of what the broker keeps durably. A
-            # record lost to a power cut is fetched again; a torn one is never
-            # seen, and load() checks that its result files are whole.
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entry, f)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+    def _write(self, entries):
+        """Write records in one transaction. Not fsynced: this is a cache of
+        what the broker keeps durably; a record lost to a power cut is fetched
+        again. Caller holds _io_lock."""
+        def w(db):
+            with db:
+                db.execute("BEGIN")
+                for e in entries:
+                    db.execute("INSERT OR REPLACE INTO results (id, record) VALUES (?, ?)",
+                               (e["id"], json.dumps(e)))
+                    db.execute("DELETE FROM result_files WHERE id = ?", (e["id"],))
+                    db.executemany("INSERT OR IGNORE INTO result_files (path, id) VALUES (?, ?)",
+                                   [(rel, e["id"]) for rel in e["files"].values()])
+            return True
+
+        self._file.run("be written", w)
 
     def flush(self):
         """Write every pending record now."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-            for entry in pending.values():
-                try:
-                    self._write(entry)
-                except OSError as e:
-                    log.warning("caching the result of call %s: %s", entry["id"], e)
+        with self._io_lock:
+            with self._lock:
+                self._writing, self._pending = self._pending, {}
+            try:
+                if self._writing:
+                    self._write(list(self._writing.values()))
+            finally:
+                with self._lock:
+                    self._writing = {}
 
     def _write_behind(self):
         while True:
             with self._lock:
                 while not self._pending:
                     self._wake.wait()
+            # Let a run of calls gather: one wake-up writes many records in one
+            # transaction, and the writer keeps off the CPU the calls need.
+            time.sleep(WRITE_BEHIND_GATHER_S)
             self.flush()
 
     def add_file(self, path):
@@ -383,35 +432,54 @@ class ResultCache:
     def remove(self, call_id):
         """Drop a call's record and the result files no other record uses.
         Only files inside the cache are ever removed."""
-        with self._lock:
-            pending = self._pending.pop(call_id, None)
-        entry = pending or self.load(call_id)
-        with self._lock:
-            try:
-                os.unlink(self._entry_path(call_id))
-            except FileNotFoundError:
-                pass
-            if entry is None:
-                return
-            mine = set(entry.get("files", {}).values())
-            try:
-                names = os.listdir(self.calls_dir)
-            except FileNotFoundError:
-                names = []
-            for name in names:
-                if name.endswith(".json") and _SHA_RE.match(name[:-5]):
-                    other = self.load(name[:-5])
-                    if other is not None:
-                        mine -= set(other.get("files", {}).values())
-            for other in self._pending.values():
-                mine -= set(other.get("files", {}).values())
-            for rel in mine:
+        self._check_id(call_id)
+        with self._io_lock:
+            with self._lock:
+                pending = self._pending.pop(call_id, None)
+            entry = pending or self.load(call_id)
+            mine = set((entry or {}).get("files", {}).values())
+
+            def d(db):
+                with db:
+                    db.execute("BEGIN")
+                    db.execute("DELETE FROM results WHERE id = ?", (call_id,))
+                    db.execute("DELETE FROM result_files WHERE id = ?", (call_id,))
+                    return {rel for rel in mine if db.execute(
+                        "SELECT 1 FROM result_files WHERE path = ? LIMIT 1", (rel,)).fetchone()}
+
+            used = self._file.run("be written", d)
+            if used is None:
+                return  # the record may still be there: its files stay with it
+            with self._lock:
+                others = list(self._pending.values())
+            for other in others:
+                used |= set(other.get("files", {}).values())
+            for rel in mine - used:
                 path = os.path.normpath(os.path.join(self.root, rel))
                 if path.startswith(self.blob_dir + os.sep):
                     try:
                         os.unlink(path)
                     except FileNotFoundError:
                         pass
+
+    def close(self):
+        self.flush()
+        self._file.close()
+
+
+_caches = {}
+_caches_lock = threading.Lock()
+
+
+def open_cache(root):
+    """The process's ResultCache of root, shared by every app naming it: a
+    record written behind one app's get() is seen at once by the others."""
+    root = os.path.abspath(os.fspath(root))
+    with _caches_lock:
+        cache = _caches.get(root)
+        if cache is None:
+            cache = _caches[root] = ResultCache(root)
+        return cache
 
 
 class BackgroundServer:
@@ -476,7 +544,7 @@ class P2PClientApp:
         self.discovery_file = os.path.abspath(discovery_file)
         self.ca = os.fspath(ca) if ca is not None else None
         self.key = _core.derive_key(password) if password is not None else None
-        self.cache = ResultCache(cache_path or default_cache_path())
+        self.cache = open_cache(cache_path or default_cache_path())
         self.no_broker_timeout = float(no_broker_timeout)
         self.background_server = BackgroundServer()
         self.background_server.on_shutdown(self.cache.flush)
@@ -637,16 +705,31 @@ class P2PClientApp:
         cls = ENGINE_ERRORS.get(code, P2PRPCError)
         return cls("%s: %s (HTTP %s)" % (what, message, status))
 
-    def submit_many(self, broker, prepared_list):
+    def submit_many(self, broker, prepared_list, wait_ms=0):
         """Submit calls whose blobs are uploaded, in one request; for each, the
-        broker's CALL record or the exception for its refusal."""
+        broker's CALL record or the exception for its refusal. With wait_ms
+        (one call only) the broker answers when the call has ended or wait_ms
+        passed: submit and result in one round trip."""
         what = "calling %d function(s) on broker %s" % (len(prepared_list), broker.address)
-        body = {"calls": [self.submit_body(p) for p in prepared_list]}
-        status, data = self.retry(what, lambda: _checked(
-            broker.request("POST", "/v1/calls/batch", body), what))
-        if status != 200:
-            raise_for_status(status, data, what)
-        results = _json(data, what).get("results")
+        if wait_ms > 0 and len(prepared_list) == 1:
+            body = self.submit_body(prepared_list[0])
+            status, data = self.retry(what, lambda: _checked(
+                broker.request("POST", "/v1/calls?wait_ms=%d" % wait_ms, body,
+                               timeout_ms=wait_ms + REQUEST_MARGIN_MS), what))
+            if status == 200:
+                results = [_json(data, what)]
+            else:
+                code, message = _error_fields(data)
+                if status == 401 or code in ("", "EAUTH"):
+                    raise_for_status(status, data, what)
+                results = [{"error": {"code": code, "message": message}}]
+        else:
+            body = {"calls": [self.submit_body(p) for p in prepared_list]}
+            status, data = self.retry(what, lambda: _checked(
+                broker.request("POST", "/v1/calls/batch", body), what))
+            if status != 200:
+                raise_for_status(status, data, what)
+            results = _json(data, what).get("results")
         if not isinstance(results, list) or len(results) != len(prepared_list):
             raise ProtocolError("%s: the broker answered %.200r" % (what, results))
         out = []
@@ -726,25 +809,57 @@ class _Submitter:
         self._cond = threading.Condition()
         self._queue = collections.deque()
         self._thread = None
+        # Guarded by _cond: how many calls in a row their own get() sent, and
+        # when the last call came. While callers send their own calls, waking
+        # this thread for each would only cost the call in flight a context
+        # switch: it looks every SUBMIT_LOOK_S instead, for calls nobody waits on.
+        self._taken = 0
+        self._last_call = 0.0
+        self._looking_now = False  # the thread is in one of those short waits
+
+    def _looking(self):
+        return (self._taken >= TAKEN_STREAK
+                and time.monotonic() - self._last_call < SUBMIT_LOOK_IDLE_S)
 
     def enqueue(self, future):
         with self._cond:
             self._queue.append(future)
+            self._last_call = time.monotonic()
             if self._thread is None:
                 self._thread = self.app.background_server.start_thread(self._run,
                                                                        "p2prpc-submitter")
-            self._cond.notify()
+            if not (self._looking_now and self._looking()) or len(self._queue) > TAKE_MAX_QUEUED:
+                self._cond.notify()
+
+    def take(self, future):
+        """Remove future from the queue when it is still there and few calls
+        wait with it (a caller about to wait for it sends it itself, with one
+        submit-and-wait request); True when taken."""
+        with self._cond:
+            if len(self._queue) > TAKE_MAX_QUEUED:
+                return False
+            try:
+                self._queue.remove(future)
+            except ValueError:
+                return False
+            self._taken += 1
+            return True
 
     def _run(self):
         stopping = self.app.background_server.stopping
         while True:
             with self._cond:
                 while not self._queue and not stopping.is_set():
-                    self._cond.wait(1.0)  # idle; wakes at once for new calls
+                    # Idle: woken at once for new calls, or looking often
+                    # while callers send their own (see __init__).
+                    self._looking_now = self._looking()
+                    self._cond.wait(SUBMIT_LOOK_S if self._looking_now else 1.0)
+                    self._looking_now = False
                 if not self._queue:
                     return
                 batch = [self._queue.popleft()
                          for _ in range(min(len(self._queue), SUBMIT_BATCH))]
+                self._taken = 0  # nobody sent these: wake at once for the next
             if stopping.is_set():
                 for f in batch:
                     f._on_submit_failed(P2PRPCError("the client app was shut down before %s "
@@ -752,7 +867,7 @@ class _Submitter:
                 continue
             self._send(batch)
 
-    def _send(self, batch):
+    def _send(self, batch, wait_ms=0):
         try:
             broker = self.app.find_broker()
         except P2PRPCError as e:
@@ -770,7 +885,8 @@ class _Submitter:
                         raise
                     except P2PRPCError as e:
                         f._on_submit_failed(e)
-                results = self.app.submit_many(broker, [f.prepared for f in ready]) if ready else []
+                results = (self.app.submit_many(broker, [f.prepared for f in ready], wait_ms)
+                           if ready else [])
                 break
             except (ConnectionFailed, EngineTimeoutError) as e:
                 if attempt == 2:
@@ -1029,9 +1145,9 @@ class P2PFuture:
         values = decode_entries(outputs, expected=[(r.name, r.kind) for r in spec.returns])
         files = {}
         broker = self._broker_or_find()
-        os.makedirs(self.app.cache.blob_dir, exist_ok=True)
         for r in spec.returns:
             if r.kind == "file":
+                os.makedirs(self.app.cache.blob_dir, exist_ok=True)
                 sha = values[r.name].blob
                 files[r.name] = self.app.retry(
                     "downloading result %s of %s" % (r.name, self._what()),
@@ -1049,6 +1165,11 @@ class P2PFuture:
         ClientFutureTimeoutError after `timeout` seconds, ClientFunctionError
         when the function raised, ClientCallTerminated, ClientCallDeleted."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._submitted.is_set() and self.app._submitter.take(self):
+            # Not sent yet: one request submits it and waits for its end.
+            wait_ms = INLINE_WAIT_MS if deadline is None else max(
+                1, min(INLINE_WAIT_MS, int((deadline - time.monotonic()) * 1000)))
+            self.app._submitter._send([self], wait_ms)
         self._wait_submitted(deadline)
         while True:
             if self._deleted:

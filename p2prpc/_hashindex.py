@@ -15,13 +15,13 @@ RACY_MARGIN_NS older than the moment hashing started (2 s when the file system
 keeps whole seconds); a younger file is hashed every time until it ages, the
 rule git's index uses.
 
-Storage: one SQLite file (WAL, busy timeout), so several client processes can
-share it. Each row carries a check value over its fields: a row damaged on disk
-reads as a miss, never as a wrong hash. A file that is not a database or is
-malformed is deleted and rebuilt; any other SQLite failure (locked for too
-long, read-only, disk full) makes the index step aside for that operation: the
-file is hashed as if there were no index. The index never raises to its caller
-except for errors of hashing itself.
+Storage: one SQLite file (_sqlitefile.py: WAL, busy timeout), so several
+client processes can share it. Each row carries a check value over its fields:
+a row damaged on disk reads as a miss, never as a wrong hash. A file that is
+not a database or is malformed is deleted and rebuilt; any other SQLite
+failure (locked for too long, read-only, disk full) makes the index step aside
+for that operation: the file is hashed as if there were no index. The index
+never raises to its caller except for errors of hashing itself.
 
 Size: at most max_entries rows (plus a small slack between trims); the least
 recently used rows go first.
@@ -33,13 +33,13 @@ the child opens its own connection.
 import hashlib
 import logging
 import os
-import sqlite3
 import stat as stat_mod
 import threading
 import time
 from typing import Dict, Optional, Tuple
 
 from . import _core
+from ._sqlitefile import SqliteFile
 
 __all__ = ["HashIndex", "open_index", "default_index", "INDEX_NAME", "MAX_ENTRIES",
            "RACY_MARGIN_NS"]
@@ -51,10 +51,7 @@ MAX_ENTRIES = 100_000
 RACY_MARGIN_NS = 100_000_000  # > any coarse-clock tick of a Linux file system
 _RACY_MARGIN_COARSE_NS = 2_000_000_000  # file systems that keep whole (even) seconds
 _TOUCH_NS = 60_000_000_000  # refresh a hit's LRU stamp at most once a minute
-_BUSY_TIMEOUT_S = 5.0
 _SCHEMA_VERSION = 1
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -93,14 +90,6 @@ def _valid_sha(sha) -> bool:
             and all(c in "0123456789abcdef" for c in sha))
 
 
-def _is_corruption(e: sqlite3.Error) -> bool:
-    code = getattr(e, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xff in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    text = str(e).lower()
-    return type(e) is sqlite3.DatabaseError and ("not a database" in text or "malformed" in text)
-
-
 def _trusted(st: os.stat_result, started_ns: int) -> bool:
     margin = RACY_MARGIN_NS
     if st.st_mtime_ns % 1_000_000_000 == 0:
@@ -119,106 +108,21 @@ class HashIndex:
         self.max_entries = int(max_entries)
         self._trim_every = max(1, self.max_entries // 100)
         self._inserts = 0
-        self._lock = threading.Lock()
-        self._db: Optional[sqlite3.Connection] = None
-        self._pid = -1
-        self._warned = False
+        self._file = SqliteFile(self.path, _SCHEMA, _SCHEMA_VERSION, "hash index", "files")
         self.hits = 0
         self.misses = 0
-        self.rebuilds = 0
 
-    # -- the SQLite file ---------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
-                             check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # A lost row after a power cut only costs a rehash.
-            db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
-                raise sqlite3.DatabaseError("index schema version %d is not %d"
-                                            % (version, _SCHEMA_VERSION))
-            db.executescript(_SCHEMA)
-            if version == 0:
-                db.execute("PRAGMA user_version=%d" % _SCHEMA_VERSION)
-            # Fail here, not halfway through a lookup, when the file is damaged.
-            db.execute("SELECT count(*) FROM (SELECT 1 FROM files LIMIT 1)").fetchone()
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _remove_files(self):
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                os.unlink(self.path + suffix)
-            except FileNotFoundError:
-                pass
-
-    def _conn(self) -> sqlite3.Connection:
-        """The open connection; opened (or rebuilt) on first use and after fork.
-        Caller holds the lock. Raises sqlite3.Error / OSError when unusable."""
-        if self._db is not None and self._pid == os.getpid():
-            return self._db
-        self._db = None  # a parent's connection is never used after fork
-        try:
-            db = self._connect()
-        except sqlite3.Error as e:
-            if not _is_corruption(e) and "schema version" not in str(e):
-                raise
-            log.warning("the hash index %s is damaged (%s); rebuilding it", self.path, e)
-            self._remove_files()
-            self.rebuilds += 1
-            db = self._connect()
-        self._db, self._pid = db, os.getpid()
-        return db
+    @property
+    def rebuilds(self):
+        """How often the file was found damaged and rebuilt."""
+        return self._file.rebuilds
 
     def _run(self, what, fn):
-        """fn(connection) under the lock. A damaged file is rebuilt and fn tried
-        once more; other SQLite or OS failures return None (logged once)."""
-        with self._lock:
-            for attempt in (0, 1):
-                try:
-                    return fn(self._conn())
-                except sqlite3.Error as e:
-                    if attempt == 0 and _is_corruption(e):
-                        log.warning("the hash index %s is damaged (%s); rebuilding it",
-                                    self.path, e)
-                        self._close_locked()
-                        try:
-                            self._remove_files()
-                        except OSError:
-                            pass
-                        self.rebuilds += 1
-                        continue
-                    self._warn(what, e)
-                    return None
-                except (OSError, ValueError) as e:
-                    self._warn(what, e)
-                    return None
-        return None
-
-    def _warn(self, what, e):
-        if not self._warned:
-            self._warned = True
-            log.warning("the hash index %s could not %s (%s); files are hashed without it",
-                        self.path, what, e)
-
-    def _close_locked(self):
-        db, self._db = self._db, None
-        if db is not None and self._pid == os.getpid():
-            try:
-                db.close()
-            except sqlite3.Error:
-                pass
+        return self._file.run(what, fn)
 
     def close(self):
         """Close the SQLite connection; the index reopens it when used again."""
-        with self._lock:
-            self._close_locked()
+        self._file.close()
 
     # -- rows --------------------------------------------------------------------
 

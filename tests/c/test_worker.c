@@ -149,6 +149,8 @@ static int run_cb(void *ud, const char *job, char **result)
         FILE *fp;
         if (d != NULL && bson_iter_init_find(&w, d, "work_dir"))
             wd = bson_iter_utf8(&w, NULL);
+        if (wd != NULL)
+            mkdir(wd, 0700); /* the run makes its work dir when it needs one */
         snprintf(r->out_path, sizeof(r->out_path), "%s/result.txt", wd ? wd : "/nonexistent");
         fp = fopen(r->out_path, "w");
         if (fp != NULL) {

@@ -511,6 +511,49 @@ def test_long_poll_woken_by_heartbeat_result_and_delete(broker, client, make_cli
     assert again["created"] is True and again["call"]["state"] == "queued"
 
 
+def test_submit_and_wait_answers_when_the_call_ends(broker, client, make_client):
+    body = small_call(40)
+    # Nobody works on it: the wait runs out and the answer is the queued record.
+    t0 = time.monotonic()
+    r = client.post("/v1/calls?wait_ms=300", body)
+    waited = time.monotonic() - t0
+    assert r.status == 200, r
+    assert r.json()["created"] is True and r.json()["call"]["state"] == "queued"
+    assert 0.3 <= waited < 0.6, waited
+    # The same call again, waiting: a lease and a heartbeat do not answer it, the result does.
+    bg = parked(broker, make_client, "POST", "/v1/calls?wait_ms=5000", body)
+    got = take_lease(client)
+    lease_id = got["lease"]["id"]
+    assert client.post("/v1/leases/%s/heartbeat" % lease_id,
+                       {"call_id": body["id"], "progress": 50}).status == 200
+    time.sleep(0.2)
+    assert bg.done_at is None, "answered before the call ended: %r" % (bg.result,)
+    r = client.post("/v1/leases/%s/result" % lease_id,
+                    {"call_id": body["id"], "state": "done",
+                     "outputs": [{"name": "m", "kind": "int", "value": "80"}]})
+    acted = time.monotonic()
+    assert r.status == 200, r
+    seen = bg.join().json()
+    assert bg.done_at - acted < 0.1
+    assert seen["created"] is False and seen["call"]["state"] == "done"
+    assert seen["call"]["outputs"][0]["value"] == "80"
+    # Ended already: answered at once.
+    t0 = time.monotonic()
+    r = client.post("/v1/calls?wait_ms=5000", body)
+    assert r.status == 200 and r.json()["call"]["state"] == "done"
+    assert time.monotonic() - t0 < 0.1
+    # A refused submit is refused at once, waiting or not.
+    bad = dict(small_call(41), version="0" * 64)
+    t0 = time.monotonic()
+    assert_error(client.post("/v1/calls?wait_ms=5000", bad), 409, "EVERSION")
+    assert time.monotonic() - t0 < 0.1
+    # A deleted call ends the wait with 404.
+    other = small_call(42)
+    bg = parked(broker, make_client, "POST", "/v1/calls?wait_ms=5000", other)
+    assert client.delete("/v1/calls/" + other["id"]).status == 200
+    assert_error(bg.join(), 404, "ENOTFOUND", other["id"])
+
+
 def test_terminate_queued_and_restart(client):
     call = submit(client, small_call(6))
     r = client.post("/v1/calls/%s/terminate" % call["id"])

@@ -179,6 +179,7 @@ def test_worker_save_checkpoint(broker, client, tmp_path):
         job = json.loads(job_json)
         jobs.append(job)
         cid = job["call_id"]
+        os.makedirs(job["work_dir"], exist_ok=True)  # made by the run that needs it
         path = os.path.join(job["work_dir"], "ck.bin")
         with open(path, "wb") as f:
             f.write(b"run %d" % len(jobs))

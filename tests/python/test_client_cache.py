@@ -3,12 +3,13 @@ import hashlib
 import io
 import os
 import socket
+import sqlite3
 import threading
 import time
 
 import pytest
 
-from p2prpc._client import ResultCache, read_discovery
+from p2prpc._client import RESULTS_NAME, ResultCache, read_discovery
 from p2prpc._identity import call_identifier, prepare_call, spec_of
 from p2prpc._wire import BlobRef, encode_entry
 from p2prpc.errors import (
@@ -28,6 +29,15 @@ def p2prpc_analyze(video_handle: io.IOBase, arg2: int) -> {"results_file": io.IO
                                                            "res_var": int, "note": str}:
     """Doubles arg2."""
     return {"results_file": video_handle, "res_var": 2 * arg2, "note": "x"}
+
+
+def record_on_disk(cache_root, call_id):
+    """Whether the cache's SQLite file holds call_id's record (read directly)."""
+    db = sqlite3.connect(str(cache_root / RESULTS_NAME))
+    try:
+        return db.execute("SELECT 1 FROM results WHERE id = ?", (call_id,)).fetchone() is not None
+    finally:
+        db.close()
 
 
 def seed_cache(cache_root, fn, result_bytes, tmp_path, **kwargs):
@@ -179,6 +189,52 @@ def test_read_discovery(tmp_path):
         read_discovery(str(path))
 
 
+def test_cache_records_are_written_behind_and_seen_at_once(tmp_path):
+    cache = ResultCache(str(tmp_path / "db"))
+    a = "a" * 64
+    cache.store(a, "p2prpc_f", "v", [encode_entry("n", "int", 5)], {}, later=True)
+    assert cache.load(a)["outputs"] == [encode_entry("n", "int", 5)]  # before it is on disk
+    cache.flush()
+    assert record_on_disk(tmp_path / "db", a)
+    assert ResultCache(str(tmp_path / "db")).load(a)["outputs"] == [encode_entry("n", "int", 5)]
+    b = "b" * 64
+    cache.store(b, "p2prpc_f", "v", [], {}, later=True)
+    cache.remove(b)  # removed before the writer got to it: never written
+    cache.flush()
+    assert cache.load(b) is None and not record_on_disk(tmp_path / "db", b)
+    with pytest.raises(ValueError, match="not a call id"):
+        cache.load("../etc/passwd")
+
+
+def test_cache_damaged_file_is_rebuilt_and_calls_go_on(tmp_path, caplog):
+    root = tmp_path / "db"
+    cache = ResultCache(str(root))
+    a = "a" * 64
+    cache.store(a, "p2prpc_f", "v", [encode_entry("n", "int", 5)], {})
+    cache.close()
+    (root / RESULTS_NAME).write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        if (root / (RESULTS_NAME + suffix)).exists():
+            (root / (RESULTS_NAME + suffix)).unlink()
+    fresh = ResultCache(str(root))
+    assert fresh.load(a) is None  # a miss: the call goes to the broker again
+    assert "damaged" in caplog.text and "rebuilding" in caplog.text
+    fresh.store(a, "p2prpc_f", "v", [encode_entry("n", "int", 6)], {})
+    assert ResultCache(str(root)).load(a)["outputs"] == [encode_entry("n", "int", 6)]
+
+
+def test_cache_unusable_file_means_no_cache_not_an_error(tmp_path, caplog):
+    root = tmp_path / "db"
+    root.mkdir()
+    (root / RESULTS_NAME).mkdir()  # SQLite cannot open a directory
+    cache = ResultCache(str(root))
+    a = "a" * 64
+    cache.store(a, "p2prpc_f", "v", [encode_entry("n", "int", 5)], {})  # logged, not raised
+    assert cache.load(a) is None
+    cache.remove(a)
+    assert "could not" in caplog.text
+
+
 def test_cache_remove_keeps_shared_and_outside_files(tmp_path):
     cache = ResultCache(str(tmp_path / "db"))
     user_file = tmp_path / "mine.bin"
@@ -320,12 +376,12 @@ def test_network_terminate_restart_delete(network, tmp_path):
     quick = fns["p2prpc_sleeps"](seconds=0.0)
     assert quick.get(timeout=60) == {"x": 1}
     app.cache.flush()  # the record is written behind get(); flush() writes it now
-    assert list((tmp_path / "clientdb" / "calls").glob(quick.call_id + ".json"))
+    assert record_on_disk(tmp_path / "clientdb", quick.call_id)
     quick.restart()
-    assert not list((tmp_path / "clientdb" / "calls").glob(quick.call_id + ".json"))
+    assert not record_on_disk(tmp_path / "clientdb", quick.call_id)
     assert quick.get(timeout=60) == {"x": 1}
     quick.delete()
-    assert not list((tmp_path / "clientdb" / "calls").glob(quick.call_id + ".json"))
+    assert not record_on_disk(tmp_path / "clientdb", quick.call_id)
 
 
 def test_wrong_password_is_an_authentication_error(network, tmp_path, rb_file):

@@ -179,6 +179,7 @@ class Executor:
         args = {a["name"]: a for a in job["args"]}
         with open(args["data"]["path"], "rb") as f:
             data = f.read()
+        os.makedirs(job["work_dir"], exist_ok=True)  # made by the run that needs it
         out = os.path.join(job["work_dir"], "report.bin")
         with open(out, "wb") as f:
             f.write(data[::-1])
