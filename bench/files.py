@@ -17,7 +17,8 @@ Measured:
      size (the function copies its input behind a 16-byte header: a new blob).
      End-to-end MiB/s = (argument + result bytes) / seconds from the call to
      get() returning with the result file in the client's cache; split into
-     submit (hash + upload) and the rest.
+     the call itself (hashing the argument; the upload starts in get(), which
+     sends the call) and get() (upload, worker, result).
   3. Call B: a BIG argument (4 GiB; --quick 512 MiB), a small result.
   4. Re-calls: call A again with the file unchanged (answered by the client's
      result cache; the file is not read: content-hash index), and with another
@@ -387,9 +388,9 @@ def main(argv=None):
     print("%-44s %12.0f %12.0f" % ("p2prpc end to end, MiB/s", e2e_a, e2e_b))
     print("%-44s %12s %12s" % ("  (bytes counted)", "arg+result", "arg"))
     print("%-44s %12.2f %12.2f" % ("  call, s", a["total_s"], b["total_s"]))
-    print("%-44s %12.2f %12.2f" % ("  of which submit (hash + upload), s", a["submit_s"],
-                                   b["submit_s"]))
-    print("%-44s %12.2f %12.2f" % ("  of which worker and result, s",
+    print("%-44s %12.2f %12.2f" % ("  of which f(...): hashing the argument, s",
+                                   a["submit_s"], b["submit_s"]))
+    print("%-44s %12.2f %12.2f" % ("  of which get(): upload, worker, result, s",
                                    a["total_s"] - a["submit_s"], b["total_s"] - b["submit_s"]))
     print("%-44s %12.2f" % ("  ratio to dd (arg+result / dd of the arg)",
                             e2e_a / floors["small"]["dd_mib_s"]))

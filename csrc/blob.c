@@ -269,7 +269,7 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
 {
     char path[PRPC_BLOB_PATH_MAX];
     uint64_t have = 0;
-    int fd = -1, rc;
+    int fd = -1, rc, bad;
 
     if ((rc = check_sha(sha, err)) != 0)
         return rc;
@@ -298,7 +298,15 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
     fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return prpc_error_errno(err, errno, "opening partial blob %s", sha);
-    if (write_all(fd, data, len, offset) != 0 || fsync(fd) != 0) {
+    bad = write_all(fd, data, len, offset) != 0;
+    if (!bad) {
+        /* Start the disk on the chunk now and feed the running hash meanwhile:
+         * the fsync then waits for less. */
+        (void)sync_file_range(fd, (off_t)offset, (off_t)len, SYNC_FILE_RANGE_WRITE);
+        running_feed(bd, sha, offset, data, len);
+        bad = fsync(fd) != 0;
+    }
+    if (bad) {
         int e = errno;
         rc = prpc_error_errno(err, e, "writing chunk of blob %s", sha);
         running_drop(bd, sha);
@@ -312,7 +320,6 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
         }
         goto out;
     }
-    running_feed(bd, sha, offset, data, len);
     *partial = offset + len;
     rc = 0;
 out:
