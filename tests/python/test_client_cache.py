@@ -394,3 +394,54 @@ def test_wrong_password_is_an_authentication_error(network, tmp_path, rb_file):
             remote(n=1).get(timeout=30)
     finally:
         wrong.background_server.shutdown()
+
+
+def test_network_get_sends_its_own_call_and_others_can_act_on_it(network):
+    """A get() on a call not yet sent sends it itself (submit and wait in one
+    request); another thread's terminate() meanwhile still reaches the call."""
+    app, fns, _ = network
+    fut = fns["p2prpc_sleeps"](seconds=30.0)
+    outcome = []
+    t = threading.Thread(target=lambda: outcome.append(_raised(lambda: fut.get(timeout=60))))
+    t.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    fut.terminate()
+    t.join(20)
+    assert not t.is_alive()
+    assert outcome and isinstance(outcome[0], ClientCallTerminated), outcome
+    assert time.monotonic() - started < 10
+    # A sequential run: every call's get() sends it, one request each.
+    sent = []
+    orig = app.submit_many
+    app.submit_many = lambda broker, prepared, wait_ms=0: (
+        sent.append((len(prepared), wait_ms)) or orig(broker, prepared, wait_ms))
+    try:
+        for k in range(6):
+            assert fns["p2prpc_sleeps"](seconds=0.001 * k).get(timeout=30) == {"x": 1}
+    finally:
+        del app.submit_many
+    assert [n for n, _ in sent] == [1] * 6 and all(w > 0 for _, w in sent), sent
+
+
+def test_network_calls_nobody_waits_for_are_still_sent(network):
+    """After a run of calls whose get() sent them, the submitter is no longer
+    woken per call; a call nobody waits for is still sent within moments."""
+    app, fns, _ = network
+    for k in range(5):
+        assert fns["p2prpc_sleeps"](seconds=0.002 * k).get(timeout=30) == {"x": 1}
+    done = threading.Event()
+    fut = fns["p2prpc_sleeps"](seconds=0.0123)
+    fut.add_done_callback(lambda f: done.set())
+    assert done.wait(15), "the call nobody waited for was never sent"
+    assert fut.get(timeout=1) == {"x": 1}
+    # Many at once: all sent in the background, in batches.
+    futures = [fns["p2prpc_sleeps"](seconds=0.0001 * k) for k in range(40)]
+    assert [f.get(timeout=60) for f in futures] == [{"x": 1}] * 40
+
+
+def _raised(fn):
+    try:
+        return fn()
+    except Exception as e:  # the test inspects it
+        return e
