@@ -9,6 +9,7 @@
  * and the upload starts over).
  */
 #include "blob.h"
+#include "fault.h"
 #include "hash.h"
 
 #include <dirent.h>
@@ -269,7 +270,7 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
 {
     char path[PRPC_BLOB_PATH_MAX];
     uint64_t have = 0;
-    int fd = -1, rc, bad;
+    int fd = -1, rc, bad, slow_ms = 0;
 
     if ((rc = check_sha(sha, err)) != 0)
         return rc;
@@ -304,6 +305,8 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
          * the fsync then waits for less. */
         (void)sync_file_range(fd, (off_t)offset, (off_t)len, SYNC_FILE_RANGE_WRITE);
         running_feed(bd, sha, offset, data, len);
+        if (prpc_fault("slow_disk", &slow_ms) && slow_ms > 0)
+            usleep((useconds_t)slow_ms * 1000);
         bad = fsync(fd) != 0;
     }
     if (bad) {

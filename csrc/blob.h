@@ -10,7 +10,7 @@
  *
  * Thread safety: distinct blobs may be written from different threads at
  * once; one blob's partial file is written by one writer at a time (the
- * broker serialises by running handlers on its loop thread).
+ * broker's blob thread does all its chunk writes and commits).
  */
 #ifndef PRPC_BLOB_H
 #define PRPC_BLOB_H

@@ -5,7 +5,11 @@
  * Thread safety: after prpc_broker_start everything here runs on the httpd
  * loop thread, so the waiter lists need no lock. The store is thread-safe on
  * its own. Store calls block the loop for the length of one durable commit;
- * that is the price of acknowledging only what is durable.
+ * that is the price of acknowledging only what is durable. Blob chunk writes
+ * and commits (hashing, writing and syncing up to 8 MiB, or hashing a whole
+ * blob) are the exception: they run on the broker's blob thread (blob_main),
+ * so a large upload never holds up the answers to calls. Its job lists are
+ * guarded by blob_mu; requests are only touched on the loop thread.
  *
  * Long-polls: over HTTP/1 h2o does not notice a client that went away while
  * its request is parked, so "answered" never means "received". Leases make
@@ -29,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,6 +64,28 @@ typedef struct batch_waiter {
     size_t n;
     int64_t deadline_ms;
 } batch_waiter_t;
+
+/* A chunk write or a commit, done on the blob thread. The request stays
+ * parked meanwhile; job->req is NULL once h2o let go of it (blob_hold_dispose
+ * waits for a job in progress first, so its body stays readable). */
+typedef struct blob_job {
+    h2o_linklist_t link; /* in blob_todo or blob_done, under blob_mu */
+    struct blob_hold *hold;
+    h2o_req_t *req;
+    enum { BLOB_CHUNK, BLOB_COMMIT, BLOB_PARTIAL } kind; /* PARTIAL: a HEAD's answer */
+    char sha[PRPC_CALL_ID_HEX + 1];
+    char chunk_sha[PRPC_CALL_ID_HEX + 1];
+    uint64_t offset, size, partial;
+    const void *data;
+    size_t len;
+    int running, ran, rc, held;
+    prpc_error_t err;
+} blob_job_t;
+
+typedef struct blob_hold {
+    struct prpc_broker *b;
+    blob_job_t *job; /* NULL once answered */
+} blob_hold_t;
 
 typedef struct lease_waiter {
     h2o_linklist_t link;
@@ -93,6 +120,17 @@ struct prpc_broker {
     h2o_linklist_t call_waiters;
     h2o_linklist_t lease_waiters;
     h2o_linklist_t batch_waiters; /* POST /v1/calls/wait */
+    pthread_t blob_thread;
+    int blob_thread_started;
+    pthread_mutex_t blob_mu;
+    pthread_cond_t blob_cv; /* a job was queued or finished, or blob_quit */
+    h2o_linklist_t blob_todo, blob_done;
+    int blob_quit;
+    int blob_busy; /* the blob thread is doing a job */
+    /* Held by the blob thread for a commit and by the loop while it decides on
+     * and removes blobs, so a blob committed again (its added time refreshed)
+     * is never removed on the strength of its old time. */
+    pthread_mutex_t blob_gc_mu;
     struct {
         uint64_t requests;
         uint64_t bytes_received; /* blob chunk bytes accepted */
@@ -815,8 +853,10 @@ static size_t checkpoint_blobs(prpc_broker_t *b, const char *id, prpc_checkpoint
 static void drop_blob(prpc_broker_t *b, const char *sha)
 {
     prpc_error_t err;
+    pthread_mutex_lock(&b->blob_gc_mu);
     if (prpc_store_blob_remove(b->store, sha, &err) == 0)
         prpc_blobdir_remove(b->blobs, sha, &err);
+    pthread_mutex_unlock(&b->blob_gc_mu);
 }
 
 static void drop_checkpoint_blobs(prpc_broker_t *b, prpc_checkpoint_t *ck, size_t n)
@@ -849,15 +889,15 @@ static void remove_unreferenced_blobs(prpc_broker_t *b, int64_t older_than_ms)
     char shas[64][65];
     size_t n = 0;
     prpc_error_t err;
+    int failed = 0;
     do {
-        if (prpc_store_blobs_unreferenced(b->store, older_than_ms, shas, 64, &n, &err) != 0)
-            return;
-        for (size_t i = 0; i < n; i++) {
-            if (prpc_blobdir_remove(b->blobs, shas[i], &err) != 0 ||
-                prpc_store_blob_remove(b->store, shas[i], &err) != 0)
-                return;
-        }
-    } while (n == 64);
+        pthread_mutex_lock(&b->blob_gc_mu);
+        failed = prpc_store_blobs_unreferenced(b->store, older_than_ms, shas, 64, &n, &err) != 0;
+        for (size_t i = 0; !failed && i < n; i++)
+            failed = prpc_blobdir_remove(b->blobs, shas[i], &err) != 0 ||
+                     prpc_store_blob_remove(b->store, shas[i], &err) != 0;
+        pthread_mutex_unlock(&b->blob_gc_mu);
+    } while (!failed && n == 64);
 }
 
 static void on_delete(prpc_broker_t *b, h2o_req_t *req, const char *id)
@@ -1211,7 +1251,9 @@ static void drop_corrupt_blob(prpc_broker_t *b, const char *sha, const char *why
     fprintf(stderr, "p2prpc broker: blob %s is corrupt on disk (%s); it was removed\n", sha,
             why);
     b->metrics.corrupt_blobs_dropped++;
+    pthread_mutex_lock(&b->blob_gc_mu);
     prpc_blobdir_remove(b->blobs, sha, &err);
+    pthread_mutex_unlock(&b->blob_gc_mu);
 }
 
 static void blob_stream_close(blob_stream_t *st)
@@ -1394,6 +1436,164 @@ static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const 
     blob_stream_proceed(&st->super, req);
 }
 
+/* ---- the blob thread -------------------------------------------------- */
+
+static void *blob_main(void *arg)
+{
+    prpc_broker_t *b = arg;
+    pthread_mutex_lock(&b->blob_mu);
+    for (;;) {
+        blob_job_t *j;
+        while (h2o_linklist_is_empty(&b->blob_todo) && !b->blob_quit)
+            pthread_cond_wait(&b->blob_cv, &b->blob_mu);
+        if (h2o_linklist_is_empty(&b->blob_todo))
+            break;
+        j = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, b->blob_todo.next);
+        h2o_linklist_unlink(&j->link);
+        if (j->req != NULL) {
+            j->running = b->blob_busy = 1;
+            pthread_mutex_unlock(&b->blob_mu);
+            if (j->kind == BLOB_PARTIAL) {
+                /* Behind the chunks queued before it: what it reports is synced. */
+                j->held = blob_held(b, j->sha, &j->size);
+                if (!j->held && prpc_blobdir_partial(b->blobs, j->sha, &j->partial, NULL) != 0)
+                    j->partial = 0;
+                j->rc = 0;
+            } else if (j->kind == BLOB_COMMIT) {
+                pthread_mutex_lock(&b->blob_gc_mu);
+                j->rc = prpc_blobdir_commit(b->blobs, j->sha, j->size, &j->err);
+                if (j->rc == 0)
+                    j->rc = prpc_store_blob_add(b->store, j->sha, j->size, prpc_now_ms(),
+                                                &j->err);
+                pthread_mutex_unlock(&b->blob_gc_mu);
+            } else {
+                j->rc = prpc_blobdir_write_chunk(b->blobs, j->sha, j->offset, j->data, j->len,
+                                                 j->chunk_sha, &j->partial, &j->err);
+            }
+            pthread_mutex_lock(&b->blob_mu);
+            j->running = b->blob_busy = 0;
+            j->ran = 1;
+        }
+        h2o_linklist_insert(&b->blob_done, &j->link);
+        pthread_cond_broadcast(&b->blob_cv);
+        pthread_mutex_unlock(&b->blob_mu);
+        prpc_httpd_wake(b->httpd);
+        pthread_mutex_lock(&b->blob_mu);
+    }
+    pthread_mutex_unlock(&b->blob_mu);
+    return NULL;
+}
+
+/* h2o lets go of a parked chunk request (its connection closed, the broker
+ * stops): wait for the job's write to end, so the body it reads stays valid. */
+static void blob_hold_dispose(void *p)
+{
+    blob_hold_t *h = p;
+    prpc_broker_t *b = h->b;
+    if (h->job == NULL)
+        return;
+    pthread_mutex_lock(&b->blob_mu);
+    while (h->job->running)
+        pthread_cond_wait(&b->blob_cv, &b->blob_mu);
+    h->job->req = NULL;
+    h->job->hold = NULL;
+    pthread_mutex_unlock(&b->blob_mu);
+    h->job = NULL;
+}
+
+/* HEAD /v1/blobs/{sha}: 200 with its size when held, else 404 saying how many
+ * bytes of it the broker has synced (where an upload resumes). */
+static void send_head(h2o_req_t *req, int held, uint64_t size, uint64_t partial)
+{
+    static h2o_generator_t gen = {NULL, NULL};
+    char body[32];
+    int n;
+    if (held) {
+        req->res.status = 200;
+        req->res.reason = "OK";
+        req->res.content_length = size;
+    } else {
+        n = snprintf(body, sizeof(body), "%llu", (unsigned long long)partial);
+        req->res.status = 404;
+        req->res.reason = "Not Found";
+        req->res.content_length = 0;
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-p2prpc-partial"), 0,
+                              NULL, h2o_strdup(&req->pool, body, (size_t)n).base, (size_t)n);
+    }
+    h2o_start_response(req, &gen);
+    h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+}
+
+/* Count what the blob thread did: a chunk written and synced is received
+ * whether or not its sender is still there to hear so. */
+static void blob_count(prpc_broker_t *b, const blob_job_t *j)
+{
+    if (!j->ran)
+        return;
+    if (j->kind == BLOB_COMMIT && j->rc == 0)
+        b->metrics.blobs_committed++;
+    if (j->kind == BLOB_CHUNK && j->rc != 0)
+        b->metrics.chunks_refused++;
+    if (j->kind == BLOB_CHUNK && j->rc == 0) {
+        b->metrics.chunks_received++;
+        b->metrics.bytes_received += j->len;
+    }
+}
+
+static void blob_answer(blob_job_t *j)
+{
+    char body[96];
+    int n;
+    if (j->kind == BLOB_PARTIAL) {
+        send_head(j->req, j->held, j->size, j->partial);
+        return;
+    }
+    if (j->rc != 0) {
+        send_err(j->req, &j->err);
+        return;
+    }
+    if (j->kind == BLOB_COMMIT)
+        n = snprintf(body, sizeof(body), "{\"size\": %llu}", (unsigned long long)j->size);
+    else
+        n = snprintf(body, sizeof(body), "{\"partial\": %llu}", (unsigned long long)j->partial);
+    prpc_httpd_send_json(j->req, 200, body, (size_t)n);
+}
+
+/* On the loop thread: answer the jobs the blob thread finished. */
+static void blob_answer_done(void *ud)
+{
+    prpc_broker_t *b = ud;
+    h2o_linklist_t done;
+    h2o_linklist_init_anchor(&done);
+    pthread_mutex_lock(&b->blob_mu);
+    h2o_linklist_insert_list(&done, &b->blob_done);
+    pthread_mutex_unlock(&b->blob_mu);
+    while (!h2o_linklist_is_empty(&done)) {
+        blob_job_t *j = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, done.next);
+        h2o_linklist_unlink(&j->link);
+        blob_count(b, j);
+        if (j->req != NULL) {
+            j->hold->job = NULL;
+            blob_answer(j);
+        }
+        free(j);
+    }
+}
+
+/* Park req and hand its chunk or commit to the blob thread. */
+static void blob_enqueue(prpc_broker_t *b, h2o_req_t *req, blob_job_t *j)
+{
+    blob_hold_t *h = h2o_mem_alloc_shared(&req->pool, sizeof(*h), blob_hold_dispose);
+    h->b = b;
+    h->job = j;
+    j->hold = h;
+    j->req = req;
+    pthread_mutex_lock(&b->blob_mu);
+    h2o_linklist_insert(&b->blob_todo, &j->link);
+    pthread_cond_broadcast(&b->blob_cv);
+    pthread_mutex_unlock(&b->blob_mu);
+}
+
 static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const char *rest)
 {
     prpc_error_t err;
@@ -1401,28 +1601,24 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
     char path[PRPC_BLOB_PATH_MAX], body[96];
     int n;
     h2o_iovec_t m = req->method;
+    blob_job_t *j;
 
     if (!prpc_blob_valid_sha(sha)) {
         prpc_httpd_send_error(req, 400, PRPC_EINVAL, "a blob is named by 64 lowercase hex digits");
         return;
     }
     if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("HEAD"))) {
-        static h2o_generator_t gen = {NULL, NULL};
         if (blob_held(b, sha, &size)) {
-            req->res.status = 200;
-            req->res.reason = "OK";
-            req->res.content_length = size;
-        } else {
-            prpc_blobdir_partial(b->blobs, sha, &size, NULL);
-            n = snprintf(body, sizeof(body), "%llu", (unsigned long long)size);
-            req->res.status = 404;
-            req->res.reason = "Not Found";
-            req->res.content_length = 0;
-            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-p2prpc-partial"), 0,
-                                  NULL, h2o_strdup(&req->pool, body, (size_t)n).base, (size_t)n);
+            send_head(req, 1, size, 0);
+            return;
         }
-        h2o_start_response(req, &gen);
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        if ((j = calloc(1, sizeof(*j))) == NULL) {
+            prpc_httpd_send_error(req, 503, PRPC_ENOMEM, "out of memory");
+            return;
+        }
+        memcpy(j->sha, sha, sizeof(j->sha));
+        j->kind = BLOB_PARTIAL;
+        blob_enqueue(b, req, j);
         return;
     }
     if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("GET"))) {
@@ -1436,7 +1632,6 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
     if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("PUT"))) {
         const char *chunk_sha = prpc_httpd_header(req, "x-p2prpc-chunk-sha256");
         int64_t offset = query_int(req, "offset", -1);
-        uint64_t partial = 0;
         if (offset < 0 || !prpc_blob_valid_sha(chunk_sha)) {
             prpc_httpd_send_error(req, 400, PRPC_EINVAL,
                                   "a chunk upload needs ?offset=N and the X-P2PRPC-Chunk-Sha256 "
@@ -1449,16 +1644,16 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
             prpc_httpd_send_json(req, 200, body, (size_t)n);
             return;
         }
-        if (prpc_blobdir_write_chunk(b->blobs, sha, (uint64_t)offset, req->entity.base,
-                                     req->entity.len, chunk_sha, &partial, &err) != 0) {
-            b->metrics.chunks_refused++;
-            send_err(req, &err);
+        if ((j = calloc(1, sizeof(*j))) == NULL) {
+            prpc_httpd_send_error(req, 503, PRPC_ENOMEM, "out of memory");
             return;
         }
-        b->metrics.chunks_received++;
-        b->metrics.bytes_received += req->entity.len;
-        n = snprintf(body, sizeof(body), "{\"partial\": %llu}", (unsigned long long)partial);
-        prpc_httpd_send_json(req, 200, body, (size_t)n);
+        memcpy(j->sha, sha, sizeof(j->sha));
+        memcpy(j->chunk_sha, chunk_sha, sizeof(j->chunk_sha));
+        j->offset = (uint64_t)offset;
+        j->data = req->entity.base;
+        j->len = req->entity.len;
+        blob_enqueue(b, req, j);
         return;
     }
     if (strcmp(rest, "/commit") == 0 && h2o_memis(m.base, m.len, H2O_STRLIT("POST"))) {
@@ -1467,14 +1662,14 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
             prpc_httpd_send_error(req, 400, PRPC_EINVAL, "commit needs ?size=N");
             return;
         }
-        if (prpc_blobdir_commit(b->blobs, sha, (uint64_t)want, &err) != 0 ||
-            prpc_store_blob_add(b->store, sha, (uint64_t)want, prpc_now_ms(), &err) != 0) {
-            send_err(req, &err);
+        if ((j = calloc(1, sizeof(*j))) == NULL) {
+            prpc_httpd_send_error(req, 503, PRPC_ENOMEM, "out of memory");
             return;
         }
-        b->metrics.blobs_committed++;
-        n = snprintf(body, sizeof(body), "{\"size\": %lld}", (long long)want);
-        prpc_httpd_send_json(req, 200, body, (size_t)n);
+        memcpy(j->sha, sha, sizeof(j->sha));
+        j->kind = BLOB_COMMIT;
+        j->size = (uint64_t)want;
+        blob_enqueue(b, req, j);
         return;
     }
     prpc_httpd_send_error(req, 405, PRPC_EINVAL, "method not allowed on a blob");
@@ -1748,6 +1943,12 @@ static void on_respond(void *ud, h2o_req_t *req, int status, const char *body, s
 static void on_stop(void *ud)
 {
     prpc_broker_t *b = ud;
+    /* Chunks already handed to the blob thread are written and answered. */
+    pthread_mutex_lock(&b->blob_mu);
+    while (b->blob_thread_started && (!h2o_linklist_is_empty(&b->blob_todo) || b->blob_busy))
+        pthread_cond_wait(&b->blob_cv, &b->blob_mu);
+    pthread_mutex_unlock(&b->blob_mu);
+    blob_answer_done(b);
     while (!h2o_linklist_is_empty(&b->call_waiters)) {
         call_waiter_t *w = H2O_STRUCT_FROM_MEMBER(call_waiter_t, link, b->call_waiters.next);
         h2o_linklist_unlink(&w->link);
@@ -1788,6 +1989,11 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     h2o_linklist_init_anchor(&b->call_waiters);
     h2o_linklist_init_anchor(&b->lease_waiters);
     h2o_linklist_init_anchor(&b->batch_waiters);
+    h2o_linklist_init_anchor(&b->blob_todo);
+    h2o_linklist_init_anchor(&b->blob_done);
+    pthread_mutex_init(&b->blob_mu, NULL);
+    pthread_mutex_init(&b->blob_gc_mu, NULL);
+    pthread_cond_init(&b->blob_cv, NULL);
     b->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 30000;
     b->heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 2000;
     b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 3;
@@ -1851,6 +2057,7 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     hc.on_tick = on_tick;
     hc.on_stop = on_stop;
     hc.on_respond = on_respond;
+    hc.on_wake = blob_answer_done;
     hc.tls_cert = cfg->tls_cert;
     hc.tls_key = cfg->tls_key;
     if ((b->httpd = prpc_httpd_new(&hc, err)) == NULL)
@@ -1869,7 +2076,11 @@ fail:
 
 int prpc_broker_start(prpc_broker_t *b, prpc_error_t *err)
 {
-    int rc = prpc_httpd_start(b->httpd, err);
+    int rc = pthread_create(&b->blob_thread, NULL, blob_main, b);
+    if (rc != 0)
+        return prpc_error_errno(err, rc, "starting the broker's blob thread");
+    b->blob_thread_started = 1;
+    rc = prpc_httpd_start(b->httpd, err);
     if (rc == 0)
         rc = prpc_nodes_start(b->nodes, err);
     return rc;
@@ -1884,14 +2095,31 @@ void prpc_broker_stop(prpc_broker_t *b)
 {
     if (b != NULL && b->httpd != NULL)
         prpc_httpd_stop(b->httpd);
+    if (b != NULL && b->blob_thread_started) {
+        pthread_mutex_lock(&b->blob_mu);
+        b->blob_quit = 1;
+        pthread_cond_broadcast(&b->blob_cv);
+        pthread_mutex_unlock(&b->blob_mu);
+        pthread_join(b->blob_thread, NULL);
+        b->blob_thread_started = 0;
+    }
 }
 
 void prpc_broker_free(prpc_broker_t *b)
 {
     if (b == NULL)
         return;
+    prpc_broker_stop(b);
     prpc_nodes_free(b->nodes);
     prpc_httpd_free(b->httpd);
+    while (!h2o_linklist_is_empty(&b->blob_done)) { /* only jobs whose requests are gone */
+        blob_job_t *j = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, b->blob_done.next);
+        h2o_linklist_unlink(&j->link);
+        free(j);
+    }
+    pthread_cond_destroy(&b->blob_cv);
+    pthread_mutex_destroy(&b->blob_gc_mu);
+    pthread_mutex_destroy(&b->blob_mu);
     prpc_store_close(b->store);
     prpc_blobdir_free(b->blobs);
     prpc_nonce_cache_free(b->nonces);

@@ -13,6 +13,8 @@
  *   corrupt_download httpc: one byte of a blob download is flipped before it
  *                    reaches the partial file; drawn once per GET
  *   store_write      store: a write fails with EIO before reaching the backend
+ *   slow_disk        blob: sleep the given milliseconds before a chunk's fsync
+ *                    (a slow disk; the broker must keep answering meanwhile)
  * The variables are read once, on first use. With P2PRPC_FAULTS unset,
  * prpc_fault costs a load and a compare.
  *

@@ -248,3 +248,62 @@ def test_with_a_password_a_damaged_chunk_is_resent_not_refused_as_forged(tmp_pat
         c.close()
     finally:
         b.stop()
+
+
+def test_broker_answers_while_a_chunk_is_written(tmp_path):
+    """Chunk writes and commits run on the broker's blob thread: with a disk
+    that takes over a second per chunk (slow_disk), calls and health checks
+    are answered meanwhile, the chunk's own answer comes once it is synced,
+    and a client that hangs up mid-write leaves a broker that goes on."""
+    import hashlib
+    import threading
+    import time
+
+    from broker_client import BrokerClient
+
+    fns = tmp_path / "faultfns.py"
+    fns.write_text(textwrap.dedent(FUNCTIONS))
+    broker = start_broker(tmp_path, function_file=str(fns), env=faults("slow_disk=1:1500"))
+    try:
+        port = int(broker.address.rsplit(":", 1)[1])
+        data = os.urandom(3 * MiB)
+        sha = hashlib.sha256(data).hexdigest()
+        put = {}
+
+        def upload():
+            c = BrokerClient(port)
+            put["reply"] = c.put("/v1/blobs/%s?offset=0" % sha, data,
+                                 headers={"X-P2PRPC-Chunk-Sha256": sha})
+            put["at"] = time.monotonic()
+            c.close()
+
+        t = threading.Thread(target=upload)
+        t.start()
+        time.sleep(0.3)
+        other = BrokerClient(port)
+        health = other.get("/v1/health")
+        answered = time.monotonic()
+        assert health.status == 200
+        assert "at" not in put, "the chunk was answered before the health check"
+        t.join(30)
+        assert put["reply"].status == 200 and put["reply"].json() == {"partial": len(data)}
+        assert put["at"] > answered
+        commit = other.post("/v1/blobs/%s/commit?size=%d" % (sha, len(data)))
+        assert commit.status == 200, commit
+        assert other.get("/v1/blobs/" + sha).body == data
+
+        # A client that hangs up while its chunk is being written.
+        data2 = os.urandom(MiB)
+        sha2 = hashlib.sha256(data2).hexdigest()
+        raw = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        raw.request("PUT", "/v1/blobs/%s?offset=0" % sha2, body=data2,
+                    headers={"X-P2PRPC-Chunk-Sha256": sha2})
+        time.sleep(0.3)
+        raw.close()
+        time.sleep(2.0)  # the write ends with nobody to answer
+        assert other.get("/v1/health").status == 200
+        head = other.request("HEAD", "/v1/blobs/" + sha2)
+        assert head.status == 404 and head.headers["x-p2prpc-partial"] == str(len(data2))
+        other.close()
+    finally:
+        broker.stop()
