@@ -1580,7 +1580,20 @@ static void blob_answer_done(void *ud)
     }
 }
 
-/* Park req and hand its chunk or commit to the blob thread. */
+/* A job of kind for blob sha, or NULL when out of memory (req is answered). */
+static blob_job_t *blob_job_new(h2o_req_t *req, int kind, const char *sha)
+{
+    blob_job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        prpc_httpd_send_error(req, 503, PRPC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    j->kind = kind;
+    memcpy(j->sha, sha, sizeof(j->sha));
+    return j;
+}
+
+/* Park req and hand its chunk, commit or HEAD to the blob thread. */
 static void blob_enqueue(prpc_broker_t *b, h2o_req_t *req, blob_job_t *j)
 {
     blob_hold_t *h = h2o_mem_alloc_shared(&req->pool, sizeof(*h), blob_hold_dispose);
@@ -1612,13 +1625,8 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
             send_head(req, 1, size, 0);
             return;
         }
-        if ((j = calloc(1, sizeof(*j))) == NULL) {
-            prpc_httpd_send_error(req, 503, PRPC_ENOMEM, "out of memory");
-            return;
-        }
-        memcpy(j->sha, sha, sizeof(j->sha));
-        j->kind = BLOB_PARTIAL;
-        blob_enqueue(b, req, j);
+        if ((j = blob_job_new(req, BLOB_PARTIAL, sha)) != NULL)
+            blob_enqueue(b, req, j);
         return;
     }
     if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("GET"))) {
@@ -1644,11 +1652,8 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
             prpc_httpd_send_json(req, 200, body, (size_t)n);
             return;
         }
-        if ((j = calloc(1, sizeof(*j))) == NULL) {
-            prpc_httpd_send_error(req, 503, PRPC_ENOMEM, "out of memory");
+        if ((j = blob_job_new(req, BLOB_CHUNK, sha)) == NULL)
             return;
-        }
-        memcpy(j->sha, sha, sizeof(j->sha));
         memcpy(j->chunk_sha, chunk_sha, sizeof(j->chunk_sha));
         j->offset = (uint64_t)offset;
         j->data = req->entity.base;
@@ -1662,12 +1667,8 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
             prpc_httpd_send_error(req, 400, PRPC_EINVAL, "commit needs ?size=N");
             return;
         }
-        if ((j = calloc(1, sizeof(*j))) == NULL) {
-            prpc_httpd_send_error(req, 503, PRPC_ENOMEM, "out of memory");
+        if ((j = blob_job_new(req, BLOB_COMMIT, sha)) == NULL)
             return;
-        }
-        memcpy(j->sha, sha, sizeof(j->sha));
-        j->kind = BLOB_COMMIT;
         j->size = (uint64_t)want;
         blob_enqueue(b, req, j);
         return;
