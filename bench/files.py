@@ -30,6 +30,9 @@ Measured:
      broker holds part of it; a new client makes the call again. Bytes the broker
      accepted beyond the file's size = bytes sent again.
   6. Peak RSS (VmHWM) of the broker, the worker, its executor child, the client.
+  7. Before A: no-op calls, one after another, while another connection uploads a
+     SMALL-sized file: their round trips show whether big transfers hold up calls
+     (the broker writes and syncs chunks on its blob thread, not its loop).
 
 Each dd and each call starts after os.sync(), so no figure includes the writeback of
 whatever ran before it (call A's result, written by the function without fsync, would
@@ -88,6 +91,10 @@ def p2prpc_copy(data: io.IOBase, n: int) -> {"out": io.IOBase, "size": int}:
 
 def p2prpc_size(data: io.IOBase, n: int) -> {"size": int, "n": int}:
     return {"size": os.fstat(data.fileno()).st_size, "n": n}
+
+
+def p2prpc_noop(i: int) -> {"i": int}:
+    return {"i": i}
 '''
 
 
@@ -238,6 +245,8 @@ def client_main(spec):
     try:
         copy = app.register_p2p_func()(m.p2prpc_copy)
         size = app.register_p2p_func()(m.p2prpc_size)
+        if spec.get("during"):
+            out["during"] = calls_during_upload(app, m, spec["discovery"], spec["during"])
         for step in spec["steps"]:
             fn = copy if step["fn"] == "copy" else size
             floor = []
@@ -262,6 +271,41 @@ def client_main(spec):
         app.background_server.shutdown()
     out["vm_hwm_kib"] = vm_hwm_kib(os.getpid())
     print(json.dumps(out), flush=True)
+
+
+def calls_during_upload(app, m, discovery, path):
+    """Round trips (s) of sequential no-op calls while another connection
+    uploads the file at path to the broker, and the upload's seconds."""
+    import threading
+
+    from p2prpc import _core
+
+    noop = app.register_p2p_func()(m.p2prpc_noop)
+    for i in range(20):
+        noop(i=i).get(timeout=60)
+    with open(discovery) as f:
+        address = f.read().split()[0]
+    sha = _core.sha256_file(path)
+    done = {}
+
+    def upload():
+        conn = _core.Connection(address, key=_core.derive_key(PASSWORD))
+        with open(path, "rb") as f:
+            t = time.perf_counter()
+            conn.upload_blob(f.fileno(), sha, os.fstat(f.fileno()).st_size)
+            done["s"] = time.perf_counter() - t
+        conn.close()
+
+    t = threading.Thread(target=upload)
+    t.start()
+    rtt, i = [], 1000
+    while t.is_alive():
+        i += 1
+        t0 = time.perf_counter()
+        noop(i=i).get(timeout=60)
+        rtt.append(time.perf_counter() - t0)
+    t.join()
+    return {"rtt_s": sorted(rtt), "upload_s": done.get("s")}
 
 
 def run_client(spec, env=None):
@@ -346,13 +390,14 @@ def main(argv=None):
     run_dir = os.path.join(base, "run")
     shutil.rmtree(run_dir, ignore_errors=True)
     os.makedirs(run_dir)
+    sizes = (("small", small), ("big", big), ("resume", res_size), ("during", small))
     files = {name: os.path.join(base, "%s-%dMiB.bin" % (name, size // MiB))
-             for name, size in (("small", small), ("big", big), ("resume", res_size))}
+             for name, size in sizes}
     nodes = []
     try:
         print("p2prpc files benchmark: %s, %d cpus, files in %s"
               % ("quick" if args.quick else "full", os.cpu_count(), base), flush=True)
-        for name, size in (("small", small), ("big", big), ("resume", res_size)):
+        for name, size in sizes:
             make_file(files[name], size)
         floors = {name: disk_floor(files[name], run_dir) for name in ("small", "big")}
         resume_sha = disk_floor(files["resume"], run_dir)["sha"]
@@ -369,7 +414,7 @@ def main(argv=None):
         nodes.append(worker)
 
         spec = {"function_file": function_file, "discovery": discovery,
-                "cache": os.path.join(run_dir, "client")}
+                "cache": os.path.join(run_dir, "client"), "during": files["during"]}
         spec["steps"] = [
             {"name": "A", "fn": "copy", "file": files["small"], "n": 1, "floor": run_dir},
             {"name": "A again, unchanged", "fn": "copy", "file": files["small"], "n": 1},
@@ -428,8 +473,16 @@ def main(argv=None):
     print("re-call, file unchanged (result cache):      %.2f ms" % (again["total_s"] * 1000))
     print("re-call, another int (hash from index, nothing uploaded): submit %.2f ms, call %.0f ms"
           % (other["submit_s"] * 1000, other["total_s"] * 1000))
-    print("broker bytes_received during the calls: %d (A's argument and result, B's "
-          "argument: %d)" % (m1["bytes_received"] - m0["bytes_received"], small + small + big))
+    print("broker bytes_received during the calls: %d (the upload below, A's argument and "
+          "result, B's argument: %d)" % (m1["bytes_received"] - m0["bytes_received"],
+                                          small + small + small + big))
+    dur = calls["during"]["rtt_s"]
+    print("no-op calls while another client uploads %d MiB (%.2f s): %d calls, round trip "
+          "p50 %.2f ms, p99 %.2f ms, max %.2f ms"
+          % (small // MiB, calls["during"]["upload_s"] or 0, len(dur),
+             dur[len(dur) // 2] * 1000 if dur else 0,
+             dur[min(len(dur) - 1, int(len(dur) * 0.99))] * 1000 if dur else 0,
+             dur[-1] * 1000 if dur else 0))
     print("resume: client killed with %d of %d bytes at the broker; broker accepted %d in all: "
           "%d sent again" % (res["partial_at_kill"], res["size"], res["received"], res["resent"]))
     print()
