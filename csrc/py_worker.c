@@ -122,14 +122,14 @@ static int run_cb(void *ud, const char *job_json, char **result_json)
     return rc;
 }
 
-static void cancel_cb(void *ud, const char *call_id)
+static void cancel_cb(void *ud, const char *call_id, const char *lease_id)
 {
     worker_object_t *self = ud;
     PyGILState_STATE g = PyGILState_Ensure();
     PyObject *fn = self->cancel, *r;
     if (fn != NULL) {
         Py_INCREF(fn);
-        r = PyObject_CallFunction(fn, "s", call_id);
+        r = PyObject_CallFunction(fn, "ss", call_id, lease_id);
         if (r == NULL)
             PyErr_WriteUnraisable(fn);
         Py_XDECREF(r);
@@ -416,7 +416,7 @@ static PyType_Slot worker_slots[] = {
                 "       concurrency=1, lease_wait_ms=20000, log=None, connect_timeout_ms=5000,\n"
                 "       ca=None, cache_max_bytes=0)\n\n"
                 "The worker loop (csrc/worker.h) on engine threads. run(job_json) -> result_json\n"
-                "blocks until the call finished; cancel(call_id) asks to stop one;\n"
+                "blocks until the call finished; cancel(call_id, lease_id) asks to stop one;\n"
                 "log(level, message) receives the engine's log lines."},
     {0, NULL},
 };

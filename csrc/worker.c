@@ -80,6 +80,7 @@ typedef struct slot {
     int hb_exit;           /* the heartbeat thread must end (the worker stops) */
     unsigned hb_gen;       /* counts calls, so a late heartbeat never touches the next */
     int running;           /* run has been called for this call */
+    int in_run;            /* ...and has not returned yet: only then is a cancel sent */
     int cancel_sent;       /* cancel was called for this call */
     int terminate_ordered; /* the broker asked to terminate it */
     int64_t job_started_ns; /* CLOCK_REALTIME when the current call began; 0 when idle */
@@ -524,7 +525,7 @@ static void *heartbeat_main(void *arg)
 {
     slot_t *s = arg;
     prpc_worker_t *w = s->w;
-    char call_id[PRPC_SHA256_HEX_LEN + 1], pq[128], body[160];
+    char call_id[PRPC_SHA256_HEX_LEN + 1], lease_id[WORKER_LEASE_ID_MAX + 1], pq[128], body[160];
     prpc_error_t err;
 
     pthread_mutex_lock(&w->mu);
@@ -554,6 +555,7 @@ static void *heartbeat_main(void *arg)
         s->hb_busy = 1;
         progress = s->progress;
         snprintf(call_id, sizeof(call_id), "%s", s->call_id);
+        snprintf(lease_id, sizeof(lease_id), "%s", s->lease_id);
         snprintf(pq, sizeof(pq), "/v1/leases/%s/heartbeat", s->lease_id);
         pthread_mutex_unlock(&w->mu);
 
@@ -597,12 +599,12 @@ static void *heartbeat_main(void *arg)
                 s->terminate_ordered = 1;
             if (stale)
                 s->stale = 1;
-            if ((terminate || stale) && !s->cancel_sent && !s->hb_stop) {
+            if ((terminate || stale) && !s->cancel_sent && !s->hb_stop && s->in_run) {
                 s->cancel_sent = 1;
                 pthread_mutex_unlock(&w->mu);
                 wlog(w, PRPC_LOG_INFO, "call %s: %s", call_id,
                      terminate ? "terminated by the broker" : "cancelled: lease lost");
-                w->cancel(w->ud, call_id);
+                w->cancel(w->ud, call_id, lease_id);
                 pthread_mutex_lock(&w->mu);
             }
         }
@@ -778,7 +780,7 @@ static int append_checkpoints(slot_t *s, prpc_httpc_t *h, const bson_t *lease,
 
 /* Build the job JSON, fetching file arguments and checkpoints. */
 static char *build_job(slot_t *s, prpc_httpc_t *h, const bson_t *lease, const char *call_id,
-                       const char *work_dir, prpc_error_t *err)
+                       const char *lease_id, const char *work_dir, prpc_error_t *err)
 {
     bson_t job = BSON_INITIALIZER, arr;
     bson_iter_t it, sub;
@@ -794,6 +796,7 @@ static char *build_job(slot_t *s, prpc_httpc_t *h, const bson_t *lease, const ch
         goto out;
     }
     BSON_APPEND_UTF8(&job, "call_id", call_id);
+    BSON_APPEND_UTF8(&job, "lease_id", lease_id);
     BSON_APPEND_UTF8(&job, "function", function);
     BSON_APPEND_UTF8(&job, "version", version);
     BSON_APPEND_UTF8(&job, "work_dir", work_dir);
@@ -1107,11 +1110,11 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
      * checkpoints): most calls never need one. A crashed run may have left one. */
     remove_tree(work_dir);
     s->fetched = 0;
-    job = build_job(s, h, lease, cid, work_dir, &err);
+    job = build_job(s, h, lease, cid, lid, work_dir, &err);
 
     pthread_mutex_lock(&w->mu);
     skip = s->stale || s->terminate_ordered;
-    s->running = job != NULL && !skip;
+    s->running = s->in_run = job != NULL && !skip;
     pthread_mutex_unlock(&w->mu);
     if (job == NULL && !transport_error(err.code)) {
         bson_t doc = BSON_INITIALIZER;
@@ -1126,6 +1129,7 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
     }
 
     pthread_mutex_lock(&w->mu);
+    s->in_run = 0; /* a cancel now would only be remembered for nothing */
     terminated = s->terminate_ordered;
     stale = s->stale;
     pthread_mutex_unlock(&w->mu);

@@ -59,7 +59,7 @@ typedef struct prpc_worker_function {
 
 /*
  * Run one call and block until it has finished in its executor. job_json is
- *   {"call_id", "function", "version", "work_dir",
+ *   {"call_id", "lease_id", "function", "version", "work_dir",
  *    "args": [typed entries as in docs/API.md; file entries also carry
  *             "path", the local path of the verified blob],
  *    "checkpoints": [{"key", "path"}: what earlier leases of the call saved
@@ -77,10 +77,13 @@ typedef struct prpc_worker_function {
  */
 typedef int (*prpc_worker_run_fn)(void *ud, const char *job_json, char **result_json);
 
-/* Stop the call call_id: its broker asked to terminate it, or its lease was
- * lost. Called at most once per call, from a heartbeat thread, possibly
- * while run is still starting that call (the callee must remember the id). */
-typedef void (*prpc_worker_cancel_fn)(void *ud, const char *call_id);
+/* Stop the call call_id as held under lease_id (the job's "lease_id"): its
+ * broker asked to terminate it, or the lease was lost. Called at most once
+ * per lease, from a heartbeat thread, possibly while run is still starting
+ * that call (the callee must remember it) or just after run returned: a
+ * callee that remembers early cancels must match them by lease, so a late
+ * cancel never stops the same call leased again. */
+typedef void (*prpc_worker_cancel_fn)(void *ud, const char *call_id, const char *lease_id);
 
 /* One log line (no newline); may be NULL: warnings and errors then go to
  * stderr. */

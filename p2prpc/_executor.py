@@ -112,6 +112,12 @@ def _code_of(exc):
     return None
 
 
+def _same_lease(cancelled, running):
+    """Whether a cancel of lease `cancelled` concerns a run of lease `running`
+    (None on either side: the caller does not name leases)."""
+    return cancelled is None or running is None or cancelled == running
+
+
 def _failed(type_, message, tb=""):
     return {"state": "failed", "outputs": [], "error": {"type": type_, "message": message,
                                                          "traceback": tb}}
@@ -163,7 +169,10 @@ class ExecutorPool:
         self._closed = False
         self._idle = queue.Queue()
         self._running = {}  # call_id -> _Child, or None while waiting for one
-        self._early_cancel = {}  # call_id -> monotonic time cancel() came before run()
+        # call_id -> (monotonic time, lease id or None) of a cancel() that came
+        # before its run(): it stops only a run of that lease.
+        self._early_cancel = {}
+        self._leases = {}  # call_id -> the lease id of its run in progress (or None)
         self._children = set()  # every live child, for close()
         self._spawn_q = queue.Queue()
         self._guard_lock = threading.Lock()
@@ -293,17 +302,20 @@ class ExecutorPool:
                 return json.dumps(_failed("p2prpc.ExecutorBusy",
                                           "call %s is already running in this executor" % call_id))
             early = self._early_cancel.pop(call_id, None)
-            if early is not None and time.monotonic() - early <= self.EARLY_CANCEL_S:
+            if (early is not None and time.monotonic() - early[0] <= self.EARLY_CANCEL_S
+                    and _same_lease(early[1], job.get("lease_id"))):
                 return json.dumps({"state": "terminated", "outputs": []})
             self._running[call_id] = None
+            self._leases[call_id] = job.get("lease_id")
         try:
             return json.dumps(self._run(job, call_id))
         finally:
             with self._lock:
                 self._running.pop(call_id, None)
+                self._leases.pop(call_id, None)
                 self._early_cancel.pop(call_id, None)
 
-    def _take_child(self, call_id):
+    def _take_child(self, call_id, lease_id=None):
         while True:
             c = self._idle.get()
             if c is None and not self._closed:
@@ -317,7 +329,8 @@ class ExecutorPool:
                 closed = self._closed
                 if not closed and (c.popen.poll() is None or c.fatal is not None):
                     self._running[call_id] = c
-                    if call_id in self._early_cancel:
+                    early = self._early_cancel.get(call_id)
+                    if early is not None and _same_lease(early[1], lease_id):
                         c.cancelled = True
                         c.kill()
                     return c
@@ -340,7 +353,7 @@ class ExecutorPool:
             self._replace()
 
     def _run(self, job, call_id):
-        c = self._take_child(call_id)
+        c = self._take_child(call_id, job.get("lease_id"))
         if c is None:
             return _failed("p2prpc.ExecutorClosed", "the executor pool is closed")
         if isinstance(c, str):
@@ -417,22 +430,27 @@ class ExecutorPool:
         except OSError:
             pass  # it was killed meanwhile (cancel): the reads find out
 
-    def cancel(self, call_id) -> bool:
+    def cancel(self, call_id, lease_id=None) -> bool:
         """Stop the call: SIGKILL its process group (a fresh warm child takes
         its place) so its run() returns state terminated. True when the call
         was running or waiting here. Otherwise False, and a run() of call_id
         starting within EARLY_CANCEL_S seconds returns terminated at once: the
-        worker engine may cancel a call while its run() is still on the way."""
+        worker engine may cancel a call while its run() is still on the way.
+        With lease_id (the job's "lease_id"), only a run of that lease: a late
+        cancel of an earlier lease must not stop the call leased again."""
         with self._lock:
             now = time.monotonic()
-            for old in [k for k, t in self._early_cancel.items() if now - t > self.EARLY_CANCEL_S]:
+            for old in [k for k, (t, _) in self._early_cancel.items()
+                        if now - t > self.EARLY_CANCEL_S]:
                 del self._early_cancel[old]
             if call_id not in self._running:
-                self._early_cancel[call_id] = now
+                self._early_cancel[call_id] = (now, lease_id)
                 return False
+            if not _same_lease(lease_id, self._leases.get(call_id)):
+                return False  # a late cancel of an earlier lease of this call
             c = self._running[call_id]
             if c is None:
-                self._early_cancel[call_id] = now
+                self._early_cancel[call_id] = (now, lease_id)
                 return True
             c.cancelled = True
             c.kill()

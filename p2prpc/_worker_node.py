@@ -1,8 +1,8 @@
 """Running a worker node: the engine's worker loop (_core.Worker) leasing calls
 from brokers and running them in a warm ExecutorPool.
 
-The engine calls run(job_json) from its slot threads and cancel(call_id) from
-its heartbeat threads; progress the function reports goes back through
+The engine calls run(job_json) from its slot threads and cancel(call_id,
+lease_id) from its heartbeat threads; progress the function reports goes back through
 Worker.report_progress. A broker that executes calls itself builds the same
 WorkerNode pointed at its own address (p2prpc/_broker_node.py).
 """
@@ -66,8 +66,8 @@ class WorkerNode:
             self.pool.close()
             raise
 
-    def _cancel(self, call_id):
-        self.pool.cancel(call_id)
+    def _cancel(self, call_id, lease_id):
+        self.pool.cancel(call_id, lease_id)
 
     def _on_progress(self, call_id, pct):
         w = self.worker

@@ -43,6 +43,7 @@ typedef struct runner {
     int runs, cancels;
     char job[4096];
     char cancelled_id[65];
+    char cancelled_lease[65];
     char in_content_ok;     /* the file argument's path held the right bytes */
     char out_path[512];
 } runner_t;
@@ -171,12 +172,13 @@ static int run_cb(void *ud, const char *job, char **result)
     return 0;
 }
 
-static void cancel_cb(void *ud, const char *call_id)
+static void cancel_cb(void *ud, const char *call_id, const char *lease_id)
 {
     runner_t *r = ud;
     pthread_mutex_lock(&r->mu);
     r->cancels++;
     snprintf(r->cancelled_id, sizeof(r->cancelled_id), "%s", call_id);
+    snprintf(r->cancelled_lease, sizeof(r->cancelled_lease), "%s", lease_id);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }
@@ -373,6 +375,12 @@ TEST(terminate_order_cancels_once)
     prpc_worker_free(w);
     CHECK_EQ_INT(fx.r.cancels, 1);
     CHECK_EQ_STR(fx.r.cancelled_id, CALL_ID);
+    {
+        /* The cancel names the lease the job ran under. */
+        char want[128];
+        snprintf(want, sizeof(want), "\"lease_id\" : \"%s\"", fx.r.cancelled_lease);
+        CHECK(fx.r.cancelled_lease[0] != '\0' && strstr(fx.r.job, want) != NULL);
+    }
     CHECK(strstr(fx.b.result, "\"state\" : \"terminated\"") != NULL);
     fixture_down(&fx);
 }

@@ -64,9 +64,12 @@ def p2prpc_wrong(n: int) -> {"x": int}:
 '''
 
 
-def job(call_id, function, args, version=None, work_dir=None):
-    return json.dumps({"call_id": call_id, "function": function, "version": version,
-                       "work_dir": work_dir, "args": [encode_entry(*a) for a in args]})
+def job(call_id, function, args, version=None, work_dir=None, lease_id=None):
+    j = {"call_id": call_id, "function": function, "version": version, "work_dir": work_dir,
+         "args": [encode_entry(*a) for a in args]}
+    if lease_id is not None:
+        j["lease_id"] = lease_id
+    return json.dumps(j)
 
 
 def pid_alive(pid):
@@ -307,6 +310,34 @@ def test_cancel_before_run_terminates_the_run(pool):
     pool.cancel("late")
     time.sleep(0.1)
     assert json.loads(pool.run(job("late", "p2prpc_steps", [("n", "int", 1)])))["state"] == "done"
+
+
+def test_a_late_cancel_of_an_earlier_lease_stops_nothing(pool):
+    """The engine may cancel a lease just after its run returned (its heartbeat
+    was in flight); the same call leased again must run, not end terminated."""
+    done = pool.run(job("again", "p2prpc_steps", [("n", "int", 1)], lease_id="L1"))
+    assert json.loads(done)["state"] == "done"
+    assert pool.cancel("again", "L1") is False  # late: L1's run is over
+    res = json.loads(pool.run(job("again", "p2prpc_steps", [("n", "int", 1)], lease_id="L2")))
+    assert res["state"] == "done", res
+    # An early cancel of the lease about to run still stops it.
+    assert pool.cancel("again", "L3") is False
+    res = json.loads(pool.run(job("again", "p2prpc_steps", [("n", "int", 1)], lease_id="L3")))
+    assert res == {"state": "terminated", "outputs": []}
+    # A cancel of another lease leaves a running one alone; its own lease stops it.
+    out = []
+    t = threading.Thread(target=lambda: out.append(json.loads(pool.run(
+        job("long", "p2prpc_sleep", [("seconds", "float", 30.0)], lease_id="L5")))))
+    t.start()
+    deadline = time.monotonic() + 10
+    while not pool.pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert pool.cancel("long", "L4") is False
+    assert t.is_alive()
+    assert pool.cancel("long", "L5") is True
+    t.join(15)
+    assert out and out[0]["state"] == "terminated", out
 
 
 def test_child_imports_our_p2prpc_and_keeps_the_users_environment(module, tmp_path, monkeypatch):

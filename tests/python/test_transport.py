@@ -191,7 +191,7 @@ class Executor:
         ]
         return json.dumps({"state": "done", "outputs": outputs, "error": None})
 
-    def cancel(self, call_id):
+    def cancel(self, call_id, lease_id):
         self.cancelled.append(call_id)
         self.release.set()
 
