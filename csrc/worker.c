@@ -663,6 +663,14 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, prpc_error_t 
     pthread_mutex_unlock(&w->mu);
     s->fetched = 1;
 
+    /* A blob already in the cache is hashed before a function reads it: one
+     * that rotted on this disk is dropped and fetched again, never used. */
+    if (prpc_blobdir_stat(w->blobs, sha, NULL, NULL) == 0) {
+        prpc_error_t bad;
+        if (prpc_blobdir_verify(w->blobs, sha, &bad) == PRPC_ECORRUPT)
+            wlog(w, PRPC_LOG_WARNING, "%s; fetching it again", bad.message);
+    }
+
     {
         int64_t started = mono_ms();
         for (int attempt = 1;; attempt++) {

@@ -49,3 +49,53 @@ def test_bad_cache_size_is_refused(tmp_path):
     worker = start_worker(tmp_path, discovery, extra=["--cache-size", "lots"])
     assert worker.proc.wait(30) == 2
     assert "not a size" in worker.log()
+
+
+def test_a_cached_blob_that_rotted_is_fetched_again_not_used(tmp_path):
+    """A bit flip in the worker's cached copy of an argument is caught by the
+    hash taken before the function reads it: the blob is fetched again and the
+    function sees the right bytes."""
+    import hashlib
+    import json
+    import urllib.request
+
+    broker = start_broker(tmp_path, extra=["--no-execute"])
+    discovery = write_discovery(tmp_path, broker.address)
+    worker = start_worker(tmp_path, discovery)
+    app = create_p2p_client_app(discovery, cache_path=str(tmp_path / "c"))
+
+    def served():
+        with urllib.request.urlopen("http://%s/v1/metrics" % broker.address) as r:
+            return json.loads(r.read())["bytes_served"]
+
+    try:
+        f = app.register_p2p_func()(functions.p2prpc_analyze_large_file)
+        src = tmp_path / "in.bin"
+        data = os.urandom(3 * MiB)
+        src.write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        with open(src, "rb") as fh:
+            first = f(video_handle=fh, arg2=1).get(timeout=60)
+        assert first["results_file1"].read() == data
+        cached = tmp_path / "worker" / "blobs" / sha[:2] / sha[2:]
+        assert cached.read_bytes() == data
+        with open(cached, "r+b") as fh:  # one bit rots on the worker's disk
+            fh.seek(MiB)
+            b = fh.read(1)
+            fh.seek(MiB)
+            fh.write(bytes([b[0] ^ 0x10]))
+        before = served()
+        with open(src, "rb") as fh:
+            second = f(video_handle=fh, arg2=2).get(timeout=60)
+        assert second["results_file1"].read() == data
+        assert served() - before >= len(data)  # fetched again
+        assert cached.read_bytes() == data
+        assert "corrupt on disk" in worker.log()
+        for res in (first, second):
+            for v in res.values():
+                if hasattr(v, "close"):
+                    v.close()
+    finally:
+        app.background_server.shutdown()
+        worker.stop()
+        broker.stop()
