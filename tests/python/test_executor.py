@@ -330,9 +330,9 @@ def test_a_late_cancel_of_an_earlier_lease_stops_nothing(pool):
         job("long", "p2prpc_sleep", [("seconds", "float", 30.0)], lease_id="L5")))))
     t.start()
     deadline = time.monotonic() + 10
-    while not pool.pids() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.3)
+    while pool._running.get("long") is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the run has its child
+    assert pool._running.get("long") is not None
     assert pool.cancel("long", "L4") is False
     assert t.is_alive()
     assert pool.cancel("long", "L5") is True
