@@ -69,7 +69,7 @@ typedef struct batch_waiter {
  * parked meanwhile; job->req is NULL once h2o let go of it (blob_hold_dispose
  * waits for a job in progress first, so its body stays readable). */
 typedef struct blob_job {
-    h2o_linklist_t link; /* in blob_todo or blob_done, under blob_mu */
+    h2o_linklist_t link; /* in blob_queue or blob_done, under blob_mu */
     struct blob_hold *hold;
     h2o_req_t *req;
     enum { BLOB_CHUNK, BLOB_COMMIT, BLOB_PARTIAL } kind; /* PARTIAL: a HEAD's answer */
@@ -124,7 +124,7 @@ struct prpc_broker {
     int blob_thread_started;
     pthread_mutex_t blob_mu;
     pthread_cond_t blob_cv; /* a job was queued or finished, or blob_quit */
-    h2o_linklist_t blob_todo, blob_done;
+    h2o_linklist_t blob_queue, blob_done;
     int blob_quit;
     int blob_busy; /* the blob thread is doing a job */
     /* Held by the blob thread for a commit and by the loop while it decides on
@@ -1444,11 +1444,11 @@ static void *blob_main(void *arg)
     pthread_mutex_lock(&b->blob_mu);
     for (;;) {
         blob_job_t *j;
-        while (h2o_linklist_is_empty(&b->blob_todo) && !b->blob_quit)
+        while (h2o_linklist_is_empty(&b->blob_queue) && !b->blob_quit)
             pthread_cond_wait(&b->blob_cv, &b->blob_mu);
-        if (h2o_linklist_is_empty(&b->blob_todo))
+        if (h2o_linklist_is_empty(&b->blob_queue))
             break;
-        j = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, b->blob_todo.next);
+        j = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, b->blob_queue.next);
         h2o_linklist_unlink(&j->link);
         if (j->req != NULL) {
             j->running = b->blob_busy = 1;
@@ -1602,7 +1602,7 @@ static void blob_enqueue(prpc_broker_t *b, h2o_req_t *req, blob_job_t *j)
     j->hold = h;
     j->req = req;
     pthread_mutex_lock(&b->blob_mu);
-    h2o_linklist_insert(&b->blob_todo, &j->link);
+    h2o_linklist_insert(&b->blob_queue, &j->link);
     pthread_cond_broadcast(&b->blob_cv);
     pthread_mutex_unlock(&b->blob_mu);
 }
@@ -1946,7 +1946,7 @@ static void on_stop(void *ud)
     prpc_broker_t *b = ud;
     /* Chunks already handed to the blob thread are written and answered. */
     pthread_mutex_lock(&b->blob_mu);
-    while (b->blob_thread_started && (!h2o_linklist_is_empty(&b->blob_todo) || b->blob_busy))
+    while (b->blob_thread_started && (!h2o_linklist_is_empty(&b->blob_queue) || b->blob_busy))
         pthread_cond_wait(&b->blob_cv, &b->blob_mu);
     pthread_mutex_unlock(&b->blob_mu);
     blob_answer_done(b);
@@ -1990,7 +1990,7 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     h2o_linklist_init_anchor(&b->call_waiters);
     h2o_linklist_init_anchor(&b->lease_waiters);
     h2o_linklist_init_anchor(&b->batch_waiters);
-    h2o_linklist_init_anchor(&b->blob_todo);
+    h2o_linklist_init_anchor(&b->blob_queue);
     h2o_linklist_init_anchor(&b->blob_done);
     pthread_mutex_init(&b->blob_mu, NULL);
     pthread_mutex_init(&b->blob_gc_mu, NULL);
