@@ -90,8 +90,9 @@ def vm_hwm_kib(pid):
     return None
 
 
-def children_of(pid):
-    """The direct children of a process, from /proc/PID/task/*/children."""
+def children_of(pid, deep=False):
+    """The direct children of a process, from /proc/PID/task/*/children (with
+    deep, their descendants too)."""
     out = []
     try:
         tids = os.listdir("/proc/%d/task" % pid)
@@ -103,13 +104,17 @@ def children_of(pid):
                 out.extend(int(x) for x in f.read().split())
         except FileNotFoundError:
             pass
+    if deep:
+        for c in list(out):
+            out += children_of(c, deep=True)
     return out
 
 
 class Node:
-    """A node process started by the benchmark, its output going to a log file."""
+    """A node process started by the benchmark, its output going to a log file
+    (env None: this process's environment)."""
 
-    def __init__(self, name, args, cwd, env):
+    def __init__(self, name, args, cwd, env=None):
         self.name = name
         self.log_path = os.path.join(cwd, "%s.log" % name)
         with open(self.log_path, "w") as log:

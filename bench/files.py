@@ -57,6 +57,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from calls import BenchError, Node, children_of, vm_hwm_kib  # noqa: E402  (shared with calls.py)
+
 MiB = 1 << 20
 CHUNK = 8 * MiB  # PRPC_BLOB_CHUNK (csrc/blob.h)
 PASSWORD = "bench files password"
@@ -96,59 +99,6 @@ def p2prpc_size(data: io.IOBase, n: int) -> {"size": int, "n": int}:
 def p2prpc_noop(i: int) -> {"i": int}:
     return {"i": i}
 '''
-
-
-class BenchError(Exception):
-    """The benchmark could not measure (as opposed to measuring something slow)."""
-
-
-# ---- processes ---------------------------------------------------------------------
-
-
-def vm_hwm_kib(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def children_of(pid):
-    out = []
-    try:
-        for tid in os.listdir("/proc/%d/task" % pid):
-            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                out += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    for c in list(out):
-        out += children_of(c)
-    return out
-
-
-class Node:
-    def __init__(self, name, args, cwd, env):
-        self.name = name
-        self.log_path = os.path.join(cwd, name + ".log")
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                         env=env)
-
-    def log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def stop(self, timeout=15):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def node_env(**extra):
@@ -269,7 +219,7 @@ def client_main(spec):
             out[step["name"]] = rec
     finally:
         app.background_server.shutdown()
-    out["vm_hwm_kib"] = vm_hwm_kib(os.getpid())
+    out["vm_hwm_kib"] = vm_hwm_kib(os.getpid()) or 0
     print(json.dumps(out), flush=True)
 
 
@@ -424,8 +374,10 @@ def main(argv=None):
         m0 = metrics(broker.address)
         calls = client_result(run_client(spec), "calls A and B")
         m1 = metrics(broker.address)
-        rss = {"broker": vm_hwm_kib(broker.proc.pid), "worker": vm_hwm_kib(worker.proc.pid),
-               "executor": max([vm_hwm_kib(c) for c in children_of(worker.proc.pid)] or [0]),
+        rss = {"broker": vm_hwm_kib(broker.proc.pid) or 0,
+               "worker": vm_hwm_kib(worker.proc.pid) or 0,
+               "executor": max([vm_hwm_kib(c) or 0
+                                for c in children_of(worker.proc.pid, deep=True)] or [0]),
                "client": calls["vm_hwm_kib"]}
         res = resume(run_dir, spec, broker, files["resume"], resume_sha)
     except BenchError as e:

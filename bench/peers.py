@@ -23,7 +23,6 @@ import gc
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from calls import (  # noqa: E402  (the shared measuring code lives in calls.py)
     BenchError,
+    Node,
     children_of,
     latency_summary,
     mib,
@@ -65,28 +65,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Proc:
-    def __init__(self, name, args, cwd, env=None):
-        self.name = name
-        self.log_path = os.path.join(cwd, "%s.log" % name)
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                         env=env)
-
-    def log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def stop(self, timeout=20):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def find_redis_server():
     exe = shutil.which("redis-server")
     if exe is None:
@@ -95,7 +73,7 @@ def find_redis_server():
 
 
 def start_redis(exe, run_dir, port):
-    proc = Proc("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", run_dir,
+    proc = Node("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", run_dir,
                           "--daemonize", "no"], run_dir)
     import redis
 
@@ -110,7 +88,7 @@ def start_redis(exe, run_dir, port):
         if proc.proc.poll() is not None:
             break
         time.sleep(0.05)
-    proc.stop()
+    proc.stop(timeout=20)
     raise BenchError("redis-server did not start; its output:\n" + proc.log())
 
 
@@ -188,7 +166,7 @@ def measure(seq_n, burst_n, workers, warmup, deadline, run_dir):
     redis_proc = worker = None
     try:
         redis_proc = start_redis(exe, run_dir, port)
-        worker = Proc("celery-worker", [sys.executable, "-m", "celery", "-A", "peer_noop",
+        worker = Node("celery-worker", [sys.executable, "-m", "celery", "-A", "peer_noop",
                                         "worker", "--pool", "prefork", "--concurrency",
                                         str(workers), "--loglevel", "WARNING"], run_dir, env)
         sys.path.insert(0, run_dir)
@@ -216,9 +194,9 @@ def measure(seq_n, burst_n, workers, warmup, deadline, run_dir):
         peer_noop.app.close()
     finally:
         if worker is not None:
-            worker.stop()
+            worker.stop(timeout=20)
         if redis_proc is not None:
-            redis_proc.stop()
+            redis_proc.stop(timeout=20)
     return {"ok": True, "name": "Celery %s + Redis %s (redis-py %s)"
             % (celery_v, server_v, redis_py_v), "seq": seq, "burst": burst, "memory": memory}
 
