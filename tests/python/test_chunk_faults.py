@@ -22,7 +22,7 @@ import textwrap
 
 import pytest
 
-from e2e.nodes import start_broker, start_worker, write_discovery
+from e2e.nodes import http_req, metrics, start_broker, start_worker, write_discovery
 from p2prpc.p2p_client import create_p2p_client_app
 
 MiB = 1 << 20
@@ -65,23 +65,6 @@ try:
 finally:
     app.background_server.shutdown()
 '''
-
-
-def http_req(address, method, path):
-    host, port = address.rsplit(":", 1)
-    c = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        c.request(method, path)
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
-
-
-def metrics(address):
-    status, _, body = http_req(address, "GET", "/v1/metrics")
-    assert status == 200, body
-    return json.loads(body)
 
 
 def write_random(path, size):

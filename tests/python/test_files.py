@@ -8,7 +8,6 @@ the tests can ask HEAD /v1/blobs/{sha} with a plain HTTP client and read
 X-P2PRPC-Partial."""
 import ast
 import hashlib
-import http.client
 import importlib.util
 import json
 import os
@@ -22,7 +21,7 @@ import time
 
 import pytest
 
-from e2e.nodes import start_broker, start_worker, write_discovery
+from e2e.nodes import http_req, metrics, start_broker, start_worker, write_discovery
 from p2prpc import _hashindex, errors
 from p2prpc.p2p_client import create_p2p_client_app
 
@@ -124,23 +123,6 @@ def sha_of(path):
         for b in iter(lambda: f.read(MiB), b""):
             h.update(b)
     return h.hexdigest()
-
-
-def http_req(address, method, path):
-    host, port = address.rsplit(":", 1)
-    c = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        c.request(method, path)
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
-
-
-def metrics(address):
-    status, _, body = http_req(address, "GET", "/v1/metrics")
-    assert status == 200, body
-    return json.loads(body)
 
 
 def broker_partial(address, sha):

@@ -3,7 +3,7 @@ blobs are evicted after a call, never one a running call uses."""
 import os
 
 from e2e import functions
-from e2e.nodes import start_broker, start_worker, write_discovery
+from e2e.nodes import metrics, start_broker, start_worker, write_discovery
 from p2prpc.p2p_client import create_p2p_client_app
 
 MiB = 1024 * 1024
@@ -56,17 +56,11 @@ def test_a_cached_blob_that_rotted_is_fetched_again_not_used(tmp_path):
     hash taken before the function reads it: the blob is fetched again and the
     function sees the right bytes."""
     import hashlib
-    import json
-    import urllib.request
 
     broker = start_broker(tmp_path, extra=["--no-execute"])
     discovery = write_discovery(tmp_path, broker.address)
     worker = start_worker(tmp_path, discovery)
     app = create_p2p_client_app(discovery, cache_path=str(tmp_path / "c"))
-
-    def served():
-        with urllib.request.urlopen("http://%s/v1/metrics" % broker.address) as r:
-            return json.loads(r.read())["bytes_served"]
 
     try:
         f = app.register_p2p_func()(functions.p2prpc_analyze_large_file)
@@ -84,11 +78,11 @@ def test_a_cached_blob_that_rotted_is_fetched_again_not_used(tmp_path):
             b = fh.read(1)
             fh.seek(MiB)
             fh.write(bytes([b[0] ^ 0x10]))
-        before = served()
+        before = metrics(broker.address)["bytes_served"]
         with open(src, "rb") as fh:
             second = f(video_handle=fh, arg2=2).get(timeout=60)
         assert second["results_file1"].read() == data
-        assert served() - before >= len(data)  # fetched again
+        assert metrics(broker.address)["bytes_served"] - before >= len(data)  # fetched again
         assert cached.read_bytes() == data
         assert "corrupt on disk" in worker.log()
         for res in (first, second):

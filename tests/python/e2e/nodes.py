@@ -1,4 +1,6 @@
 """Starting real broker and worker processes on loopback for the end-to-end tests."""
+import http.client
+import json
 import os
 import re
 import signal
@@ -8,6 +10,25 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FUNCTIONS = os.path.join(HERE, "functions.py")
+
+
+def http_req(address, method, path):
+    """(status, lower-cased headers, body) of one unsigned request to a broker."""
+    host, port = address.rsplit(":", 1)
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def metrics(address):
+    """A broker's GET /v1/metrics counters."""
+    status, _, body = http_req(address, "GET", "/v1/metrics")
+    assert status == 200, body
+    return json.loads(body)
 
 
 class Node:
