@@ -1,4 +1,5 @@
 """Shared pytest fixtures for the Python tests (which run against the installed package)."""
+import json
 import textwrap
 
 import pytest
@@ -20,6 +21,27 @@ def rb_file(tmp_path):
     yield make
     for f in opened:
         f.close()
+
+
+@pytest.fixture
+def make_broker(tmp_path, request):
+    """Factory: a started in-process broker serving the test module's FUNCTIONS,
+    each in its own data dir (keywords go to _core.Broker); stopped at teardown.
+    test_broker.py keeps its own, over one data dir."""
+    from p2prpc import _core
+
+    started = []
+
+    def make(**kw):
+        b = _core.Broker(json.dumps(request.module.FUNCTIONS),
+                         str(tmp_path / ("data%d" % len(started))), **kw)
+        b.start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
 
 
 @pytest.fixture

@@ -25,21 +25,6 @@ def key():
     return _core.derive_key("signed answers password")
 
 
-@pytest.fixture
-def make_broker(tmp_path):
-    started = []
-
-    def make(**kw):
-        b = _core.Broker(json.dumps(FUNCTIONS), str(tmp_path / ("data%d" % len(started))), **kw)
-        b.start()
-        started.append(b)
-        return b
-
-    yield make
-    for b in started:
-        b.stop()
-
-
 def _read_message(f, is_response, head_request=False):
     """One HTTP/1.1 message from a buffered socket file: (start line, header
     lines, body), or None at EOF. Bodies are Content-Length framed (the broker

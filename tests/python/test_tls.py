@@ -58,22 +58,6 @@ def pki(tmp_path_factory):
                                     "elsewhere.pem", "elsewhere.key")}
 
 
-@pytest.fixture
-def make_broker(tmp_path):
-    """Factory: a started broker (keywords go to _core.Broker); stopped at teardown."""
-    started = []
-
-    def make(**kw):
-        b = _core.Broker(json.dumps(FUNCTIONS), str(tmp_path / ("data%d" % len(started))), **kw)
-        b.start()
-        started.append(b)
-        return b
-
-    yield make
-    for b in started:
-        b.stop()
-
-
 @pytest.fixture(scope="module")
 def key():
     return _core.derive_key("tls test password")
