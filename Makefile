@@ -10,7 +10,7 @@ VPY    := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 DEBS := gcc make pkg-config python3-dev libh2o-evloop-dev libcurl4-openssl-dev libbson-dev \
-        libmongoc-dev libsqlite3-dev libssl-dev iproute2 docker-compose clang libclang-rt-14-dev
+        libmongoc-dev libsqlite3-dev libssl-dev openssl iproute2 docker-compose clang libclang-rt-14-dev
 
 PKGS      := libh2o-evloop libcurl libbson-1.0 sqlite3 libcrypto
 MONGO     := $(shell pkg-config --exists libmongoc-1.0 2>/dev/null && echo libmongoc-1.0)
