@@ -384,8 +384,9 @@ int prpc_blobdir_commit(prpc_blobdir_t *bd, const char *sha, uint64_t size, prpc
     return 0;
 }
 
-int prpc_blobdir_partial_open(prpc_blobdir_t *bd, const char *sha, int *fd, uint64_t *offset,
-                              prpc_error_t *err)
+/* Open sha's partial file with flags: *fd and its length now. */
+static int open_partial(prpc_blobdir_t *bd, const char *sha, int flags, int *fd,
+                        uint64_t *size, prpc_error_t *err)
 {
     char path[PRPC_BLOB_PATH_MAX];
     struct stat st;
@@ -393,17 +394,33 @@ int prpc_blobdir_partial_open(prpc_blobdir_t *bd, const char *sha, int *fd, uint
     if ((rc = check_sha(sha, err)) != 0)
         return rc;
     partial_path(bd, sha, path);
-    f = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (f < 0)
+    f = open(path, flags | O_CLOEXEC, 0600);
+    if (f < 0) {
+        if (errno == ENOENT && !(flags & O_CREAT))
+            return prpc_error_set(err, PRPC_ENOTFOUND, "no upload of blob %s is in progress",
+                                  sha);
         return prpc_error_errno(err, errno, "opening partial blob %s", sha);
+    }
     if (fstat(f, &st) != 0) {
         rc = prpc_error_errno(err, errno, "partial blob %s", sha);
         close(f);
         return rc;
     }
     *fd = f;
-    *offset = (uint64_t)st.st_size;
+    *size = (uint64_t)st.st_size;
     return 0;
+}
+
+int prpc_blobdir_partial_open(prpc_blobdir_t *bd, const char *sha, int *fd, uint64_t *offset,
+                              prpc_error_t *err)
+{
+    return open_partial(bd, sha, O_WRONLY | O_CREAT, fd, offset, err);
+}
+
+int prpc_blobdir_partial_read(prpc_blobdir_t *bd, const char *sha, int *fd, uint64_t *size,
+                              prpc_error_t *err)
+{
+    return open_partial(bd, sha, O_RDONLY, fd, size, err);
 }
 
 int prpc_blobdir_import_fd(prpc_blobdir_t *bd, int fd, const char *sha, char sha_out[65],

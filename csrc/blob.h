@@ -74,6 +74,12 @@ void prpc_blobdir_feed(prpc_blobdir_t *bd, const char *sha, uint64_t offset, con
 int prpc_blobdir_partial_open(prpc_blobdir_t *bd, const char *sha, int *fd, uint64_t *offset,
                               prpc_error_t *err);
 
+/* Open sha's partial file read-only: *fd and the bytes it holds now. For a
+ * download that follows an upload still arriving; the fd stays valid when the
+ * commit renames the file into place. PRPC_ENOTFOUND when there is none. */
+int prpc_blobdir_partial_read(prpc_blobdir_t *bd, const char *sha, int *fd, uint64_t *size,
+                              prpc_error_t *err);
+
 /* Re-hash a complete blob; PRPC_ECORRUPT (and the blob is removed) when its
  * content no longer matches its name. */
 int prpc_blobdir_verify(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err);

@@ -72,13 +72,15 @@ typedef struct blob_job {
     h2o_linklist_t link; /* in blob_queue or blob_done, under blob_mu */
     struct blob_hold *hold;
     h2o_req_t *req;
-    enum { BLOB_CHUNK, BLOB_COMMIT, BLOB_PARTIAL } kind; /* PARTIAL: a HEAD's answer */
+    /* PARTIAL: a HEAD's answer; FOLLOW: the start of a GET ?follow=SIZE */
+    enum { BLOB_CHUNK, BLOB_COMMIT, BLOB_PARTIAL, BLOB_FOLLOW } kind;
     char sha[PRPC_CALL_ID_HEX + 1];
     char chunk_sha[PRPC_CALL_ID_HEX + 1];
     uint64_t offset, size, partial;
     const void *data;
     size_t len;
     int running, ran, rc, held;
+    int fd; /* FOLLOW: the partial file, opened behind the chunks queued before it */
     prpc_error_t err;
 } blob_job_t;
 
@@ -120,6 +122,8 @@ struct prpc_broker {
     h2o_linklist_t call_waiters;
     h2o_linklist_t lease_waiters;
     h2o_linklist_t batch_waiters; /* POST /v1/calls/wait */
+    h2o_linklist_t followers;     /* GET ?follow= answers of blobs still arriving */
+    int64_t upload_stall_ms;      /* a follower with nothing new this long is cut off */
     pthread_t blob_thread;
     int blob_thread_started;
     pthread_mutex_t blob_mu;
@@ -138,6 +142,7 @@ struct prpc_broker {
         uint64_t chunks_refused;
         uint64_t blobs_committed;
         uint64_t bytes_served;   /* blob bytes sent by verified GETs */
+        uint64_t bytes_followed; /* blob bytes sent while their upload was still arriving */
         uint64_t corrupt_blobs_dropped;
         uint64_t calls_submitted;
         uint64_t leases_granted;
@@ -230,6 +235,22 @@ static int holds_blob(void *ud, const char *sha, uint64_t size)
 {
     uint64_t held = 0;
     return blob_held((prpc_broker_t *)ud, sha, &held) && held == size;
+}
+
+/* A call's file argument is accepted while its upload is still arriving
+ * (cut-through): its worker follows the upload (GET ?follow=). The blob is
+ * recorded with the size the call gives, as the call's reference to it needs
+ * (and retention then keeps the partial file while the call lives); the
+ * commit checks the upload against that size. Results and checkpoints name
+ * only held blobs. */
+static int holds_or_receives_blob(void *ud, const char *sha, uint64_t size)
+{
+    prpc_broker_t *b = ud;
+    uint64_t partial = 0;
+    if (holds_blob(b, sha, size))
+        return 1;
+    return prpc_blobdir_partial(b->blobs, sha, &partial, NULL) == 0 && partial > 0 &&
+           partial <= size && prpc_store_blob_add(b->store, sha, size, prpc_now_ms(), NULL) == 0;
 }
 
 /* The deepest nesting of [ and { in a JSON text (strings skipped). */
@@ -623,7 +644,7 @@ static void on_submit(prpc_broker_t *b, h2o_req_t *req)
 
     memset(&sub, 0, sizeof(sub));
     if (doc == NULL ||
-        prpc_wire_decode_submit(&b->functions, doc, holds_blob, b, &sub, &err) != 0 ||
+        prpc_wire_decode_submit(&b->functions, doc, holds_or_receives_blob, b, &sub, &err) != 0 ||
         submit_decoded(b, &sub, 1, &out, NULL, &created, &state, &err) != 0) {
         prpc_buf_cleanup(&out);
         send_err(req, &err);
@@ -690,7 +711,8 @@ static void on_submit_batch(prpc_broker_t *b, h2o_req_t *req)
         if (BSON_ITER_HOLDS_DOCUMENT(&arr)) {
             bson_iter_document(&arr, &len, &data);
             if (bson_init_static(&one, data, len))
-                rc = prpc_wire_decode_submit(&b->functions, &one, holds_blob, b, &subs[i], &e);
+                rc = prpc_wire_decode_submit(&b->functions, &one, holds_or_receives_blob, b, &subs[i],
+                                             &e);
         }
         if (rc != 0) {
             prpc_buf_t eb = PRPC_BUF_INIT;
@@ -1436,6 +1458,243 @@ static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const 
     blob_stream_proceed(&st->super, req);
 }
 
+/* ---- following a blob still being uploaded (cut-through) -------------- */
+
+/* GET /v1/blobs/{sha}?follow=SIZE while the blob's upload is in progress: a
+ * worker fetching a call's argument gets each chunk as soon as the blob
+ * thread has synced it, so its download runs beside the client's upload
+ * rather than after it. The last piece waits for the commit (the broker's
+ * hash of the whole upload). A failed commit, no new chunk for
+ * upload_stall_ms, or the broker stopping cut the answer short: the receiver
+ * sees a failed transfer, keeps what it has and asks again from there (Range).
+ * Not hashed on the way out: every byte was hashed on its way in (its chunk's
+ * SHA-256, then the whole at the commit), and the receiver hashes what it got
+ * before using it. */
+typedef struct blob_follow {
+    h2o_generator_t super;
+    h2o_linklist_t link; /* in b->followers until the answer ends */
+    prpc_broker_t *b;
+    h2o_req_t *req;
+    int fd; /* the partial file; the commit renames it, the fd stays valid */
+    char sha[65];
+    uint64_t pos, end, size; /* sending [pos, end) of a blob of size bytes */
+    uint64_t synced;         /* bytes of the partial file the blob thread has synced */
+    int committed;
+    int ready;            /* h2o wants more and nothing is in flight */
+    int64_t last_news_ms; /* the answer started or a chunk arrived */
+    char *buf;
+} blob_follow_t;
+
+static void follow_close(blob_follow_t *f)
+{
+    if (h2o_linklist_is_linked(&f->link))
+        h2o_linklist_unlink(&f->link);
+    if (f->fd >= 0) {
+        close(f->fd);
+        f->fd = -1;
+    }
+}
+
+static void follow_dispose(void *p)
+{
+    follow_close(p);
+}
+
+static void follow_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    PRPC_UNUSED(req);
+    follow_close((blob_follow_t *)g);
+}
+
+/* Cut the answer short: the receiver resumes with a Range request. */
+static void follow_cut(blob_follow_t *f, const char *why)
+{
+    fprintf(stderr, "p2prpc broker: a download following blob %s was cut at byte %llu: %s\n",
+            f->sha, (unsigned long long)f->pos, why);
+    follow_close(f);
+    h2o_send(f->req, NULL, 0, H2O_SEND_STATE_ERROR);
+}
+
+/* Send what is synced and not yet sent, when h2o is ready for it. */
+static void follow_pump(blob_follow_t *f)
+{
+    /* Until the commit the last byte is held back, so the answer cannot
+     * complete on bytes the commit may yet refuse. */
+    uint64_t cap = f->committed ? f->end : (f->end > f->pos ? f->end - 1 : f->pos);
+    uint64_t avail = f->committed ? f->end : (f->synced < cap ? f->synced : cap);
+    size_t want, got = 0;
+    h2o_iovec_t iov;
+    int last;
+
+    if (!f->ready || f->fd < 0)
+        return;
+    want = avail > f->pos ? (avail - f->pos < SERVE_CHUNK ? (size_t)(avail - f->pos) : SERVE_CHUNK)
+                          : 0;
+    while (got < want) {
+        ssize_t n = pread(f->fd, f->buf + got, want - got, (off_t)(f->pos + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got < want && f->committed) {
+        follow_cut(f, "the committed blob is shorter than its size");
+        return;
+    }
+    last = f->committed && f->pos + got == f->end;
+    if (got == 0 && !last)
+        return; /* parked until the blob thread syncs more (follow_news) */
+    f->pos += got;
+    f->ready = 0;
+    f->b->metrics.bytes_followed += got;
+    if (last)
+        follow_close(f);
+    iov = h2o_iovec_init(f->buf, got);
+    h2o_send(f->req, &iov, 1, last ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void follow_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    blob_follow_t *f = (blob_follow_t *)g;
+    PRPC_UNUSED(req);
+    f->ready = 1;
+    follow_pump(f);
+}
+
+/* The blob thread finished job j: tell the followers of its blob. */
+static void follow_news(prpc_broker_t *b, const blob_job_t *j)
+{
+    h2o_linklist_t *node;
+    /* A refused chunk leaves the partial file as it was, except on a full
+     * disk: then the file was dropped, and an open follower would keep its
+     * space from every other upload. */
+    if (!j->ran || (j->kind != BLOB_CHUNK && j->kind != BLOB_COMMIT) ||
+        (j->kind == BLOB_CHUNK && j->rc != 0 && j->rc != PRPC_ENOSPC))
+        return;
+    for (node = b->followers.next; node != &b->followers;) {
+        blob_follow_t *f = H2O_STRUCT_FROM_MEMBER(blob_follow_t, link, node);
+        node = node->next;
+        if (strcmp(f->sha, j->sha) != 0)
+            continue;
+        if (j->kind == BLOB_CHUNK && j->rc != 0) {
+            follow_cut(f, j->err.message);
+            continue;
+        }
+        if (j->kind == BLOB_CHUNK) {
+            if (j->partial > f->synced)
+                f->synced = j->partial;
+            f->last_news_ms = prpc_now_ms();
+        } else if (j->rc != 0) {
+            follow_cut(f, j->err.message);
+            continue;
+        } else if (j->size != f->size) {
+            follow_cut(f, "the upload committed a blob of another size than the download asked");
+            continue;
+        } else {
+            f->committed = 1;
+            f->synced = j->size;
+        }
+        follow_pump(f);
+    }
+}
+
+/* Followers that waited upload_stall_ms for a chunk are cut off: an upload
+ * nobody finishes must not hold a worker forever. */
+static void follow_expire(prpc_broker_t *b, int64_t now)
+{
+    h2o_linklist_t *node;
+    for (node = b->followers.next; node != &b->followers;) {
+        blob_follow_t *f = H2O_STRUCT_FROM_MEMBER(blob_follow_t, link, node);
+        node = node->next;
+        if (f->ready && !f->committed && now - f->last_news_ms >= b->upload_stall_ms)
+            follow_cut(f, "no new chunk of its upload arrived in time");
+    }
+}
+
+/* Answer a GET ?follow= once the blob thread has looked (job j): the blob
+ * itself when it is held by now, else the partial file it opened. */
+static void follow_start(prpc_broker_t *b, h2o_req_t *req, blob_job_t *j)
+{
+    const char *range = prpc_httpd_header(req, "range");
+    char path[PRPC_BLOB_PATH_MAX], cr[96];
+    prpc_error_t err;
+    blob_follow_t *f;
+    struct stat sb;
+    uint64_t first = 0, end = j->size;
+    int n, ranged = 0;
+
+    if (j->held) {
+        if (prpc_blobdir_path(b->blobs, j->sha, path, &err) != 0)
+            send_err(req, &err);
+        else
+            serve_blob(b, req, j->sha, path, range);
+        return;
+    }
+    if (j->fd < 0) {
+        prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND,
+                              "no blob %s on this broker, and no upload of it in progress", j->sha);
+        return;
+    }
+    if (range != NULL && (ranged = parse_range(range, j->size, &first, &end)) == 0) {
+        n = snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)j->size);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
+                       h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
+        prpc_httpd_send_error(req, 416, PRPC_EINVAL, "range %.64s is outside blob %s", range,
+                              j->sha);
+        return;
+    }
+    if (ranged != 1) {
+        first = 0;
+        end = j->size;
+    }
+    if (j->partial <= first && fstat(j->fd, &sb) == 0 &&
+        prpc_now_ms() - ((int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000) >=
+            b->upload_stall_ms) {
+        /* Nothing to send and nothing arriving: a download asking again after
+         * its answer was cut for a stall learns the upload stopped. */
+        prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND,
+                              "blob %s is not on this broker: its upload stopped at %llu of %llu "
+                              "bytes (no chunk for %.1f s); upload it again",
+                              j->sha, (unsigned long long)j->partial,
+                              (unsigned long long)j->size, (double)b->upload_stall_ms / 1000.0);
+        return;
+    }
+    f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), follow_dispose);
+    memset(f, 0, sizeof(*f));
+    f->super.proceed = follow_proceed;
+    f->super.stop = follow_stop;
+    f->b = b;
+    f->req = req;
+    f->fd = j->fd;
+    j->fd = -1;
+    memcpy(f->sha, j->sha, sizeof(f->sha));
+    f->pos = first;
+    f->end = end;
+    f->size = j->size;
+    f->synced = j->partial;
+    f->last_news_ms = prpc_now_ms();
+    f->buf = h2o_mem_alloc_pool(&req->pool, SERVE_CHUNK);
+    if (ranged == 1 && !(first == 0 && end == j->size)) {
+        n = snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)first,
+                     (unsigned long long)(end - 1), (unsigned long long)j->size);
+        req->res.status = 206;
+        req->res.reason = "Partial Content";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
+                       h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
+    } else {
+        req->res.status = 200;
+        req->res.reason = "OK";
+    }
+    req->res.content_length = end - first;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/octet-stream"));
+    h2o_linklist_insert(&b->followers, &f->link);
+    h2o_start_response(req, &f->super);
+    f->ready = 1;
+    follow_pump(f);
+}
+
 /* ---- the blob thread -------------------------------------------------- */
 
 static void *blob_main(void *arg)
@@ -1458,6 +1717,15 @@ static void *blob_main(void *arg)
                 j->held = blob_held(b, j->sha, &j->size);
                 if (!j->held && prpc_blobdir_partial(b->blobs, j->sha, &j->partial, NULL) != 0)
                     j->partial = 0;
+                j->rc = 0;
+            } else if (j->kind == BLOB_FOLLOW) {
+                /* Behind the chunks queued before it, like PARTIAL: the
+                 * length it starts from is synced, and later chunks and the
+                 * commit reach its followers in order. */
+                j->held = blob_held(b, j->sha, NULL);
+                if (!j->held &&
+                    prpc_blobdir_partial_read(b->blobs, j->sha, &j->fd, &j->partial, NULL) != 0)
+                    j->fd = -1;
                 j->rc = 0;
             } else if (j->kind == BLOB_COMMIT) {
                 pthread_mutex_lock(&b->blob_gc_mu);
@@ -1548,6 +1816,10 @@ static void blob_answer(blob_job_t *j)
         send_head(j->req, j->held, j->size, j->partial);
         return;
     }
+    if (j->kind == BLOB_FOLLOW) {
+        follow_start(j->hold->b, j->req, j);
+        return;
+    }
     if (j->rc != 0) {
         send_err(j->req, &j->err);
         return;
@@ -1576,6 +1848,9 @@ static void blob_answer_done(void *ud)
             j->hold->job = NULL;
             blob_answer(j);
         }
+        follow_news(b, j);
+        if (j->fd >= 0)
+            close(j->fd); /* a follower that left before its answer began */
         free(j);
     }
 }
@@ -1589,6 +1864,7 @@ static blob_job_t *blob_job_new(h2o_req_t *req, int kind, const char *sha)
         return NULL;
     }
     j->kind = kind;
+    j->fd = -1;
     memcpy(j->sha, sha, sizeof(j->sha));
     return j;
 }
@@ -1630,6 +1906,21 @@ static void on_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const cha
         return;
     }
     if (rest[0] == '\0' && h2o_memis(m.base, m.len, H2O_STRLIT("GET"))) {
+        int64_t follow = query_int(req, "follow", -1);
+        if (prpc_httpd_query(req, "follow") != NULL && follow < 0) {
+            prpc_httpd_send_error(req, 400, PRPC_EINVAL,
+                                  "follow=SIZE needs the blob's size in bytes");
+            return;
+        }
+        if (follow >= 0 && !blob_held(b, sha, NULL)) {
+            /* The upload may still be arriving: the blob thread looks, in
+             * order with its chunks. */
+            if ((j = blob_job_new(req, BLOB_FOLLOW, sha)) != NULL) {
+                j->size = (uint64_t)follow;
+                blob_enqueue(b, req, j);
+            }
+            return;
+        }
         if (prpc_blobdir_path(b->blobs, sha, path, &err) != 0) {
             send_err(req, &err);
             return;
@@ -1823,6 +2114,7 @@ static int route(void *ud, h2o_req_t *req)
                         "{\"requests\": %llu, \"bytes_received\": %llu, "
                         "\"chunks_received\": %llu, \"chunks_refused\": %llu, "
                         "\"blobs_committed\": %llu, \"bytes_served\": %llu, "
+                        "\"bytes_followed\": %llu, "
                         "\"corrupt_blobs_dropped\": %llu, \"calls_submitted\": %llu, "
                         "\"leases_granted\": %llu, \"results_accepted\": %llu, "
                         "\"results_refused\": %llu, \"auth_refused\": %llu}",
@@ -1832,6 +2124,7 @@ static int route(void *ud, h2o_req_t *req)
                         (unsigned long long)b->metrics.chunks_refused,
                         (unsigned long long)b->metrics.blobs_committed,
                         (unsigned long long)b->metrics.bytes_served,
+                        (unsigned long long)b->metrics.bytes_followed,
                         (unsigned long long)b->metrics.corrupt_blobs_dropped,
                         (unsigned long long)b->metrics.calls_submitted,
                         (unsigned long long)b->metrics.leases_granted,
@@ -1913,6 +2206,7 @@ static void on_tick(void *ud, uint64_t now_ms)
                 dispatch_leases(b);
         }
     }
+    follow_expire(b, now);
     if (now - b->last_retention_ms >= b->retention_every_ms) {
         b->last_retention_ms = now;
         run_retention(b, now);
@@ -1950,6 +2244,9 @@ static void on_stop(void *ud)
         pthread_cond_wait(&b->blob_cv, &b->blob_mu);
     pthread_mutex_unlock(&b->blob_mu);
     blob_answer_done(b);
+    while (!h2o_linklist_is_empty(&b->followers))
+        follow_cut(H2O_STRUCT_FROM_MEMBER(blob_follow_t, link, b->followers.next),
+                   "the broker is shutting down");
     while (!h2o_linklist_is_empty(&b->call_waiters)) {
         call_waiter_t *w = H2O_STRUCT_FROM_MEMBER(call_waiter_t, link, b->call_waiters.next);
         h2o_linklist_unlink(&w->link);
@@ -1990,6 +2287,7 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     h2o_linklist_init_anchor(&b->call_waiters);
     h2o_linklist_init_anchor(&b->lease_waiters);
     h2o_linklist_init_anchor(&b->batch_waiters);
+    h2o_linklist_init_anchor(&b->followers);
     h2o_linklist_init_anchor(&b->blob_queue);
     h2o_linklist_init_anchor(&b->blob_done);
     pthread_mutex_init(&b->blob_mu, NULL);
@@ -1998,6 +2296,7 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     b->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 30000;
     b->heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 2000;
     b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 3;
+    b->upload_stall_ms = cfg->upload_stall_ms > 0 ? cfg->upload_stall_ms : 25000;
     b->max_body = cfg->max_body > 0 && cfg->max_body < PRPC_WIRE_META_MAX ? cfg->max_body
                                                                           : PRPC_WIRE_META_MAX;
     b->max_leases_per_worker = cfg->max_leases_per_worker > 0 ? cfg->max_leases_per_worker : 64;
@@ -2116,6 +2415,8 @@ void prpc_broker_free(prpc_broker_t *b)
     while (!h2o_linklist_is_empty(&b->blob_done)) { /* only jobs whose requests are gone */
         blob_job_t *j = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, b->blob_done.next);
         h2o_linklist_unlink(&j->link);
+        if (j->fd >= 0)
+            close(j->fd);
         free(j);
     }
     pthread_cond_destroy(&b->blob_cv);

@@ -25,6 +25,10 @@ typedef struct prpc_broker_config {
     int64_t lease_ms;           /* 0 = 30000 */
     int heartbeat_ms;           /* told to workers; 0 = 2000 */
     int max_attempts;           /* leases before a call fails; 0 = 3 */
+    int64_t upload_stall_ms;    /* a download following an upload still arriving is cut off
+                                   after this long without a new chunk; 0 = 25000 (under
+                                   httpc's PRPC_HTTPC_STALL_S, so the cut, not the
+                                   receiver's timeout, is what the receiver sees) */
     int64_t expire_ms;          /* finished calls and unreferenced blobs older than this are
                                    removed; 0 = 7 days, < 0 = never */
     int insecure;               /* allow a non-loopback address without a key */

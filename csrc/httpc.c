@@ -770,10 +770,10 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, const char *s
         if (r < 0)
             return prpc_error_errno(err, errno, "reading fd %d for blob %s at offset %" PRIu64,
                                     fd, sha, off + done);
-        if (r == 0)
-            return prpc_error_set(err, PRPC_EIO,
-                                  "fd %d ends at %" PRIu64 " bytes but blob %s was given as "
-                                  "longer",
+        if (r == 0) /* not EIO: another try reads the same file, and meets the same end */
+            return prpc_error_set(err, PRPC_EINVAL,
+                                  "the file (fd %d) ends at %" PRIu64 " bytes, shorter than "
+                                  "blob %s it was hashed as: it changed since",
                                   fd, off + done, sha);
         done += (size_t)r;
     }
@@ -834,6 +834,12 @@ static int chunk_wait(chunk_t *c)
 int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
                            prpc_error_t *err)
 {
+    return prpc_httpc_upload_blob_until(h, fd, sha_hex, size, UINT64_MAX, NULL, err);
+}
+
+int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
+                                 uint64_t until, int *complete, prpc_error_t *err)
+{
     char pq[160], what[192], hdr[128];
     chunk_t chunks[2], *cur = &chunks[0], *next = &chunks[1];
     uint64_t off = 0, refused_off = 0;
@@ -850,11 +856,17 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
                               sha_hex ? sha_hex : "(null)");
     if (fd < 0)
         return prpc_error_set(err, PRPC_EINVAL, "bad fd %d for blob %s", fd, sha_hex);
+    if (complete != NULL)
+        *complete = 1;
     rc = blob_head(h, sha_hex, &held, &off, err);
     if (rc != 0 || held)
         return rc;
     if (off > size)
         off = 0; /* the broker's partial is longer than the blob: PUT at 0 makes it say so */
+    if (off >= until && off < size) {
+        *complete = 0;
+        return 0;
+    }
     for (int i = 0; i < 2; i++) {
         chunks[i].fd = fd;
         chunks[i].sha = sha_hex;
@@ -902,6 +914,10 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
             off += cur->n;
             first = 0;
             t = cur, cur = next, next = t;
+            if (off >= until && off < size) {
+                *complete = 0;
+                goto out;
+            }
             continue;
         }
         /* Whatever was read ahead is for an offset the broker did not reach. */
@@ -964,9 +980,10 @@ out:
 }
 
 /* One download attempt into bd's partial file; commits when complete. */
-static int download_once(prpc_httpc_t *h, const char *sha, prpc_blobdir_t *bd, prpc_error_t *err)
+static int download_once(prpc_httpc_t *h, const char *sha, int64_t follow, prpc_blobdir_t *bd,
+                         prpc_error_t *err)
 {
-    char pq[128], what[PRPC_HTTPC_URL_MAX + 128], range[64];
+    char pq[160], what[PRPC_HTTPC_URL_MAX + 128], range[64];
     uint64_t offset = 0;
     long status = 0;
     int fd = -1, rc;
@@ -979,7 +996,10 @@ static int download_once(prpc_httpc_t *h, const char *sha, prpc_blobdir_t *bd, p
     s.corrupt = prpc_fault("corrupt_download", NULL);
     s.bd = bd;
     s.sha = sha;
-    snprintf(pq, sizeof(pq), "/v1/blobs/%s", sha);
+    if (follow >= 0)
+        snprintf(pq, sizeof(pq), "/v1/blobs/%s?follow=%" PRId64, sha, follow);
+    else
+        snprintf(pq, sizeof(pq), "/v1/blobs/%s", sha);
     snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", offset);
     rc = httpc_perform(h, "GET", pq, NULL, 0, NULL, NULL, offset > 0 ? range : NULL, 0, 1, &s,
                        &status, err);
@@ -1006,8 +1026,8 @@ out:
     return rc;
 }
 
-int prpc_httpc_download_blob(prpc_httpc_t *h, const char *sha_hex, prpc_blobdir_t *bd,
-                             prpc_error_t *err)
+static int download(prpc_httpc_t *h, const char *sha_hex, int64_t follow, prpc_blobdir_t *bd,
+                    prpc_error_t *err)
 {
     prpc_error_t last;
     int rc = 0;
@@ -1021,7 +1041,7 @@ int prpc_httpc_download_blob(prpc_httpc_t *h, const char *sha_hex, prpc_blobdir_
      * retry starts from zero; a blob that never arrives whole ends with
      * ECORRUPT rather than an endless refetch. */
     for (int i = 0; i < HTTPC_DOWNLOAD_TRIES; i++) {
-        rc = download_once(h, sha_hex, bd, &last);
+        rc = download_once(h, sha_hex, follow, bd, &last);
         if (rc != PRPC_ECORRUPT)
             break;
     }
@@ -1033,4 +1053,19 @@ int prpc_httpc_download_blob(prpc_httpc_t *h, const char *sha_hex, prpc_blobdir_
     if (rc != 0 && err != NULL)
         *err = last;
     return rc;
+}
+
+int prpc_httpc_download_blob(prpc_httpc_t *h, const char *sha_hex, prpc_blobdir_t *bd,
+                             prpc_error_t *err)
+{
+    return download(h, sha_hex, -1, bd, err);
+}
+
+int prpc_httpc_follow_blob(prpc_httpc_t *h, const char *sha_hex, uint64_t size,
+                           prpc_blobdir_t *bd, prpc_error_t *err)
+{
+    if (size > (uint64_t)INT64_MAX)
+        return prpc_error_set(err, PRPC_EINVAL, "blob %s: size %" PRIu64 " is too large",
+                              sha_hex ? sha_hex : "(null)", size);
+    return download(h, sha_hex, (int64_t)size, bd, err);
 }

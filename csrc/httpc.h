@@ -121,12 +121,22 @@ int prpc_httpc_status_error(long status, const char *body, size_t len, const cha
  * in flight) is sent again from the broker's partial, at most 5 times.
  * Blocks: call without the GIL.
  * Errors: transport and signature codes as prpc_httpc_request; PRPC_EIO
- * when fd cannot be read or is shorter than size; PRPC_ECORRUPT naming the
+ * when fd cannot be read; PRPC_EINVAL when it is shorter than size (the file
+ * changed since it was hashed); PRPC_ECORRUPT naming the
  * blob and the chunk's offset after 5 refusals in a row, or when the broker
  * finds the content does not hash to sha_hex; other broker refusals by their
  * code. */
 int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
                            prpc_error_t *err);
+
+/* As prpc_httpc_upload_blob, but returns once the broker has synced at least
+ * `until` bytes of a blob it does not yet hold whole (*complete = 0, nothing
+ * committed): a call naming the blob can then be submitted while a second
+ * call of this function, resuming from the broker's copy, sends the rest.
+ * *complete = 1 when the broker holds the blob (uploaded and committed, or
+ * held before). `complete` may be NULL only with until = UINT64_MAX. */
+int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
+                                 uint64_t until, int *complete, prpc_error_t *err);
 
 /* Make bd hold blob sha_hex, fetched from the broker when it is not there
  * already: streamed to bd's partial file (resuming with Range after what a
@@ -138,5 +148,13 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
  * try failed the hash (nothing is kept); PRPC_EIO / PRPC_ENOSPC writing bd. */
 int prpc_httpc_download_blob(prpc_httpc_t *h, const char *sha_hex, prpc_blobdir_t *bd,
                              prpc_error_t *err);
+
+/* As prpc_httpc_download_blob for a blob of `size` bytes that may still be
+ * arriving at the broker (a call's argument submitted while its upload goes
+ * on): GET ?follow=SIZE streams each chunk once the broker has synced it and
+ * ends at the broker's commit. An upload that stalls is cut off by the broker
+ * and returned as a transport error, with what arrived kept for a resume. */
+int prpc_httpc_follow_blob(prpc_httpc_t *h, const char *sha_hex, uint64_t size,
+                           prpc_blobdir_t *bd, prpc_error_t *err);
 
 #endif

@@ -19,7 +19,7 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
                              "advertise", "expire_ms", "insecure", "tls_cert", "tls_key", "peers",
                              "max_body", "request_timeout_ms", "max_connections",
                              "max_leases_per_worker", "max_headers", "max_header_bytes",
-                             "max_depth", NULL};
+                             "max_depth", "upload_stall_ms", NULL};
     const char *functions_json = NULL, *data_dir = NULL, *host = "127.0.0.1";
     const char *synchronous = NULL, *store_uri = NULL, *advertise = NULL;
     const char *tls_cert = NULL, *tls_key = NULL;
@@ -27,7 +27,7 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     const char **peers = NULL;
     int rc = -1, max_leases_per_worker = 0, max_depth = 0;
     Py_ssize_t max_body = 0, max_connections = 0, max_headers = 0, max_header_bytes = 0;
-    long long request_timeout_ms = 0;
+    long long request_timeout_ms = 0, upload_stall_ms = 0;
     Py_buffer key = {0};
     int port = 0, heartbeat_ms = 2000, max_attempts = 3;
     long long lease_ms = 30000, expire_ms = 0;
@@ -37,13 +37,13 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     prpc_broker_t *b;
     pyprpc_state_t *st = pyprpc_state_of_type(Py_TYPE(self));
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLpzzOnLninni", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ss|siz*LiizzzLpzzOnLninniL", kwlist,
                                      &functions_json, &data_dir, &host, &port, &key, &lease_ms,
                                      &heartbeat_ms, &max_attempts, &synchronous, &store_uri,
                                      &advertise, &expire_ms, &insecure, &tls_cert, &tls_key,
                                      &peers_obj, &max_body, &request_timeout_ms,
                                      &max_connections, &max_leases_per_worker, &max_headers,
-                                     &max_header_bytes, &max_depth))
+                                     &max_header_bytes, &max_depth, &upload_stall_ms))
         return -1;
     if (peers_obj != NULL && peers_obj != Py_None) {
         Py_ssize_t n;
@@ -93,7 +93,8 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     cfg.tls_key = tls_key;
     cfg.peers = peers;
     if (max_body < 0 || max_connections < 0 || request_timeout_ms < 0 ||
-        max_leases_per_worker < 0 || max_headers < 0 || max_header_bytes < 0 || max_depth < 0) {
+        max_leases_per_worker < 0 || max_headers < 0 || max_header_bytes < 0 || max_depth < 0 ||
+        upload_stall_ms < 0) {
         PyErr_SetString(PyExc_ValueError, "broker limits must not be negative");
         goto out;
     }
@@ -104,6 +105,7 @@ static int broker_init(broker_object_t *self, PyObject *args, PyObject *kwds)
     cfg.max_headers = (size_t)max_headers;
     cfg.max_header_bytes = (size_t)max_header_bytes;
     cfg.max_depth = max_depth;
+    cfg.upload_stall_ms = upload_stall_ms;
     prpc_error_clear(&err);
     Py_BEGIN_ALLOW_THREADS
     b = prpc_broker_new(&cfg, &err);

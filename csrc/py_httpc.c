@@ -129,14 +129,23 @@ static PyObject *conn_request(conn_object_t *self, PyObject *args, PyObject *kwd
 
 static PyObject *conn_upload_blob(conn_object_t *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd", "sha", "size", NULL};
+    static char *kwlist[] = {"fd", "sha", "size", "until", NULL};
     const char *sha;
-    int fd, rc = 0, closed = 0;
+    int fd, rc = 0, closed = 0, complete = 1;
     unsigned long long size;
+    PyObject *until_obj = Py_None;
+    uint64_t until = UINT64_MAX;
     prpc_error_t err;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isK:upload_blob", kwlist, &fd, &sha, &size))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isK|O:upload_blob", kwlist, &fd, &sha, &size,
+                                     &until_obj))
         return NULL;
+    if (until_obj != Py_None) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(until_obj);
+        if (u == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        until = (uint64_t)u;
+    }
     if (self->lock == NULL)
         return closed_error();
     Py_BEGIN_ALLOW_THREADS
@@ -144,14 +153,15 @@ static PyObject *conn_upload_blob(conn_object_t *self, PyObject *args, PyObject 
     if (self->h == NULL)
         closed = 1;
     else
-        rc = prpc_httpc_upload_blob(self->h, fd, sha, (uint64_t)size, &err);
+        rc = prpc_httpc_upload_blob_until(self->h, fd, sha, (uint64_t)size, until, &complete,
+                                          &err);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
     if (closed)
         return closed_error();
     if (rc != 0)
         return pyprpc_raise(pyprpc_state_of_type(Py_TYPE(self)), &err);
-    Py_RETURN_NONE;
+    return PyBool_FromLong(complete);
 }
 
 static PyObject *conn_download_blob(conn_object_t *self, PyObject *args, PyObject *kwds)
@@ -243,8 +253,10 @@ static PyMethodDef conn_methods[] = {
      "not sign for this request; transport and TLS failures raise ConnectionFailed or\n"
      "EngineTimeoutError; an answer over 4 MiB raises LimitExceeded."},
     {"upload_blob", (PyCFunction)(void (*)(void))conn_upload_blob, METH_VARARGS | METH_KEYWORDS,
-     "upload_blob(fd, sha, size) -> None\n\nMake the broker hold blob sha, the first size "
-     "bytes of fd: skipped when held, resumed when partial, sent in verified chunks."},
+     "upload_blob(fd, sha, size, until=None) -> bool\n\nMake the broker hold blob sha, the "
+     "first size bytes of fd: skipped when held, resumed when partial, sent in verified "
+     "chunks. True when the broker holds it; False when it returned early because the broker "
+     "had synced at least `until` bytes (nothing committed yet: call again to finish)."},
     {"download_blob", (PyCFunction)(void (*)(void))conn_download_blob,
      METH_VARARGS | METH_KEYWORDS,
      "download_blob(sha, blob_dir) -> str\n\nFetch blob sha into the blob directory (resuming, "

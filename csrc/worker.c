@@ -263,6 +263,22 @@ static const char *iter_utf8(const bson_iter_t *it, const char *key)
     return bson_iter_utf8(&sub, NULL);
 }
 
+/* The int64 field key of the document it points at, or -1. */
+static int64_t iter_int(const bson_iter_t *it, const char *key)
+{
+    bson_iter_t sub;
+    const uint8_t *data;
+    uint32_t len;
+    bson_t d;
+    if (!BSON_ITER_HOLDS_DOCUMENT(it))
+        return -1;
+    bson_iter_document(it, &len, &data);
+    if (!bson_init_static(&d, data, len) || !bson_iter_init_find(&sub, &d, key) ||
+        !(BSON_ITER_HOLDS_INT32(&sub) || BSON_ITER_HOLDS_INT64(&sub)))
+        return -1;
+    return bson_iter_as_int64(&sub);
+}
+
 static int valid_lease_id(const char *id)
 {
     size_t n = id != NULL ? strlen(id) : 0;
@@ -645,8 +661,11 @@ static void remove_tree(const char *path)
     nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Download one blob into the cache; one slot at a time per blob. */
-static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, prpc_error_t *err)
+/* Download one blob into the cache; one slot at a time per blob. With
+ * follow >= 0 (a call argument of that size) the blob may still be arriving
+ * at the broker: the download follows its upload. */
+static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, int64_t follow,
+                      prpc_error_t *err)
 {
     prpc_worker_t *w = s->w;
     int rc = 0, busy;
@@ -673,8 +692,18 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, prpc_error_t 
 
     {
         int64_t started = mono_ms();
+        uint64_t had = 0, has = 0;
         for (int attempt = 1;; attempt++) {
-            rc = prpc_httpc_download_blob(h, sha, w->blobs, err);
+            prpc_blobdir_partial(w->blobs, sha, &had, NULL);
+            rc = follow >= 0 ? prpc_httpc_follow_blob(h, sha, (uint64_t)follow, w->blobs, err)
+                             : prpc_httpc_download_blob(h, sha, w->blobs, err);
+            /* A try that moved the download on restarts the retry window: a
+             * long transfer (or one following a slow upload) cut late is
+             * resumed, not given up. */
+            if (rc != 0 && prpc_blobdir_partial(w->blobs, sha, &has, NULL) == 0 && has > had) {
+                started = mono_ms();
+                attempt = 1;
+            }
             if (rc == 0 || atomic_load(&w->stopping) ||
                 !transfer_again(s, &s->seed, rc, attempt, started))
                 break;
@@ -760,7 +789,7 @@ static int append_checkpoints(slot_t *s, prpc_httpc_t *h, const bson_t *lease,
                 break;
             }
             seen++;
-            rc = fetch_blob(s, h, sha, &e);
+            rc = fetch_blob(s, h, sha, -1, &e);
             if (rc == 0)
                 rc = prpc_blobdir_path(s->w->blobs, sha, path, &e);
             if (rc == PRPC_ENOTFOUND || rc == PRPC_ECORRUPT) {
@@ -839,7 +868,7 @@ static char *build_job(slot_t *s, prpc_httpc_t *h, const bson_t *lease, const ch
                                    call_id, i - 1);
                     break;
                 }
-                if (fetch_blob(s, h, sha, err) != 0 ||
+                if (fetch_blob(s, h, sha, iter_int(&it, "size"), err) != 0 ||
                     prpc_blobdir_path(s->w->blobs, sha, path, err) != 0) {
                     ok = 0;
                     break;

@@ -102,6 +102,10 @@ def build_parser():
                      help="bytes of all request headers (default 64K; 431)")
     lim.add_argument("--max-depth", type=int, default=32, metavar="N",
                      help="nesting of a JSON body (default 32; 413)")
+    lim.add_argument("--upload-stall", type=float, default=25.0, metavar="SECONDS",
+                     help="a worker fetching an argument still being uploaded waits this long "
+                          "for its next chunk; then its download is cut and, when no chunk "
+                          "came, the call fails naming the blob (default 25)")
     lim.add_argument("--max-leases-per-worker", type=int, default=64, metavar="N",
                      help="calls one worker may hold at once; more are answered 429 "
                           "(default 64)")
@@ -207,7 +211,8 @@ def main(argv=None):
                        max_connections=args.max_connections,
                        max_leases_per_worker=args.max_leases_per_worker,
                        max_headers=args.max_headers, max_header_bytes=args.max_header_bytes,
-                       max_depth=args.max_depth)
+                       max_depth=args.max_depth,
+                       upload_stall_ms=int(args.upload_stall * 1000))
         elif args.command == "worker":
             from ._broker_node import read_password
             from ._worker_node import run_worker

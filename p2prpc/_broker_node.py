@@ -48,7 +48,7 @@ class BrokerNode:
                  expire_after=7 * 24 * 3600, insecure=False, tls_cert=None, tls_key=None,
                  peers=(), advertise=None, ca=None, max_body=0, request_timeout_ms=0,
                  max_connections=0, max_leases_per_worker=0, max_headers=0,
-                 max_header_bytes=0, max_depth=0):
+                 max_header_bytes=0, max_depth=0, upload_stall_ms=0):
         self.specs = read_module_functions(function_file)
         self.function_file = os.path.abspath(function_file)
         self.data_dir = os.path.abspath(data_dir)
@@ -66,7 +66,7 @@ class BrokerNode:
                                    max_connections=max_connections,
                                    max_leases_per_worker=max_leases_per_worker,
                                    max_headers=max_headers, max_header_bytes=max_header_bytes,
-                                   max_depth=max_depth)
+                                   max_depth=max_depth, upload_stall_ms=upload_stall_ms)
         if insecure and not password and host not in ("127.0.0.1", "localhost", "::1"):
             print("p2prpc broker: WARNING: listening on %s WITHOUT a password (--insecure): "
                   "anyone who can reach this address can run the functions of %s"

@@ -87,6 +87,11 @@ SUBMIT_LOOK_S = 0.005  # which looks this often for calls nobody is waiting for,
 SUBMIT_LOOK_IDLE_S = 1.0  # until no call came for this long
 WRITE_BEHIND_GATHER_S = 0.1  # the result cache's writer wakes at most this often
 WAIT_BATCH = 1000  # calls per POST /v1/calls/wait (the broker's cap)
+# A file argument larger than this is sent only up to here before its call is
+# submitted (PRPC_BLOB_CHUNK: the broker's first synced chunk); the rest goes
+# on in a thread while the call's worker follows the upload (cut-through).
+CUT_THROUGH_BYTES = 8 << 20
+UPLOAD_STEP_BYTES = 256 << 20  # that thread checks for shutdown this often
 COLLECT_WAIT_MS = 20000  # the collector's long-poll when it watches every call in flight
 COLLECT_SWEEP_MS = 1000  # ...and when more calls are in flight than one wait can name
 COLLECT_GATHER_S = 0.05  # then, between answers, so each one carries many finished calls
@@ -553,6 +558,10 @@ class P2PClientApp:
         self._brokers = {}
         self._submitter = _Submitter(self)
         self._collector = _Collector(self)
+        # Uploads going on after their calls were submitted, by (broker, sha):
+        # a second call naming the same blob joins the one already running.
+        self._uploads = {}
+        self._uploads_lock = threading.Lock()
 
     def register_p2p_func(self):
         """Decorator factory: `f = app.register_p2p_func()(f)`. The returned
@@ -669,13 +678,89 @@ class P2PClientApp:
         self._submitter.enqueue(future)
         return future
 
-    def upload_files(self, broker, prepared):
-        """Upload the call's file blobs the broker lacks (each retried)."""
+    def upload_files(self, broker, prepared, early=False):
+        """Upload the call's file blobs the broker lacks (each retried).
+
+        With early, a blob over CUT_THROUGH_BYTES is sent only until the
+        broker has synced its first chunk: the broker accepts a call whose
+        argument is still arriving, and its worker downloads the blob as it
+        lands. Returns [(name, d, fd)] of the blobs left to finish with
+        finish_uploads once the call is submitted (fd: a dup of the caller's
+        file, which the caller may close meanwhile)."""
         spec = prepared.spec
-        for name, d in prepared.files.items():
-            fd = _live_fd(prepared, name, self.cache.root)
-            self.retry("uploading %s of %s to %s" % (name, spec.name, broker.address),
-                       lambda fd=fd, d=d: broker.run(lambda c: c.upload_blob(fd, d.sha, d.size)))
+        rest = []
+        try:
+            for name, d in prepared.files.items():
+                fd = _live_fd(prepared, name, self.cache.root)
+                until = CUT_THROUGH_BYTES if early and d.size > CUT_THROUGH_BYTES else None
+                held = self.retry(
+                    "uploading %s of %s to %s" % (name, spec.name, broker.address),
+                    lambda fd=fd, d=d, until=until: broker.run(
+                        lambda c: c.upload_blob(fd, d.sha, d.size, until)))
+                if not held:
+                    rest.append((name, d, os.dup(fd)))
+        except BaseException:
+            self.drop_uploads(rest)
+            raise
+        return rest
+
+    @staticmethod
+    def drop_uploads(rest):
+        for _, _, fd in rest:
+            os.close(fd)
+
+    def finish_uploads(self, broker, future, rest):
+        """Send the rest of each blob upload_files(early=True) began, in a
+        thread per blob; a failure ends future's call (see
+        P2PFuture._on_upload_failed). Takes ownership of the fds."""
+        for i, (name, d, fd) in enumerate(rest):
+            key = (broker.address, d.sha)
+            with self._uploads_lock:
+                joined = self._uploads.get(key)
+                if joined is not None:
+                    joined.append(future)
+                else:
+                    self._uploads[key] = [future]
+            if joined is not None:
+                os.close(fd)
+                continue
+            try:
+                self.background_server.start_thread(
+                    functools.partial(self._upload_rest, broker, key, name, d, fd),
+                    "p2prpc-upload")
+            except P2PRPCError as e:
+                with self._uploads_lock:
+                    waiting = self._uploads.pop(key, [])
+                self.drop_uploads(rest[i:])
+                for f in waiting:
+                    f._on_upload_failed(e)
+                return
+
+    def _upload_rest(self, broker, key, name, d, fd):
+        what = "uploading %s (%d bytes) to %s" % (name, d.size, broker.address)
+        error = None
+        try:
+            held, until = False, CUT_THROUGH_BYTES
+            while not held:
+                if self.background_server.stopping.is_set():
+                    raise P2PRPCError("%s: the client app was shut down before the upload "
+                                      "ended" % what)
+                # In steps, so a shutdown does not wait for a whole multi-GB file.
+                until += UPLOAD_STEP_BYTES
+                held = self.retry(what, lambda until=until: broker.run(
+                    lambda c: c.upload_blob(fd, d.sha, d.size, until)))
+        except P2PRPCError as e:
+            error = e
+        except OSError as e:
+            error = P2PRPCError("%s: %s" % (what, e))
+        finally:
+            os.close(fd)
+            with self._uploads_lock:
+                waiting = self._uploads.pop(key, [])
+        if error is not None:
+            log.warning("%s failed: %s", what, error)
+            for f in waiting:
+                f._on_upload_failed(error)
 
     @staticmethod
     def submit_body(prepared):
@@ -874,17 +959,22 @@ class _Submitter:
             for f in batch:
                 f._on_submit_failed(e)
             return
+        rest = {}  # future -> uploads to finish once it is submitted
         for attempt in (1, 2):
             try:
                 ready = []
                 for f in batch:
                     try:
-                        self.app.upload_files(broker, f.prepared)
+                        if f in rest:  # a second attempt, at another broker
+                            self.app.drop_uploads(rest.pop(f))
+                        rest[f] = self.app.upload_files(broker, f.prepared, early=True)
                         ready.append(f)
                     except (ConnectionFailed, EngineTimeoutError):
                         raise
                     except P2PRPCError as e:
                         f._on_submit_failed(e)
+                if any(rest.values()):
+                    wait_ms = 0  # the call cannot end before the rest of its upload
                 results = (self.app.submit_many(broker, [f.prepared for f in ready], wait_ms)
                            if ready else [])
                 break
@@ -893,23 +983,41 @@ class _Submitter:
                     for f in batch:
                         if not f._submitted.is_set():
                             f._on_submit_failed(e)
+                    self._drop(rest)
                     return
                 try:
                     broker = self.app.find_broker(forget=broker)
                 except P2PRPCError as e2:
                     for f in batch:
                         f._on_submit_failed(e2)
+                    self._drop(rest)
                     return
             except P2PRPCError as e:
                 for f in batch:
                     if not f._submitted.is_set():
                         f._on_submit_failed(e)
+                self._drop(rest)
                 return
+            except BaseException:
+                self._drop(rest)
+                raise
         for f, r in zip(ready, results):
+            uploads = rest.pop(f, [])
             if isinstance(r, Exception):
+                self.app.drop_uploads(uploads)
                 f._on_submit_failed(r)
+                continue
+            f._on_submitted(broker, r)
+            if r.get("state") in TERMINAL:
+                self.app.drop_uploads(uploads)  # it ended before: nothing waits for the blob
             else:
-                f._on_submitted(broker, r)
+                self.app.finish_uploads(broker, f, uploads)
+        self._drop(rest)
+
+    def _drop(self, rest):
+        for uploads in rest.values():
+            self.app.drop_uploads(uploads)
+        rest.clear()
 
 
 class _Collector:
@@ -1018,6 +1126,7 @@ class P2PFuture:
         # the collector sets _changed when it saw the call finish or vanish.
         self._submitted = threading.Event()
         self._submit_error = None
+        self._upload_error = None  # the rest of an argument's upload failed after the submit
         self._changed = threading.Event()
         if not submitting:
             self._submitted.set()
@@ -1036,6 +1145,17 @@ class P2PFuture:
         self._submit_error = error
         self._submitted.set()
 
+    def _on_upload_failed(self, error):
+        """The rest of a file argument could not be sent after the call was
+        submitted: end the call (its worker would wait for bytes that never
+        come) and make get() raise the upload's error."""
+        self._upload_error = error
+        try:
+            self._post("terminate")
+        except P2PRPCError as e:
+            log.warning("terminating %s after its upload failed: %s", self._what(), e)
+        self._changed.set()
+
     def _on_collected(self, call):
         with self._lock:
             if call is None:
@@ -1046,6 +1166,7 @@ class P2PFuture:
 
     def _finished(self):
         return (self._cached is not None or self._deleted or self._submit_error is not None
+                or self._upload_error is not None
                 or (self._call or {}).get("state") in TERMINAL)
 
     def _wait_submitted(self, deadline=None):
@@ -1172,6 +1293,8 @@ class P2PFuture:
             self.app._submitter._send([self], wait_ms)
         self._wait_submitted(deadline)
         while True:
+            if self._upload_error is not None and self._cached is None:
+                raise self._upload_error
             if self._deleted:
                 raise ClientCallDeleted("%s was deleted" % self._what())
             entry = self._cached
@@ -1210,6 +1333,8 @@ class P2PFuture:
         if not self._submitted.is_set():
             return False
         self._wait_submitted()
+        if self._upload_error is not None:
+            return True
         if self._deleted:
             return False
         call = self._call

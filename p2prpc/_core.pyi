@@ -55,8 +55,10 @@ class Connection:
         AuthenticationError; transport and TLS failures raise ConnectionFailed or
         EngineTimeoutError; answers over 4 MiB LimitExceeded."""
         ...
-    def upload_blob(self, fd: int, sha: str, size: int) -> None:
-        """Make the broker hold blob sha (the first size bytes of fd): dedup, resume, chunks."""
+    def upload_blob(self, fd: int, sha: str, size: int, until: Optional[int] = None) -> bool:
+        """Make the broker hold blob sha (the first size bytes of fd): dedup, resume, chunks.
+        With until: return False once the broker has synced >= until bytes of it (not
+        committed; a call naming it may be submitted, then call again to finish)."""
         ...
     def download_blob(self, sha: str, blob_dir: _StrPath) -> str:
         """Fetch blob sha into blob_dir (resumed, verified) unless held; returns its path."""
@@ -132,6 +134,7 @@ class Broker:
         max_headers: int = 0,
         max_header_bytes: int = 0,
         max_depth: int = 0,
+        upload_stall_ms: int = 0,
     ) -> None: ...
     @property
     def port(self) -> int: ...

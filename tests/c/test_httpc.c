@@ -519,6 +519,47 @@ TEST(upload_chunks_dedups_and_resumes)
     fixture_down(&fx);
 }
 
+TEST(upload_until_stops_once_the_broker_has_that_much)
+{
+    fixture_t fx;
+    prpc_error_t err;
+    char sha[65];
+    size_t n = 2 * PRPC_BLOB_CHUNK + 12345;
+    uint64_t partial = 0;
+    int fd, complete = -1;
+    prpc_httpc_t *h;
+    CHECK(fixture_up(&fx) == 0);
+    fd = make_file(fx.dir, "big.bin", n, sha);
+    CHECK(fd >= 0);
+    h = prpc_httpc_new(fx.url, KEY, 1000, &err);
+    /* The first chunk, synced, not committed: a call naming it can go now. */
+    CHECK_EQ_INT(prpc_httpc_upload_blob_until(h, fd, sha, n, 1, &complete, &err), 0);
+    CHECK_EQ_INT(complete, 0);
+    CHECK_EQ_INT(fx.st.blobs.puts, 1);
+    CHECK_EQ_INT(fx.st.blobs.commits, 0);
+    CHECK_EQ_INT(prpc_blobdir_partial(fx.st.blobs.bd, sha, &partial, &err), 0);
+    CHECK_EQ_INT(partial, PRPC_BLOB_CHUNK);
+    /* The broker has that much already: one HEAD, nothing sent. */
+    CHECK_EQ_INT(prpc_httpc_upload_blob_until(h, fd, sha, n, PRPC_BLOB_CHUNK, &complete, &err),
+                 0);
+    CHECK_EQ_INT(complete, 0);
+    CHECK_EQ_INT(fx.st.blobs.puts, 1);
+    /* A bound past the end finishes the upload from where the broker is. */
+    CHECK_EQ_INT(prpc_httpc_upload_blob_until(h, fd, sha, n, n, &complete, &err), 0);
+    CHECK_EQ_INT(complete, 1);
+    CHECK_EQ_INT(fx.st.blobs.puts, 3);
+    CHECK_EQ_INT(fx.st.blobs.commits, 1);
+    CHECK_EQ_INT(prpc_blobdir_verify(fx.st.blobs.bd, sha, &err), 0);
+    /* Held: complete at once, whatever the bound. */
+    complete = -1;
+    CHECK_EQ_INT(prpc_httpc_upload_blob_until(h, fd, sha, n, 1, &complete, &err), 0);
+    CHECK_EQ_INT(complete, 1);
+    CHECK_EQ_INT(fx.st.blobs.puts, 3);
+    prpc_httpc_free(h);
+    close(fd);
+    fixture_down(&fx);
+}
+
 TEST(upload_errors_name_the_blob)
 {
     fixture_t fx;
@@ -531,8 +572,8 @@ TEST(upload_errors_name_the_blob)
     h = prpc_httpc_new(fx.url, NULL, 1000, &err);
     /* The file is shorter than the size claimed. */
     rc = prpc_httpc_upload_blob(h, fd, sha, 5000, &err);
-    CHECK_EQ_INT(rc, PRPC_EIO);
-    CHECK(strstr(err.message, sha) != NULL);
+    CHECK_EQ_INT(rc, PRPC_EINVAL);
+    CHECK(strstr(err.message, sha) != NULL && strstr(err.message, "shorter") != NULL);
     /* Content that does not hash to the name: the commit refuses it. */
     memset(other, 'a', 64);
     other[64] = '\0';
@@ -1010,6 +1051,7 @@ TEST_MAIN(TEST_ENTRY(base_url_forms), TEST_ENTRY(refused_is_econn_naming_url),
           TEST_ENTRY(status_is_not_an_error_but_401_is), TEST_ENTRY(answer_over_cap_is_elimit),
           TEST_ENTRY(requests_are_signed_and_verify), TEST_ENTRY(status_error_maps_broker_codes),
           TEST_ENTRY(bad_request_line_is_einval), TEST_ENTRY(upload_chunks_dedups_and_resumes),
+          TEST_ENTRY(upload_until_stops_once_the_broker_has_that_much),
           TEST_ENTRY(upload_errors_name_the_blob), TEST_ENTRY(empty_blob_round_trip),
           TEST_ENTRY(download_streams_resumes_and_retries),
           TEST_ENTRY(download_missing_is_enotfound), TEST_ENTRY(corrupt_chunks_are_sent_again),

@@ -1,7 +1,8 @@
 """Large files end to end (issue 4): real broker and worker processes on
 127.0.0.1, clients in their own processes where a test kills them. Bytes are
 counted on the broker side (/v1/metrics: bytes_received = upload chunk bytes
-the broker accepted, bytes_served = blob bytes it sent).
+the broker accepted, bytes_sent = blob bytes it sent, whether the blob was held
+or still arriving).
 
 The network runs without a password (the broker then serves loopback only), so
 the tests can ask HEAD /v1/blobs/{sha} with a plain HTTP client and read
@@ -271,16 +272,16 @@ def test_worker_killed_mid_download_resumes_with_range(net, tmp_path):
     net.workers[0].stop(sig=signal.SIGKILL)
     left = part.stat().st_size
     assert at_kill <= left < size
-    served_before = metrics(net.address)["bytes_served"]
+    served_before = metrics(net.address)["bytes_sent"]
     net.start_worker()  # same data directory: its partial file is resumed
     assert fut.get(timeout=120) == {"sha": sha, "size": size, "n": 7}
     m = metrics(net.address)
     print("worker killed with %d bytes on disk; broker served %d before, %d in all"
-          % (left, served_before, m["bytes_served"]))
+          % (left, served_before, m["bytes_sent"]))
     # The second attempt asked for exactly the rest (Range from what was on disk);
     # what was sent twice is what the killed worker had not yet written: socket buffers.
-    assert m["bytes_served"] - served_before == size - left, (m, served_before, left)
-    assert m["bytes_served"] <= size + CHUNK, m
+    assert m["bytes_sent"] - served_before == size - left, (m, served_before, left)
+    assert m["bytes_sent"] <= size + CHUNK, m
     assert whole.exists() and not part.exists()
 
 
@@ -407,7 +408,7 @@ def test_a_sparse_file_argument(net, tmp_path, size):
             assert net.fn(app, "p2prpc_digest")(data=f, n=4).get(timeout=600) == {
                 "sha": sha, "size": size, "n": 4}
         m = metrics(net.address)
-        assert m["bytes_received"] == size and m["bytes_served"] == size, m
+        assert m["bytes_received"] == size and m["bytes_sent"] == size, m
     finally:
         # pytest keeps recent tmp dirs: do not leave GiBs of blobs behind in them.
         for node in ("broker", "worker"):

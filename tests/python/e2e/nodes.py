@@ -12,6 +12,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FUNCTIONS = os.path.join(HERE, "functions.py")
 
 
+# A function file's source: p2prpc_digest hashes its file argument as the
+# worker received it, so a test compares that with the file it sent.
+DIGEST_FUNCTIONS = '''
+import hashlib
+import io
+
+
+def p2prpc_digest(data: io.IOBase, n: int) -> {"sha": str, "size": int, "n": int}:
+    h = hashlib.sha256()
+    size = 0
+    for b in iter(lambda: data.read(1 << 20), b""):
+        h.update(b)
+        size += len(b)
+    return {"sha": h.hexdigest(), "size": size, "n": n}
+'''
+
+
 def http_req(address, method, path):
     """(status, lower-cased headers, body) of one unsigned request to a broker."""
     host, port = address.rsplit(":", 1)
@@ -25,10 +42,14 @@ def http_req(address, method, path):
 
 
 def metrics(address):
-    """A broker's GET /v1/metrics counters."""
+    """A broker's GET /v1/metrics counters, plus bytes_sent: blob bytes it sent
+    in all, whether from a held blob (bytes_served) or following an upload
+    still arriving (bytes_followed)."""
     status, _, body = http_req(address, "GET", "/v1/metrics")
     assert status == 200, body
-    return json.loads(body)
+    m = json.loads(body)
+    m["bytes_sent"] = m["bytes_served"] + m["bytes_followed"]
+    return m
 
 
 class Node:
