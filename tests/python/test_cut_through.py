@@ -261,7 +261,7 @@ def test_a_call_is_accepted_once_its_argument_is_arriving(broker, client, tmp_pa
     opath = tmp_path / "other.bin"
     opath.write_bytes(other)
     r = client.post("/v1/calls", submit_body(opath, sha, len(other)))
-    assert r.status in (400, 404), r
+    assert r.status == 404 and "has not been uploaded" in r.error[1], r
 
 
 # ---- through the client ------------------------------------------------------------------
