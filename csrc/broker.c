@@ -1481,6 +1481,7 @@ typedef struct blob_follow {
     uint64_t synced;         /* bytes of the partial file the blob thread has synced */
     int committed;
     int ready;            /* h2o wants more and nothing is in flight */
+    int cut;              /* cut short while a send was in flight: end at the next proceed */
     int64_t last_news_ms; /* the answer started or a chunk arrived */
     char *buf;
 } blob_follow_t;
@@ -1512,7 +1513,10 @@ static void follow_cut(blob_follow_t *f, const char *why)
     fprintf(stderr, "p2prpc broker: a download following blob %s was cut at byte %llu: %s\n",
             f->sha, (unsigned long long)f->pos, why);
     follow_close(f);
-    h2o_send(f->req, NULL, 0, H2O_SEND_STATE_ERROR);
+    if (f->ready)
+        h2o_send(f->req, NULL, 0, H2O_SEND_STATE_ERROR);
+    else
+        f->cut = 1; /* h2o allows one send in flight */
 }
 
 /* Send what is synced and not yet sent, when h2o is ready for it. */
@@ -1557,7 +1561,10 @@ static void follow_pump(blob_follow_t *f)
 static void follow_proceed(h2o_generator_t *g, h2o_req_t *req)
 {
     blob_follow_t *f = (blob_follow_t *)g;
-    PRPC_UNUSED(req);
+    if (f->cut) {
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
     f->ready = 1;
     follow_pump(f);
 }

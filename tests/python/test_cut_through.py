@@ -218,6 +218,26 @@ def test_a_stalled_upload_cuts_the_follower_then_says_where_it_stopped(broker, c
     assert r.status == 200 and r.body == data
 
 
+def test_a_follower_waiting_for_its_first_byte_is_cut_too(broker, client):
+    size = 2 * CHUNK
+    data = content(size, seed=13)
+    sha = hashlib.sha256(data).hexdigest()
+    put_chunk(client, sha, data, 0)
+    # Everything up to CHUNK is there already: this answer has nothing to send yet.
+    conn = http.client.HTTPConnection("127.0.0.1", broker.port, timeout=10)
+    try:
+        conn.request("GET", "/v1/blobs/%s?follow=%d" % (sha, size),
+                     headers={"Range": "bytes=%d-" % CHUNK})
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            resp = conn.getresponse()
+            got = resp.read()
+            raise AssertionError("a whole answer came: %d %d bytes" % (resp.status, len(got)))
+    finally:
+        conn.close()
+    # The broker is still well.
+    assert client.get("/v1/metrics").status == 200
+
+
 def test_follow_bad_input_and_held_blobs(broker, client):
     data = content(3 * MiB, seed=7)
     sha = hashlib.sha256(data).hexdigest()
