@@ -1382,6 +1382,49 @@ static int parse_range(const char *range, uint64_t size, uint64_t *first, uint64
     return 1;
 }
 
+/* The part of a blob of size bytes that GET's Range header asks for: 1 with
+ * [*first, *end) for a part, 0 for the whole blob (no Range, a form we do not
+ * serve, or all of it), -1 after answering 416 (not satisfiable). */
+static int blob_range(h2o_req_t *req, const char *range, const char *sha, uint64_t size,
+                      uint64_t *first, uint64_t *end)
+{
+    char cr[48];
+    int n, ranged = range != NULL ? parse_range(range, size, first, end) : -1;
+    if (ranged == 0) {
+        n = snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
+                       h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
+        prpc_httpd_send_error(req, 416, PRPC_EINVAL, "range %.64s is outside blob %s", range,
+                              sha);
+        return -1;
+    }
+    if (ranged == 1 && !(*first == 0 && *end == size))
+        return 1;
+    *first = 0;
+    *end = size;
+    return 0;
+}
+
+/* Status and headers of a blob answer that sends [first, end) of size bytes. */
+static void blob_headers(h2o_req_t *req, uint64_t first, uint64_t end, uint64_t size)
+{
+    if (first == 0 && end == size) {
+        req->res.status = 200;
+        req->res.reason = "OK";
+    } else {
+        char cr[96];
+        int n = snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)first,
+                         (unsigned long long)(end - 1), (unsigned long long)size);
+        req->res.status = 206;
+        req->res.reason = "Partial Content";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
+                       h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
+    }
+    req->res.content_length = end - first;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/octet-stream"));
+}
+
 static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const char *path,
                        const char *range)
 {
@@ -1411,18 +1454,9 @@ static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const 
     st->b = b;
     st->fd = fd;
     st->size = (uint64_t)sb.st_size;
-    if (range != NULL) {
-        ranged = parse_range(range, st->size, &first, &end);
-        if (ranged == 0) {
-            char cr[48];
-            int n = snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)st->size);
-            close(fd);
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
-                           h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
-            prpc_httpd_send_error(req, 416, PRPC_EINVAL, "range %.64s is outside blob %s", range,
-                                  sha);
-            return;
-        }
+    if ((ranged = blob_range(req, range, sha, st->size, &first, &end)) < 0) {
+        close(fd);
+        return;
     }
     memcpy(st->sha, sha, 65);
     st->buf = h2o_mem_alloc_pool(&req->pool, SERVE_CHUNK);
@@ -1431,29 +1465,12 @@ static void serve_blob(prpc_broker_t *b, h2o_req_t *req, const char *sha, const 
         prpc_httpd_send_error(req, 500, PRPC_ENOMEM, "out of memory");
         return;
     }
-    if (ranged == 1 && !(first == 0 && end == st->size)) {
-        /* Part of a blob is not verified here: the receiver hashes the whole
-         * blob when it commits, and starts over from zero on a mismatch. */
-        char cr[96];
-        int n = snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)first,
-                         (unsigned long long)(end - 1), (unsigned long long)st->size);
-        st->verify = 0;
-        st->pos = first;
-        st->end = end;
-        req->res.status = 206;
-        req->res.reason = "Partial Content";
-        req->res.content_length = end - first;
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
-                       h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
-    } else {
-        st->verify = 1;
-        st->end = st->size;
-        req->res.status = 200;
-        req->res.reason = "OK";
-        req->res.content_length = st->size;
-    }
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("application/octet-stream"));
+    /* Part of a blob is not verified here: the receiver hashes the whole blob
+     * when it commits, and starts over from zero on a mismatch. */
+    st->verify = ranged == 0;
+    st->pos = first;
+    st->end = end;
+    blob_headers(req, first, end, st->size);
     h2o_start_response(req, &st->super);
     blob_stream_proceed(&st->super, req);
 }
@@ -1624,12 +1641,11 @@ static void follow_expire(prpc_broker_t *b, int64_t now)
 static void follow_start(prpc_broker_t *b, h2o_req_t *req, blob_job_t *j)
 {
     const char *range = prpc_httpd_header(req, "range");
-    char path[PRPC_BLOB_PATH_MAX], cr[96];
+    char path[PRPC_BLOB_PATH_MAX];
     prpc_error_t err;
     blob_follow_t *f;
     struct stat sb;
     uint64_t first = 0, end = j->size;
-    int n, ranged = 0;
 
     if (j->held) {
         if (prpc_blobdir_path(b->blobs, j->sha, path, &err) != 0)
@@ -1643,18 +1659,8 @@ static void follow_start(prpc_broker_t *b, h2o_req_t *req, blob_job_t *j)
                               "no blob %s on this broker, and no upload of it in progress", j->sha);
         return;
     }
-    if (range != NULL && (ranged = parse_range(range, j->size, &first, &end)) == 0) {
-        n = snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)j->size);
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
-                       h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
-        prpc_httpd_send_error(req, 416, PRPC_EINVAL, "range %.64s is outside blob %s", range,
-                              j->sha);
+    if (blob_range(req, range, j->sha, j->size, &first, &end) < 0)
         return;
-    }
-    if (ranged != 1) {
-        first = 0;
-        end = j->size;
-    }
     if (j->partial <= first && fstat(j->fd, &sb) == 0 &&
         prpc_now_ms() - ((int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000) >=
             b->upload_stall_ms) {
@@ -1682,20 +1688,7 @@ static void follow_start(prpc_broker_t *b, h2o_req_t *req, blob_job_t *j)
     f->synced = j->partial;
     f->last_news_ms = prpc_now_ms();
     f->buf = h2o_mem_alloc_pool(&req->pool, SERVE_CHUNK);
-    if (ranged == 1 && !(first == 0 && end == j->size)) {
-        n = snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)first,
-                     (unsigned long long)(end - 1), (unsigned long long)j->size);
-        req->res.status = 206;
-        req->res.reason = "Partial Content";
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
-                       h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
-    } else {
-        req->res.status = 200;
-        req->res.reason = "OK";
-    }
-    req->res.content_length = end - first;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("application/octet-stream"));
+    blob_headers(req, first, end, j->size);
     h2o_linklist_insert(&b->followers, &f->link);
     h2o_start_response(req, &f->super);
     f->ready = 1;
