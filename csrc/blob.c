@@ -530,6 +530,18 @@ int prpc_blobdir_touch(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err)
     return 0;
 }
 
+int prpc_blobdir_partial_touch(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err)
+{
+    char path[PRPC_BLOB_PATH_MAX];
+    int rc;
+    if ((rc = check_sha(sha, err)) != 0)
+        return rc;
+    partial_path(bd, sha, path);
+    if (utimensat(AT_FDCWD, path, NULL, 0) != 0 && errno != ENOENT)
+        return prpc_error_errno(err, errno, "marking partial blob %s as written", sha);
+    return 0;
+}
+
 typedef struct cached_blob {
     int64_t used_ns;
     uint64_t size;

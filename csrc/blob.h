@@ -84,6 +84,10 @@ int prpc_blobdir_partial_read(prpc_blobdir_t *bd, const char *sha, int *fd, uint
  * content no longer matches its name. */
 int prpc_blobdir_verify(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err);
 
+/* Mark sha's partial file as just written (its mtime): an upload about to go
+ * on. Missing is not an error. */
+int prpc_blobdir_partial_touch(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err);
+
 /* Mark a complete blob as just used (its mtime), for prpc_blobdir_trim. */
 int prpc_blobdir_touch(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err);
 

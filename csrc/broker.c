@@ -573,13 +573,15 @@ static int64_t query_int(h2o_req_t *req, const char *name, int64_t dflt)
 
 /* Submit decoded calls in one durable transaction and append each one's
  * answer ({"created", "call"}) to out. */
+static int requeue_if_argument_missing(prpc_broker_t *b, prpc_submit_item_t *it);
+
 static int submit_decoded(prpc_broker_t *b, prpc_submit_t *subs, size_t n, prpc_buf_t *out,
                           const char *const *errors, int *created0, int *state0,
                           prpc_error_t *err)
 {
     prpc_call_t *calls = calloc(n ? n : 1, sizeof(*calls));
     prpc_submit_item_t *items = calloc(n ? n : 1, sizeof(*items));
-    size_t k = 0, created = 0;
+    size_t k = 0, created = 0, requeued = 0;
     int rc = 0;
     if (calls == NULL || items == NULL) {
         rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory");
@@ -601,6 +603,8 @@ static int submit_decoded(prpc_broker_t *b, prpc_submit_t *subs, size_t n, prpc_
     rc = prpc_store_call_submit_many(b->store, items, k, prpc_now_ms(), err);
     if (rc != 0)
         goto out;
+    for (size_t i = 0; i < k; i++)
+        requeued += (size_t)requeue_if_argument_missing(b, &items[i]);
     k = 0;
     for (size_t i = 0; i < n; i++) {
         if (i > 0)
@@ -622,7 +626,7 @@ static int submit_decoded(prpc_broker_t *b, prpc_submit_t *subs, size_t n, prpc_
         k++;
     }
     b->metrics.calls_submitted += created;
-    if (created > 0)
+    if (created + requeued > 0)
         dispatch_leases(b);
 out:
     free(calls);
@@ -888,20 +892,65 @@ static void drop_checkpoint_blobs(prpc_broker_t *b, prpc_checkpoint_t *ck, size_
     free(ck);
 }
 
+/* Back to queued, from scratch: its checkpoints and their blobs go. */
+static int restart_call(prpc_broker_t *b, const char *id, prpc_error_t *err)
+{
+    prpc_checkpoint_t *ck = NULL;
+    size_t nck = checkpoint_blobs(b, id, &ck);
+    int rc = prpc_store_call_restart(b->store, id, prpc_now_ms(), err);
+    if (rc != 0) {
+        free(ck);
+        return rc;
+    }
+    drop_checkpoint_blobs(b, ck, nck);
+    notify_calls(b, id, 0);
+    return 0;
+}
+
 static void on_restart(prpc_broker_t *b, h2o_req_t *req, const char *id)
 {
     prpc_error_t err;
-    prpc_checkpoint_t *ck = NULL;
-    size_t nck = checkpoint_blobs(b, id, &ck);
-    if (prpc_store_call_restart(b->store, id, prpc_now_ms(), &err) != 0) {
-        free(ck);
+    if (restart_call(b, id, &err) != 0) {
         send_err(req, &err);
         return;
     }
-    drop_checkpoint_blobs(b, ck, nck);
     reply_call(b, req, id);
-    notify_calls(b, id, 0);
     dispatch_leases(b);
+}
+
+/* A call that failed because a file argument never arrived whole (its upload
+ * was abandoned: PRPC_ARGUMENT_MISSING) never ran. Submitted again, by a client
+ * that has just uploaded or resumed that argument, it is queued again, and its
+ * partial arguments count as written now, so the worker following them waits
+ * for the resumed upload rather than finding it stopped. Any other ended call
+ * stays as it is. 1 when it->current was queued again (and re-read). */
+static int requeue_if_argument_missing(prpc_broker_t *b, prpc_submit_item_t *it)
+{
+    prpc_call_t *c = &it->current, fresh;
+    prpc_error_t err;
+    bson_error_t berr;
+    bson_t *e;
+    const char *type;
+    int missing;
+    if (it->created || c->state != PRPC_CALL_FAILED || c->error_json == NULL)
+        return 0;
+    if ((e = bson_new_from_json((const uint8_t *)c->error_json, -1, &berr)) == NULL)
+        return 0;
+    type = prpc_doc_str(e, "type");
+    missing = type != NULL && strcmp(type, PRPC_ARGUMENT_MISSING) == 0;
+    bson_destroy(e);
+    if (!missing)
+        return 0;
+    for (size_t i = 0; i < it->nblobs; i++)
+        prpc_blobdir_partial_touch(b->blobs, it->blobs[i], NULL);
+    if (restart_call(b, c->id, &err) != 0 ||
+        prpc_store_call_get(b->store, c->id, &fresh, &err) != 0) {
+        fprintf(stderr, "p2prpc broker: call %s: queueing it again: %s\n", c->id, err.message);
+        return 0;
+    }
+    prpc_call_cleanup(c);
+    *c = fresh;
+    return 1;
 }
 
 /* Remove blobs no call references that were added before older_than_ms

@@ -65,4 +65,9 @@ const char *prpc_strerror(int code);
 #define PRPC_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define PRPC_UNUSED(x) ((void)(x))
 
+/* The error type a worker records on a call whose file argument never arrived
+ * whole at the broker (its upload was abandoned): the function never ran, so
+ * the broker queues the call again when it is submitted again. */
+#define PRPC_ARGUMENT_MISSING "p2prpc.ArgumentMissing"
+
 #endif

@@ -1157,7 +1157,9 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
         bson_t doc = BSON_INITIALIZER;
         wlog(w, PRPC_LOG_ERROR, "call %s: cannot prepare the job: %s", cid, err.message);
         BSON_APPEND_UTF8(&doc, "state", "failed");
-        append_error(&doc, "WorkerError", err.message);
+        /* ENOTFOUND here is an argument the broker does not have (any more). */
+        append_error(&doc, err.code == PRPC_ENOTFOUND ? PRPC_ARGUMENT_MISSING : "WorkerError",
+                     err.message);
         result = to_json(&doc, NULL, NULL);
         bson_destroy(&doc);
         run_rc = result != NULL ? 0 : -1;

@@ -793,6 +793,44 @@ BLOB_TEST(partial_open_resumes)
     free(data);
 }
 
+BLOB_TEST(partial_read_and_touch)
+{
+    uint8_t *data = pattern(2000, 12);
+    char sha[65], part[PRPC_BLOB_PATH_MAX];
+    uint64_t size = 99, partial = 0;
+    struct timespec old[2] = {{1000, 0}, {1000, 0}};
+    struct stat st;
+    prpc_error_t err;
+    int fd = -1;
+
+    CHECK(data != NULL);
+    sha_hex(data, 2000, sha);
+    /* No upload: nothing to follow, and touching it is no error. */
+    CHECK_EQ_INT(prpc_blobdir_partial_read(f->bd, sha, &fd, &size, &err), PRPC_ENOTFOUND);
+    CHECK(strstr(err.message, sha) != NULL);
+    CHECK_EQ_INT(prpc_blobdir_partial_touch(f->bd, sha, &err), 0);
+    CHECK_EQ_INT(prpc_blobdir_partial_touch(f->bd, "nope", &err), PRPC_EINVAL);
+    CHECK_EQ_INT(prpc_blobdir_write_chunk(f->bd, sha, 0, data, 1200, NULL, &partial, &err), 0);
+    CHECK_EQ_INT(prpc_blobdir_partial_read(f->bd, sha, &fd, &size, &err), 0);
+    CHECK_EQ_INT(size, 1200);
+    /* The fd stays valid when the commit renames the file into place. */
+    CHECK_EQ_INT(prpc_blobdir_write_chunk(f->bd, sha, 1200, data + 1200, 800, NULL, &partial,
+                                          &err),
+                 0);
+    part_path(f, sha, part);
+    CHECK(utimensat(AT_FDCWD, part, old, 0) == 0);
+    CHECK_EQ_INT(prpc_blobdir_partial_touch(f->bd, sha, &err), 0);
+    CHECK(stat(part, &st) == 0 && st.st_mtim.tv_sec > 1000);
+    CHECK_EQ_INT(prpc_blobdir_commit(f->bd, sha, 2000, &err), 0);
+    {
+        uint8_t back[2000];
+        CHECK(pread(fd, back, sizeof(back), 0) == 2000);
+        CHECK(memcmp(back, data, 2000) == 0);
+    }
+    close(fd);
+    free(data);
+}
+
 /* ---- verify and remove ----------------------------------------------- */
 
 BLOB_TEST(verify_detects_bit_flip)
@@ -939,5 +977,5 @@ TEST_MAIN(TEST_ENTRY(commit_after_reopen_hashes_the_file), TEST_ENTRY(interleave
           TEST_ENTRY(commit_twice_is_idempotent), TEST_ENTRY(commit_when_shard_dir_is_a_file),
           TEST_ENTRY(empty_blob_commits), TEST_ENTRY(import_fd_hashes_copies_and_dedups),
           TEST_ENTRY(import_fd_refuses_mismatch), TEST_ENTRY(import_fd_partial_blocked),
-          TEST_ENTRY(partial_open_resumes), TEST_ENTRY(verify_detects_bit_flip),
+          TEST_ENTRY(partial_open_resumes), TEST_ENTRY(partial_read_and_touch), TEST_ENTRY(verify_detects_bit_flip),
           TEST_ENTRY(remove_is_idempotent), TEST_ENTRY(remove_reports_failure))

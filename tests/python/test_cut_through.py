@@ -284,6 +284,39 @@ def test_a_call_is_accepted_once_its_argument_is_arriving(broker, client, tmp_pa
     assert r.status == 404 and "has not been uploaded" in r.error[1], r
 
 
+def fail_call(client, error_type):
+    """Lease the queued call and report it failed with error_type."""
+    r = client.post("/v1/leases", {"worker": "w1", "wait_ms": 0,
+                                   "functions": [{"name": "p2prpc_f", "version": VERSION}]})
+    assert r.status == 200, r
+    lease = r.json()
+    r = client.post("/v1/leases/%s/result" % lease["lease"]["id"],
+                    {"call_id": lease["call"]["id"], "state": "failed",
+                     "error": {"type": error_type, "message": "m"}})
+    assert r.status == 200, r
+
+
+def test_a_call_failed_for_a_missing_argument_is_queued_again_when_submitted_again(
+        broker, client, tmp_path):
+    data = content(CHUNK + 5, seed=14)
+    sha = hashlib.sha256(data).hexdigest()
+    path = tmp_path / "in.bin"
+    path.write_bytes(data)
+    put_chunk(client, sha, data, 0)
+    body = submit_body(path, sha, len(data))
+    assert client.post("/v1/calls", body).status == 200
+    fail_call(client, "p2prpc.ArgumentMissing")
+    r = client.post("/v1/calls", body)
+    assert r.status == 200 and r.json()["created"] is False, r
+    call = r.json()["call"]
+    assert call["state"] == "queued" and call["error"] is None, call
+    # Any other failure is the call's result: submitting again returns it as it is.
+    fail_call(client, "ValueError")
+    r = client.post("/v1/calls", body)
+    assert r.status == 200 and r.json()["call"]["state"] == "failed", r
+    assert r.json()["call"]["error"]["type"] == "ValueError"
+
+
 # ---- through the client ------------------------------------------------------------------
 
 
@@ -400,4 +433,13 @@ def test_an_upload_abandoned_after_the_submit_fails_the_call_naming_the_blob(net
     finally:
         c.close()
     assert rec["state"] == "failed", rec
+    assert rec["error"]["type"] == "p2prpc.ArgumentMissing", rec
     assert sha in rec["error"]["message"] and "upload stopped" in rec["error"]["message"], rec
+    # Calling again from a client that has the file: the upload resumes where it
+    # stopped, the same call is queued again and ends.
+    with open(path, "rb") as f:
+        fut = net.digest(data=f, n=1)
+        assert fut.call_id == call_id
+        assert fut.get(timeout=60) == {"sha": sha, "size": size, "n": 1}
+    m = metrics(net.broker.address)
+    assert m["bytes_received"] == size, m  # nothing the broker had was sent again
