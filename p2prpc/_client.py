@@ -959,7 +959,16 @@ class _Submitter:
             for f in batch:
                 f._on_submit_failed(e)
             return
-        rest = {}  # future -> uploads to finish once it is submitted
+        # future -> the uploads begun for it; whatever is still here when this
+        # returns (a failure, or a future not handed on) has its fds closed.
+        rest = {}
+        try:
+            self._send_to(broker, batch, wait_ms, rest)
+        finally:
+            for uploads in rest.values():
+                self.app.drop_uploads(uploads)
+
+    def _send_to(self, broker, batch, wait_ms, rest):
         for attempt in (1, 2):
             try:
                 ready = []
@@ -983,41 +992,25 @@ class _Submitter:
                     for f in batch:
                         if not f._submitted.is_set():
                             f._on_submit_failed(e)
-                    self._drop(rest)
                     return
                 try:
                     broker = self.app.find_broker(forget=broker)
                 except P2PRPCError as e2:
                     for f in batch:
                         f._on_submit_failed(e2)
-                    self._drop(rest)
                     return
             except P2PRPCError as e:
                 for f in batch:
                     if not f._submitted.is_set():
                         f._on_submit_failed(e)
-                self._drop(rest)
                 return
-            except BaseException:
-                self._drop(rest)
-                raise
         for f, r in zip(ready, results):
-            uploads = rest.pop(f, [])
             if isinstance(r, Exception):
-                self.app.drop_uploads(uploads)
                 f._on_submit_failed(r)
                 continue
             f._on_submitted(broker, r)
-            if r.get("state") in TERMINAL:
-                self.app.drop_uploads(uploads)  # it ended before: nothing waits for the blob
-            else:
-                self.app.finish_uploads(broker, f, uploads)
-        self._drop(rest)
-
-    def _drop(self, rest):
-        for uploads in rest.values():
-            self.app.drop_uploads(uploads)
-        rest.clear()
+            if r.get("state") not in TERMINAL:  # else it ended before: nothing waits for the blob
+                self.app.finish_uploads(broker, f, rest.pop(f, []))
 
 
 class _Collector:
