@@ -715,8 +715,8 @@ static void on_submit_batch(prpc_broker_t *b, h2o_req_t *req)
         if (BSON_ITER_HOLDS_DOCUMENT(&arr)) {
             bson_iter_document(&arr, &len, &data);
             if (bson_init_static(&one, data, len))
-                rc = prpc_wire_decode_submit(&b->functions, &one, holds_or_receives_blob, b, &subs[i],
-                                             &e);
+                rc = prpc_wire_decode_submit(&b->functions, &one, holds_or_receives_blob, b,
+                                             &subs[i], &e);
         }
         if (rc != 0) {
             prpc_buf_t eb = PRPC_BUF_INIT;
