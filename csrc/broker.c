@@ -89,6 +89,20 @@ typedef struct blob_hold {
     blob_job_t *job; /* NULL once answered */
 } blob_hold_t;
 
+/* Outputs a worker announced while their upload goes on (cut-through of
+ * results, POST /v1/leases/{lease}/outputs): a hint to the call's readers,
+ * valid while the call is leased under that lease. Kept in memory only: after
+ * a broker restart the call's result still comes, only without the head
+ * start. Touched on the loop thread only. */
+typedef struct arriving_outputs {
+    char call_id[PRPC_CALL_ID_HEX + 1]; /* "" when the slot is free */
+    char lease_id[PRPC_LEASE_ID_HEX + 1];
+    char *outputs_json; /* owned */
+    int64_t at_ms;      /* when announced, for eviction */
+} arriving_outputs_t;
+
+#define BROKER_ARRIVING_MAX 64
+
 typedef struct lease_waiter {
     h2o_linklist_t link;
     h2o_req_t *req;
@@ -123,6 +137,7 @@ struct prpc_broker {
     h2o_linklist_t lease_waiters;
     h2o_linklist_t batch_waiters; /* POST /v1/calls/wait */
     h2o_linklist_t followers;     /* GET ?follow= answers of blobs still arriving */
+    arriving_outputs_t arriving[BROKER_ARRIVING_MAX];
     int64_t upload_stall_ms;      /* a follower with nothing new this long is cut off */
     pthread_t blob_thread;
     int blob_thread_started;
@@ -294,7 +309,55 @@ static bson_t *parse_body(prpc_broker_t *b, h2o_req_t *req, const char *what,
 
 /* ---- call records ----------------------------------------------------- */
 
-static void write_call(prpc_buf_t *out, const prpc_call_t *c, int with_args)
+static void arriving_drop(prpc_broker_t *b, const char *call_id)
+{
+    for (int i = 0; i < BROKER_ARRIVING_MAX; i++) {
+        arriving_outputs_t *a = &b->arriving[i];
+        if (a->call_id[0] != '\0' && (call_id == NULL || strcmp(a->call_id, call_id) == 0)) {
+            free(a->outputs_json);
+            memset(a, 0, sizeof(*a));
+        }
+    }
+}
+
+/* The outputs announced for c's current lease, or NULL. */
+static const char *arriving_for(const prpc_broker_t *b, const prpc_call_t *c)
+{
+    if (c->state != PRPC_CALL_LEASED)
+        return NULL;
+    for (int i = 0; i < BROKER_ARRIVING_MAX; i++) {
+        const arriving_outputs_t *a = &b->arriving[i];
+        if (strcmp(a->call_id, c->id) == 0 && strcmp(a->lease_id, c->lease_id) == 0)
+            return a->outputs_json;
+    }
+    return NULL;
+}
+
+/* Takes outputs_json. Replaces what call_id had; else takes a free slot, else
+ * the oldest announcement (a hint lost costs only its head start). */
+static void arriving_put(prpc_broker_t *b, const char *call_id, const char *lease_id,
+                         char *outputs_json)
+{
+    arriving_outputs_t *slot = NULL;
+    arriving_drop(b, call_id);
+    for (int i = 0; i < BROKER_ARRIVING_MAX; i++) {
+        arriving_outputs_t *a = &b->arriving[i];
+        if (a->call_id[0] == '\0') {
+            slot = a;
+            break;
+        }
+        if (slot == NULL || a->at_ms < slot->at_ms)
+            slot = a;
+    }
+    free(slot->outputs_json);
+    snprintf(slot->call_id, sizeof(slot->call_id), "%s", call_id);
+    snprintf(slot->lease_id, sizeof(slot->lease_id), "%s", lease_id);
+    slot->outputs_json = outputs_json;
+    slot->at_ms = prpc_now_ms();
+}
+
+static void write_call_arriving(prpc_buf_t *out, const prpc_call_t *c, int with_args,
+                                const char *arriving)
 {
     prpc_buf_printf(out,
                     "{\"id\": \"%s\", \"function\": ", c->id);
@@ -311,16 +374,29 @@ static void write_call(prpc_buf_t *out, const prpc_call_t *c, int with_args)
                     c->error_json ? c->error_json : "null");
     if (with_args)
         prpc_buf_printf(out, ", \"args\": %s", c->args_json ? c->args_json : "[]");
+    if (arriving != NULL)
+        prpc_buf_printf(out, ", \"arriving_outputs\": %s", arriving);
     prpc_buf_puts(out, "}");
+}
+
+static void write_call(prpc_buf_t *out, const prpc_call_t *c, int with_args)
+{
+    write_call_arriving(out, c, with_args, NULL);
+}
+
+static void send_call_arriving(h2o_req_t *req, const prpc_call_t *c, const char *prefix,
+                               const char *arriving)
+{
+    prpc_buf_t out = PRPC_BUF_INIT;
+    prpc_buf_printf(&out, "{%s\"call\": ", prefix ? prefix : "");
+    write_call_arriving(&out, c, 0, arriving);
+    prpc_buf_puts(&out, "}");
+    send_buf(req, 200, &out);
 }
 
 static void send_call(h2o_req_t *req, const prpc_call_t *c, const char *prefix)
 {
-    prpc_buf_t out = PRPC_BUF_INIT;
-    prpc_buf_printf(&out, "{%s\"call\": ", prefix ? prefix : "");
-    write_call(&out, c, 0);
-    prpc_buf_puts(&out, "}");
-    send_buf(req, 200, &out);
+    send_call_arriving(req, c, prefix, NULL);
 }
 
 /* ---- waiters ---------------------------------------------------------- */
@@ -378,7 +454,7 @@ static void notify_calls(prpc_broker_t *b, const char *id, int force_all)
         else if (w->until_end)
             send_call(w->req, &c, w->created ? "\"created\": true, " : "\"created\": false, ");
         else
-            send_call(w->req, &c, NULL);
+            send_call_arriving(w->req, &c, NULL, arriving_for(b, &c));
         prpc_call_cleanup(&c);
     }
 }
@@ -825,7 +901,7 @@ static void on_get_call(prpc_broker_t *b, h2o_req_t *req, const char *id)
             prpc_now_ms() + (wait_ms > PRPC_BROKER_WAIT_MAX_MS ? PRPC_BROKER_WAIT_MAX_MS : wait_ms);
         h2o_linklist_insert(&b->call_waiters, &w->link);
     } else {
-        send_call(req, &c, NULL);
+        send_call_arriving(req, &c, NULL, arriving_for(b, &c));
     }
     prpc_call_cleanup(&c);
 }
@@ -1134,6 +1210,95 @@ out:
     bson_destroy(doc);
 }
 
+/* Answer the GET readers of call id parked on its record: its announced
+ * outputs are news although the record itself did not change. */
+static void notify_arriving(prpc_broker_t *b, const char *id)
+{
+    h2o_linklist_t *node = b->call_waiters.next;
+    while (node != &b->call_waiters) {
+        call_waiter_t *w = H2O_STRUCT_FROM_MEMBER(call_waiter_t, link, node);
+        prpc_call_t c;
+        prpc_error_t err;
+        node = node->next;
+        if (w->until_end || strcmp(w->id, id) != 0)
+            continue;
+        memset(&c, 0, sizeof(c));
+        if (prpc_store_call_get(b->store, w->id, &c, &err) != 0) {
+            prpc_call_cleanup(&c);
+            continue; /* answered at the next change or its deadline */
+        }
+        h2o_linklist_unlink(&w->link);
+        send_call_arriving(w->req, &c, NULL, arriving_for(b, &c));
+        prpc_call_cleanup(&c);
+    }
+}
+
+/* POST /v1/leases/{lease}/outputs: {"call_id", "outputs": [typed...]}. The
+ * worker's outputs, announced once each file output's first chunk is on the
+ * broker: readers of the call see them as "arriving_outputs" and download
+ * each file following its upload (GET ?follow=), so the result's upload and
+ * its download overlap. The call stays leased: only the result ends it, and a
+ * lease that lapses (the worker died mid-upload) drops the announcement with
+ * it. */
+static void on_outputs(prpc_broker_t *b, h2o_req_t *req, const char *lease)
+{
+    prpc_error_t err;
+    bson_t *doc = parse_body(b, req, "outputs", &err);
+    bson_iter_t it;
+    const char *call_id;
+    const prpc_fn_t *f;
+    prpc_call_t c;
+    prpc_buf_t outputs = PRPC_BUF_INIT;
+    char *outputs_json = NULL;
+    char (*blobs)[65] = NULL;
+    size_t nblobs = 0;
+    char body[128];
+    int n;
+
+    memset(&c, 0, sizeof(c));
+    if (doc == NULL)
+        goto fail;
+    call_id = prpc_doc_str(doc, "call_id");
+    if (!prpc_valid_hex(call_id, 64) || !bson_iter_init_find(&it, doc, "outputs")) {
+        prpc_error_set(&err, PRPC_EINVAL,
+                       "announced outputs need \"call_id\" (64 hex) and \"outputs\"");
+        goto fail;
+    }
+    if (prpc_store_call_get(b->store, call_id, &c, &err) != 0)
+        goto fail;
+    if (c.state != PRPC_CALL_LEASED || strcmp(c.lease_id, lease) != 0) {
+        prpc_error_set(&err, PRPC_ESTATE, "call %s is not leased under lease %s (it is %s)",
+                       call_id, lease, prpc_call_state_name(c.state));
+        goto fail;
+    }
+    if ((f = find_fn(b, c.function)) == NULL) {
+        prpc_error_set(&err, PRPC_ENOTFOUND, "function %s is no longer registered", c.function);
+        goto fail;
+    }
+    if ((blobs = calloc(f->nreturns + 1, sizeof(*blobs))) == NULL) {
+        prpc_error_set(&err, PRPC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (prpc_wire_check_typed(f, f->returns, f->nreturns, "outputs", &it, holds_or_receives_blob,
+                              b, NULL, &outputs, blobs, &nblobs, &err) != 0)
+        goto fail;
+    if ((outputs_json = prpc_buf_take(&outputs, NULL, &err)) == NULL)
+        goto fail;
+    arriving_put(b, call_id, lease, outputs_json);
+    n = snprintf(body, sizeof(body), "{\"call_id\": \"%s\"}", call_id);
+    prpc_httpd_send_json(req, 200, body, (size_t)n);
+    notify_arriving(b, call_id);
+    goto out;
+fail:
+    send_err(req, &err);
+out:
+    prpc_call_cleanup(&c);
+    prpc_buf_cleanup(&outputs);
+    free(blobs);
+    if (doc != NULL)
+        bson_destroy(doc);
+}
+
 static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
 {
     prpc_error_t err;
@@ -1227,6 +1392,7 @@ static void on_result(prpc_broker_t *b, h2o_req_t *req, const char *lease)
     drop_checkpoint_blobs(b, ck, nck);
     ck = NULL;
     b->metrics.results_accepted++;
+    arriving_drop(b, call_id);
     prpc_call_cleanup(&c);
     /* Waiting clients first: they wait for this answer, the worker only for
      * its acknowledgement. */
@@ -2139,6 +2305,8 @@ static int route(void *ud, h2o_req_t *req)
             on_heartbeat(b, req, lease);
         else if (strcmp(rest, "/result") == 0)
             on_result(b, req, lease);
+        else if (strcmp(rest, "/outputs") == 0)
+            on_outputs(b, req, lease);
         else if (strcmp(rest, "/checkpoints") == 0)
             on_checkpoint(b, req, lease);
         else
@@ -2461,6 +2629,7 @@ void prpc_broker_free(prpc_broker_t *b)
     prpc_broker_stop(b);
     prpc_nodes_free(b->nodes);
     prpc_httpd_free(b->httpd);
+    arriving_drop(b, NULL);
     while (!h2o_linklist_is_empty(&b->blob_done)) { /* only jobs whose requests are gone */
         blob_job_t *j = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, b->blob_done.next);
         h2o_linklist_unlink(&j->link);

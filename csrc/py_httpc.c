@@ -166,17 +166,25 @@ static PyObject *conn_upload_blob(conn_object_t *self, PyObject *args, PyObject 
 
 static PyObject *conn_download_blob(conn_object_t *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"sha", "blob_dir", NULL};
+    static char *kwlist[] = {"sha", "blob_dir", "follow", NULL};
     const char *sha;
-    PyObject *dir_obj = NULL;
+    PyObject *dir_obj = NULL, *follow_obj = Py_None;
+    unsigned long long follow = 0;
     char path[PRPC_BLOB_PATH_MAX];
     int rc = 0, closed = 0;
     prpc_blobdir_t *bd = NULL;
     prpc_error_t err;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sO&:download_blob", kwlist, &sha,
-                                     PyUnicode_FSConverter, &dir_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sO&|O:download_blob", kwlist, &sha,
+                                     PyUnicode_FSConverter, &dir_obj, &follow_obj))
         return NULL;
+    if (follow_obj != Py_None) {
+        follow = PyLong_AsUnsignedLongLong(follow_obj);
+        if (follow == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(dir_obj);
+            return NULL;
+        }
+    }
     if (self->lock == NULL) {
         Py_DECREF(dir_obj);
         return closed_error();
@@ -190,7 +198,9 @@ static PyObject *conn_download_blob(conn_object_t *self, PyObject *args, PyObjec
         if (self->h == NULL)
             closed = 1;
         else
-            rc = prpc_httpc_download_blob(self->h, sha, bd, &err);
+            rc = follow_obj != Py_None
+                     ? prpc_httpc_follow_blob(self->h, sha, (uint64_t)follow, bd, &err)
+                     : prpc_httpc_download_blob(self->h, sha, bd, &err);
         PyThread_release_lock(self->lock);
         if (rc == 0 && !closed)
             rc = prpc_blobdir_path(bd, sha, path, &err);
@@ -259,8 +269,9 @@ static PyMethodDef conn_methods[] = {
      "had synced at least `until` bytes (nothing committed yet: call again to finish)."},
     {"download_blob", (PyCFunction)(void (*)(void))conn_download_blob,
      METH_VARARGS | METH_KEYWORDS,
-     "download_blob(sha, blob_dir) -> str\n\nFetch blob sha into the blob directory (resuming, "
-     "verified) unless it is there; returns the blob's path."},
+     "download_blob(sha, blob_dir, follow=None) -> str\n\nFetch blob sha into the blob directory "
+     "(resuming, verified) unless it is there; returns the blob's path. follow=SIZE: the blob "
+     "may still be arriving at the broker (GET ?follow=SIZE): its bytes come as they land."},
     {"close", (PyCFunction)conn_close, METH_NOARGS, "Close the connection. Idempotent."},
     {NULL, NULL, 0, NULL},
 };

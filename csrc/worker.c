@@ -51,6 +51,7 @@
 #define WORKER_PATH_MAX 4096
 #define WORKER_LEASE_MARGIN_MS 15000 /* a long-poll's answer may take this much longer */
 #define WORKER_REQUEST_TIMEOUT_MS 30000
+#define WORKER_ANNOUNCED_FILES 16 /* file outputs of one call sent after the announcement */
 #define WORKER_LEASE_ID_MAX 64
 
 typedef struct slot {
@@ -900,31 +901,63 @@ static void append_error(bson_t *doc, const char *type, const char *message)
     bson_append_document_end(doc, &e);
 }
 
-/* Upload one output file and append its typed entry to arr under key k. */
+/* An output file whose upload goes on after the outputs were announced. */
+typedef struct pending_output {
+    int fd;
+    char sha[PRPC_SHA256_HEX_LEN + 1];
+    uint64_t size;
+} pending_output_t;
+
+/* Upload sha (fd, size bytes) until the broker has synced `until` bytes of it
+ * (UINT64_MAX: all, committed), retrying transfer errors. *complete says
+ * whether it got there. */
+static int upload_output(slot_t *s, prpc_httpc_t *h, int fd, const char *sha, uint64_t size,
+                         uint64_t until, int *complete, prpc_error_t *err)
+{
+    int64_t started = mono_ms();
+    int rc;
+    for (int attempt = 1;; attempt++) {
+        *complete = 1;
+        rc = prpc_httpc_upload_blob_until(h, fd, sha, size, until, complete, err);
+        if (rc == 0 || !transfer_again(s, &s->seed, rc, attempt, started))
+            return rc;
+    }
+}
+
+/* Upload one output file and append its typed entry to arr under key k. A
+ * file larger than one chunk is sent only until its first chunk is on the
+ * broker when pend is not NULL: *pend then holds the fd for the rest
+ * (pend->fd < 0 when nothing is left to send). */
 static int put_output_file(slot_t *s, prpc_httpc_t *h, bson_t *arr, const char *k,
-                           const bson_t *entry, const char *path, prpc_error_t *err)
+                           const bson_t *entry, const char *path, pending_output_t *pend,
+                           prpc_error_t *err)
 {
     uint8_t digest[PRPC_SHA256_LEN];
     char sha[PRPC_SHA256_HEX_LEN + 1];
     uint64_t size = 0;
     bson_iter_t it;
     bson_t out;
-    int fd, rc, has_filename = 0;
+    int fd, rc, has_filename = 0, complete = 1;
 
+    if (pend != NULL)
+        pend->fd = -1;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return prpc_error_errno(err, errno, "output file %s", path);
     rc = prpc_hash_fd(fd, digest, &size, err);
     if (rc == 0) {
         prpc_hex_encode(digest, sizeof(digest), sha);
-        int64_t started = mono_ms();
-        for (int attempt = 1;; attempt++) {
-            rc = prpc_httpc_upload_blob(h, fd, sha, size, err);
-            if (rc == 0 || !transfer_again(s, &s->seed, rc, attempt, started))
-                break;
-        }
+        rc = upload_output(s, h, fd, sha, size,
+                           pend != NULL && size > PRPC_BLOB_CHUNK ? 1 : UINT64_MAX, &complete,
+                           err);
     }
-    close(fd);
+    if (rc == 0 && !complete) {
+        pend->fd = fd;
+        memcpy(pend->sha, sha, sizeof(pend->sha));
+        pend->size = size;
+    } else {
+        close(fd);
+    }
     if (rc != 0)
         return rc;
     bson_append_document_begin(arr, k, -1, &out);
@@ -948,10 +981,46 @@ static int put_output_file(slot_t *s, prpc_httpc_t *h, bson_t *arr, const char *
     return 0;
 }
 
-/* Turn run's answer into the result body, uploading output files. */
-static char *build_result(slot_t *s, prpc_httpc_t *h, const char *call_id, const char *result_json,
-                          int run_rc, int terminated, size_t *len, prpc_error_t *err)
+/* Tell the broker the outputs (body's "outputs") while the files in pend are
+ * still being uploaded, so the call's readers start downloading them now.
+ * Only a head start: whatever goes wrong here, the result still comes. */
+static void announce_outputs(slot_t *s, prpc_httpc_t *h, const char *lease_id,
+                             const char *call_id, const bson_t *body)
 {
+    bson_t doc = BSON_INITIALIZER;
+    bson_iter_t it;
+    char path[128], *json, *resp = NULL;
+    size_t len = 0, rlen = 0;
+    long status = 0;
+    prpc_error_t e;
+
+    BSON_APPEND_UTF8(&doc, "call_id", call_id);
+    if (bson_iter_init_find(&it, body, "outputs"))
+        bson_append_iter(&doc, "outputs", -1, &it);
+    json = to_json(&doc, &len, &e);
+    bson_destroy(&doc);
+    if (json == NULL)
+        return;
+    snprintf(path, sizeof(path), "/v1/leases/%s/outputs", lease_id);
+    if (prpc_httpc_request(h, "POST", path, json, len, WORKER_REQUEST_TIMEOUT_MS, &status, &resp,
+                           &rlen, &e) != 0)
+        wlog(s->w, PRPC_LOG_DEBUG, "call %s: announcing its outputs: %s", call_id, e.message);
+    else if (status != 200)
+        wlog(s->w, PRPC_LOG_DEBUG, "call %s: announcing its outputs: HTTP %ld %.*s", call_id,
+             status, (int)(rlen < 200 ? rlen : 200), resp ? resp : "");
+    free(resp);
+    free(json);
+}
+
+/* Turn run's answer into the result body, uploading output files: each file
+ * larger than a chunk up to its first chunk, then the outputs are announced
+ * (announce_outputs), then the rest is sent. */
+static char *build_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, const char *call_id,
+                          const char *result_json, int run_rc, int terminated, size_t *len,
+                          prpc_error_t *err)
+{
+    pending_output_t pend[WORKER_ANNOUNCED_FILES];
+    size_t npend = 0;
     bson_t *res = NULL, body = BSON_INITIALIZER, arr;
     bson_iter_t it, sub;
     const char *state = NULL;
@@ -978,6 +1047,8 @@ static char *build_result(slot_t *s, prpc_httpc_t *h, const char *call_id, const
 
     BSON_APPEND_UTF8(&body, "call_id", call_id);
     if (msg[0] == '\0') {
+        /* Only a result that will be "done" has outputs worth announcing. */
+        int early = strcmp(state, "done") == 0;
         BSON_APPEND_ARRAY_BEGIN(&body, "outputs", &arr);
         if (bson_iter_init_find(&it, res, "outputs") && BSON_ITER_HOLDS_ARRAY(&it) &&
             bson_iter_recurse(&it, &sub)) {
@@ -995,15 +1066,34 @@ static char *build_result(slot_t *s, prpc_httpc_t *h, const char *call_id, const
                 bson_uint32_to_string(i++, &k, key, sizeof(key));
                 if (kind == NULL || strcmp(kind, "file") != 0 || path == NULL) {
                     bson_append_document(&arr, k, -1, &view);
-                } else if (put_output_file(s, h, &arr, k, &view, path, &e) != 0) {
+                } else if (put_output_file(s, h, &arr, k, &view, path,
+                                           early && npend < WORKER_ANNOUNCED_FILES ? &pend[npend]
+                                                                                  : NULL,
+                                           &e) != 0) {
                     snprintf(msg, sizeof(msg), "output %u could not be delivered: %s", i - 1,
                              e.message);
                     failed = 1;
                     break;
+                } else if (early && npend < WORKER_ANNOUNCED_FILES && pend[npend].fd >= 0) {
+                    npend++;
                 }
             }
         }
         bson_append_array_end(&body, &arr);
+    }
+    if (msg[0] == '\0' && npend > 0)
+        announce_outputs(s, h, lease_id, call_id, &body);
+    for (size_t j = 0; j < npend; j++) {
+        prpc_error_t e;
+        int complete = 1;
+        if (msg[0] == '\0' &&
+            upload_output(s, h, pend[j].fd, pend[j].sha, pend[j].size, UINT64_MAX, &complete,
+                          &e) != 0) {
+            snprintf(msg, sizeof(msg), "output blob %s could not be delivered: %s", pend[j].sha,
+                     e.message);
+            failed = 1;
+        }
+        close(pend[j].fd);
     }
     if (msg[0] != '\0') {
         /* Start again: outputs of a failed delivery are not reported. */
@@ -1183,7 +1273,8 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
         wlog(w, PRPC_LOG_INFO, "call %s: stopped with the worker; its lease will lapse", cid);
     } else {
         body = skip ? terminated_body(cid, &body_len, &err)
-                    : build_result(s, h, cid, result, run_rc, terminated, &body_len, &err);
+                    : build_result(s, h, lid, cid, result, run_rc, terminated, &body_len,
+                                   &err);
         if (body != NULL)
             push_result(s, h, lid, cid, body, body_len);
         else

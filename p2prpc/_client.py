@@ -82,6 +82,7 @@ TAKE_MAX_QUEUED = 8  # get() sends its own call (submit-and-wait) when so few ar
 # ...waiting this long in that request: other threads acting on the future
 # (terminate, progress) wait for the submit's answer, so it must come soon.
 INLINE_WAIT_MS = 500
+PREFETCH_TRIES = 3  # downloads of one announced result blob before it is left to _store
 TAKEN_STREAK = 3  # ...and after this many in a row, new calls do not wake the submitter,
 SUBMIT_LOOK_S = 0.005  # which looks this often for calls nobody is waiting for,
 SUBMIT_LOOK_IDLE_S = 1.0  # until no call came for this long
@@ -1121,6 +1122,11 @@ class P2PFuture:
         self._submit_error = None
         self._upload_error = None  # the rest of an argument's upload failed after the submit
         self._changed = threading.Event()
+        # Result files downloaded while the worker still uploads them
+        # (cut-through): sha -> the thread doing it; _store waits for them.
+        self._returns_files = any(r.kind == "file" for r in prepared.spec.returns)
+        self._prefetches = {}
+        self._prefetch_tries = {}  # a worker killed mid-upload: the next one's upload is resumed
         if not submitting:
             self._submitted.set()
 
@@ -1253,8 +1259,50 @@ class P2PFuture:
             raise ClientCallTerminated("%s was terminated before it finished" % self._what())
         return self._store(call)
 
+    def _prefetch(self, call):
+        """Start downloading the result files the worker announced while it
+        still uploads them (the call's "arriving_outputs", docs/API.md): each
+        follows its upload (GET ?follow=SIZE) in a thread, so the result
+        reaches this cache about when the worker's upload ends. Only a head
+        start: a download that fails here is left to _store."""
+        arriving = call.get("arriving_outputs")
+        if call.get("state") != "leased" or not isinstance(arriving, list):
+            return
+        spec = self.prepared.spec
+        try:
+            values = decode_entries(arriving, expected=[(r.name, r.kind) for r in spec.returns])
+        except (ProtocolError, ValueError, TypeError) as e:
+            log.debug("%s: ignoring announced outputs: %s", self._what(), e)
+            return
+        broker = self._broker_or_find()
+        for r in spec.returns:
+            if r.kind != "file":
+                continue
+            ref = values[r.name]
+            running = self._prefetches.get(ref.blob)
+            if running is not None and running.is_alive():
+                continue
+            tries = self._prefetch_tries.get(ref.blob, 0)
+            if tries >= PREFETCH_TRIES:
+                continue  # left to _store
+            self._prefetch_tries[ref.blob] = tries + 1
+            t = threading.Thread(target=self._prefetch_one, args=(broker, ref.blob, ref.size),
+                                 name="p2prpc-prefetch", daemon=True)
+            self._prefetches[ref.blob] = t
+            t.start()
+
+    def _prefetch_one(self, broker, sha, size):
+        try:
+            os.makedirs(self.app.cache.blob_dir, exist_ok=True)
+            broker.run(lambda c: c.download_blob(sha, self.app.cache.blob_dir, follow=size))
+        except (P2PRPCError, OSError) as e:
+            log.debug("%s: downloading result blob %s while it arrives: %s", self._what(),
+                      sha, e)
+
     def _store(self, call):
         spec = self.prepared.spec
+        for t in list(self._prefetches.values()):
+            t.join()  # one writer per blob: what it fetched is resumed, not fetched again
         outputs = call.get("outputs")
         values = decode_entries(outputs, expected=[(r.name, r.kind) for r in spec.returns])
         files = {}
@@ -1283,6 +1331,8 @@ class P2PFuture:
             # Not sent yet: one request submits it and waits for its end.
             wait_ms = INLINE_WAIT_MS if deadline is None else max(
                 1, min(INLINE_WAIT_MS, int((deadline - time.monotonic()) * 1000)))
+            if self._returns_files:
+                wait_ms = 0  # get() reads the record itself to see outputs announced early
             self.app._submitter._send([self], wait_ms)
         self._wait_submitted(deadline)
         while True:
@@ -1308,7 +1358,11 @@ class P2PFuture:
                            float((call or {}).get("progress") or 0)))
                 wait_ms = max(1, min(LONG_POLL_MS, int(left * 1000)))
             self._changed.clear()
-            if self.app._collector.watching(self):
+            if self._returns_files:
+                # Our own long-poll sees the call while it is leased: result
+                # files announced before the call ends are fetched meanwhile.
+                self._prefetch(self._poll(wait_ms))
+            elif self.app._collector.watching(self):
                 # The collector's current long-poll names this call: wait for
                 # it rather than ask again.
                 self._changed.wait(wait_ms / 1000.0)
