@@ -80,6 +80,8 @@ typedef struct blob_job {
     const void *data;
     size_t len;
     int running, ran, rc, held;
+    int deferred;           /* CHUNK: once set aside to wait for the chunk before it */
+    int64_t defer_until_ms; /* ...until then at most */
     int fd; /* FOLLOW: the partial file, opened behind the chunks queued before it */
     prpc_error_t err;
 } blob_job_t;
@@ -102,6 +104,8 @@ typedef struct arriving_outputs {
 } arriving_outputs_t;
 
 #define BROKER_ARRIVING_MAX 64
+#define BROKER_DEFERRED_MAX 4 /* chunks waiting for the one before them (8 MiB each) */
+#define BROKER_DEFER_MS 5000  /* how long one waits before it is refused */
 
 typedef struct lease_waiter {
     h2o_linklist_t link;
@@ -144,6 +148,8 @@ struct prpc_broker {
     pthread_mutex_t blob_mu;
     pthread_cond_t blob_cv; /* a job was queued or finished, or blob_quit */
     h2o_linklist_t blob_queue, blob_done;
+    h2o_linklist_t blob_deferred; /* chunks that came before the chunk they continue */
+    int ndeferred;
     int blob_quit;
     int blob_busy; /* the blob thread is doing a job */
     /* Held by the blob thread for a commit and by the loop while it decides on
@@ -1912,18 +1918,89 @@ static void follow_start(prpc_broker_t *b, h2o_req_t *req, blob_job_t *j)
 
 /* ---- the blob thread -------------------------------------------------- */
 
+/* An uploader keeps two chunks on the wire at once (httpc.c), on two
+ * connections: the second may be whole here before the first. Rather than
+ * refuse it (409, and the uploader starts over from the broker's copy), it
+ * waits, its request parked, for the chunk it continues, a bounded time. With
+ * blob_mu held; 1 when j was set aside. */
+static int blob_defer(prpc_broker_t *b, blob_job_t *j)
+{
+    uint64_t have = 0;
+    if (j->req == NULL || j->kind != BLOB_CHUNK || j->deferred ||
+        b->ndeferred >= BROKER_DEFERRED_MAX ||
+        prpc_blobdir_partial(b->blobs, j->sha, &have, NULL) != 0 || j->offset <= have ||
+        j->offset - have > 2 * (uint64_t)PRPC_BLOB_CHUNK)
+        return 0;
+    j->deferred = 1;
+    j->defer_until_ms = prpc_now_ms() + BROKER_DEFER_MS;
+    h2o_linklist_insert(&b->blob_deferred, &j->link);
+    b->ndeferred++;
+    return 1;
+}
+
+/* With blob_mu held: the chunk set aside that continues sha at partial goes
+ * first in the queue. */
+static void blob_undefer(prpc_broker_t *b, const char *sha, uint64_t partial)
+{
+    h2o_linklist_t *node = b->blob_deferred.next;
+    while (node != &b->blob_deferred) {
+        blob_job_t *d = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, node);
+        node = node->next;
+        if (d->offset == partial && strcmp(d->sha, sha) == 0) {
+            h2o_linklist_unlink(&d->link);
+            h2o_linklist_insert(b->blob_queue.next, &d->link);
+            b->ndeferred--;
+            return;
+        }
+    }
+}
+
+/* With blob_mu held: chunks whose wait is over (all of them when the broker
+ * stops) go to the queue, to be written or refused. Returns the earliest
+ * deadline still pending, 0 when none. */
+static int64_t blob_expire_deferred(prpc_broker_t *b, int all)
+{
+    h2o_linklist_t *node = b->blob_deferred.next;
+    int64_t now = prpc_now_ms(), next = 0;
+    while (node != &b->blob_deferred) {
+        blob_job_t *d = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, node);
+        node = node->next;
+        if (all || d->defer_until_ms <= now) {
+            h2o_linklist_unlink(&d->link);
+            h2o_linklist_insert(&b->blob_queue, &d->link);
+            b->ndeferred--;
+        } else if (next == 0 || d->defer_until_ms < next) {
+            next = d->defer_until_ms;
+        }
+    }
+    return next;
+}
+
 static void *blob_main(void *arg)
 {
     prpc_broker_t *b = arg;
     pthread_mutex_lock(&b->blob_mu);
     for (;;) {
         blob_job_t *j;
-        while (h2o_linklist_is_empty(&b->blob_queue) && !b->blob_quit)
-            pthread_cond_wait(&b->blob_cv, &b->blob_mu);
+        for (;;) {
+            int64_t next = blob_expire_deferred(b, b->blob_quit);
+            struct timespec ts;
+            if (!h2o_linklist_is_empty(&b->blob_queue) || b->blob_quit)
+                break;
+            if (next == 0) {
+                pthread_cond_wait(&b->blob_cv, &b->blob_mu);
+                continue;
+            }
+            ts.tv_sec = (time_t)(next / 1000);
+            ts.tv_nsec = (long)(next % 1000) * 1000000L;
+            pthread_cond_timedwait(&b->blob_cv, &b->blob_mu, &ts);
+        }
         if (h2o_linklist_is_empty(&b->blob_queue))
             break;
         j = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, b->blob_queue.next);
         h2o_linklist_unlink(&j->link);
+        if (blob_defer(b, j))
+            continue;
         if (j->req != NULL) {
             j->running = b->blob_busy = 1;
             pthread_mutex_unlock(&b->blob_mu);
@@ -1956,6 +2033,8 @@ static void *blob_main(void *arg)
             pthread_mutex_lock(&b->blob_mu);
             j->running = b->blob_busy = 0;
             j->ran = 1;
+            if (j->kind == BLOB_CHUNK && j->rc == 0)
+                blob_undefer(b, j->sha, j->partial);
         }
         h2o_linklist_insert(&b->blob_done, &j->link);
         pthread_cond_broadcast(&b->blob_cv);
@@ -2507,6 +2586,7 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     h2o_linklist_init_anchor(&b->followers);
     h2o_linklist_init_anchor(&b->blob_queue);
     h2o_linklist_init_anchor(&b->blob_done);
+    h2o_linklist_init_anchor(&b->blob_deferred);
     pthread_mutex_init(&b->blob_mu, NULL);
     pthread_mutex_init(&b->blob_gc_mu, NULL);
     pthread_cond_init(&b->blob_cv, NULL);

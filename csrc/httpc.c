@@ -55,6 +55,7 @@ struct prpc_httpc {
     int connect_timeout_ms;          /* for every connection attempt */
     char *ca;                        /* CA file for https, owned; NULL = system store */
     const atomic_int *cancel;        /* borrowed; non-zero aborts requests */
+    struct prpc_httpc *twin;         /* a second connection for chunk uploads, owned */
     char errbuf[CURL_ERROR_SIZE];    /* libcurl's detail of the last failure */
 };
 
@@ -73,6 +74,14 @@ typedef struct sink {
     int corrupt;        /* corrupt_download fault: flip a byte of the next file write */
     prpc_blobdir_t *bd; /* when set, file writes feed sha's running hash there */
     const char *sha;
+    /* A request body given through libcurl's read callback (chunk uploads):
+     * on_handed(handed_arg) is called once libcurl has taken its last byte,
+     * after which the body's buffer is no longer read. */
+    const char *body;
+    size_t body_len, body_off;
+    int handed;
+    void (*on_handed)(void *);
+    void *handed_arg;
     char sig[PRPC_AUTH_SIG_HEX]; /* X-P2PRPC-Signature as received (64 hex), or "" */
     int sig_malformed;  /* 1 when the header was there but not 64 hex digits */
     int fail_code;      /* set when the sink refused data... */
@@ -130,6 +139,32 @@ static int sink_error(const sink_t *s, prpc_error_t *err, const char *method, co
     if (s->fail_errno != 0)
         return prpc_error_errno(err, s->fail_errno, "%s %s: %s", method, url, s->fail_msg);
     return prpc_error_set(err, s->fail_code, "%s %s: %s", method, url, s->fail_msg);
+}
+
+static size_t on_read_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    sink_t *s = ud;
+    size_t n = size * nmemb;
+    if (n > s->body_len - s->body_off)
+        n = s->body_len - s->body_off;
+    memcpy(data, s->body + s->body_off, n);
+    s->body_off += n;
+    if (s->body_off == s->body_len && !s->handed) {
+        s->handed = 1;
+        s->on_handed(s->handed_arg);
+    }
+    return n;
+}
+
+/* libcurl rewinds a body to send it again on a fresh connection when a kept
+ * one turned out closed; possible only before the buffer was handed back. */
+static int on_seek_body(void *ud, curl_off_t offset, int origin)
+{
+    sink_t *s = ud;
+    if (s->handed || origin != SEEK_SET || offset < 0 || (uint64_t)offset > s->body_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    s->body_off = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
@@ -310,6 +345,7 @@ void prpc_httpc_free(prpc_httpc_t *h)
 {
     if (h == NULL)
         return;
+    prpc_httpc_free(h->twin);
     curl_easy_cleanup(h->curl);
     memset(h->key, 0, sizeof(h->key));
     free(h->ca);
@@ -323,6 +359,8 @@ int prpc_httpc_set_ca(prpc_httpc_t *h, const char *ca_path, prpc_error_t *err)
     char *copy = NULL;
     int rc = 0;
 
+    prpc_httpc_free(h->twin); /* made again, with this CA, when next needed */
+    h->twin = NULL;
     if (ca_path == NULL || ca_path[0] == '\0') {
         free(h->ca);
         h->ca = NULL;
@@ -509,6 +547,18 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     } else if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    } else if (body_len > 0 && s->on_handed != NULL) {
+        s->body = body;
+        s->body_len = body_len;
+        s->body_off = 0;
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read_body);
+        curl_easy_setopt(c, CURLOPT_READDATA, s);
+        curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek_body);
+        curl_easy_setopt(c, CURLOPT_SEEKDATA, s);
+        if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     } else if (body_len > 0 || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body_len > 0 ? (const char *)body : "");
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
@@ -520,6 +570,11 @@ static int httpc_perform(prpc_httpc_t *h, const char *method, const char *pq, co
 
     if (body_len > 0 && content_type != NULL)
         rc = add_header(&hdrs, err, "Content-Type: %s", content_type);
+    /* libcurl asks a body over 1 MiB to wait for "100 Continue": a round trip
+     * per chunk, which across a WAN costs more than sending a chunk that a
+     * rare refusal makes useless. */
+    if (rc == 0 && body_len > 0)
+        rc = add_header(&hdrs, err, "Expect:");
     if (rc == 0 && h->has_key) {
         char sig[PRPC_AUTH_SIG_HEX];
         char sha_hex[PRPC_SHA256_HEX_LEN + 1];
@@ -788,47 +843,24 @@ typedef struct chunk {
     size_t n;
     char *buf;
     char hex[PRPC_SHA256_HEX_LEN + 1];
-    int rc;
     prpc_error_t err;
-    pthread_t thread;
-    int ahead; /* being prepared by its own thread */
 } chunk_t;
 
-static void chunk_prepare(chunk_t *c)
+/* Read and hash the chunk of fd at off: while the orchestrator does this,
+ * the chunks before it are on the wire. */
+static int chunk_read(chunk_t *c, uint64_t off, uint64_t size)
 {
     uint8_t digest[PRPC_SHA256_LEN];
-    prpc_error_clear(&c->err);
-    c->rc = pread_full(c->fd, c->buf, c->n, c->off, c->sha, &c->err);
-    if (c->rc == 0)
-        c->rc = prpc_sha256(c->buf, c->n, digest, &c->err);
-    if (c->rc == 0)
-        prpc_hex_encode(digest, sizeof(digest), c->hex);
-}
-
-static void *chunk_prepare_main(void *arg)
-{
-    chunk_prepare(arg);
-    return NULL;
-}
-
-/* Prepare c at off: in a thread of its own when ahead (the chunk before it is
- * on the wire meanwhile), else now. */
-static void chunk_start(chunk_t *c, uint64_t off, uint64_t size, int ahead)
-{
+    int rc;
     c->off = off;
     c->n = size - off < PRPC_BLOB_CHUNK ? (size_t)(size - off) : PRPC_BLOB_CHUNK;
-    c->ahead = ahead && pthread_create(&c->thread, NULL, chunk_prepare_main, c) == 0;
-    if (!c->ahead)
-        chunk_prepare(c);
-}
-
-static int chunk_wait(chunk_t *c)
-{
-    if (c->ahead) {
-        pthread_join(c->thread, NULL);
-        c->ahead = 0;
-    }
-    return c->rc;
+    prpc_error_clear(&c->err);
+    rc = pread_full(c->fd, c->buf, c->n, c->off, c->sha, &c->err);
+    if (rc == 0)
+        rc = prpc_sha256(c->buf, c->n, digest, &c->err);
+    if (rc == 0)
+        prpc_hex_encode(digest, sizeof(digest), c->hex);
+    return rc;
 }
 
 int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
@@ -837,19 +869,126 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
     return prpc_httpc_upload_blob_until(h, fd, sha_hex, size, UINT64_MAX, NULL, err);
 }
 
+/* The second connection of h, for a second chunk on the wire; NULL when it
+ * cannot be made (the upload then sends one chunk at a time). */
+static prpc_httpc_t *httpc_twin(prpc_httpc_t *h)
+{
+    if (h->twin == NULL) {
+        h->twin = prpc_httpc_new(h->base, h->has_key ? h->key : NULL, h->connect_timeout_ms,
+                                 NULL);
+        if (h->twin != NULL && h->ca != NULL && (h->twin->ca = strdup(h->ca)) == NULL) {
+            prpc_httpc_free(h->twin);
+            h->twin = NULL;
+        }
+    }
+    if (h->twin != NULL)
+        h->twin->cancel = h->cancel;
+    return h->twin;
+}
+
+/* Chunk PUTs in flight, oldest first. Each lane is a connection and a thread
+ * sending one chunk; the next chunk starts as soon as the one before has
+ * handed its last byte to libcurl, so it reaches the broker behind it (were it
+ * to arrive first, the broker refuses it with 409 and the upload resyncs). */
+typedef struct upload_pipe {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned events; /* bumped when a lane hands its body over or ends */
+} upload_pipe_t;
+
+typedef struct put_lane {
+    upload_pipe_t *pipe;
+    prpc_httpc_t *h;
+    const char *sha;
+    const char *buf;
+    uint64_t off;
+    size_t n;
+    char hex[PRPC_SHA256_HEX_LEN + 1];
+    char pq[160], hdr[128];
+    sink_t sink;
+    long status;
+    int rc;
+    prpc_error_t err;
+    pthread_t thread;
+    int threaded;
+    int handed, done; /* under pipe->mu */
+} put_lane_t;
+
+static void lane_event(put_lane_t *l, int done)
+{
+    pthread_mutex_lock(&l->pipe->mu);
+    l->handed = 1;
+    l->done |= done;
+    l->pipe->events++;
+    pthread_cond_broadcast(&l->pipe->cv);
+    pthread_mutex_unlock(&l->pipe->mu);
+}
+
+static void lane_handed(void *arg)
+{
+    lane_event(arg, 0);
+}
+
+static void lane_run(put_lane_t *l)
+{
+    l->rc = httpc_perform(l->h, "PUT", l->pq, l->buf, l->n, l->hex, "application/octet-stream",
+                          l->hdr, 0, 1, &l->sink, &l->status, &l->err);
+    lane_event(l, 1);
+}
+
+static void *lane_main(void *arg)
+{
+    lane_run(arg);
+    return NULL;
+}
+
+/* Send chunk c on lane l (in its own thread when one can be started). */
+static void lane_start(put_lane_t *l, const chunk_t *c)
+{
+    l->buf = c->buf;
+    l->off = c->off;
+    l->n = c->n;
+    memcpy(l->hex, c->hex, sizeof(l->hex));
+    snprintf(l->pq, sizeof(l->pq), "/v1/blobs/%s?offset=%" PRIu64, l->sha, l->off);
+    snprintf(l->hdr, sizeof(l->hdr), "X-P2PRPC-Chunk-Sha256: %s", l->hex);
+    sink_cleanup(&l->sink);
+    sink_init(&l->sink, l->h->curl, -1, 0);
+    l->sink.on_handed = lane_handed;
+    l->sink.handed_arg = l;
+    l->status = 0;
+    prpc_error_clear(&l->err);
+    pthread_mutex_lock(&l->pipe->mu);
+    l->handed = l->done = 0;
+    pthread_mutex_unlock(&l->pipe->mu);
+    l->threaded = pthread_create(&l->thread, NULL, lane_main, l) == 0;
+    if (!l->threaded)
+        lane_run(l);
+}
+
+static void lane_join(put_lane_t *l)
+{
+    if (l->threaded) {
+        pthread_join(l->thread, NULL);
+        l->threaded = 0;
+    }
+}
+
 int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
                                  uint64_t until, int *complete, prpc_error_t *err)
 {
-    char pq[160], what[192], hdr[128];
-    chunk_t chunks[2], *cur = &chunks[0], *next = &chunks[1];
-    uint64_t off = 0, refused_off = 0;
-    int held = 0, resyncs = 0, refused = 0, first = 1, rc;
+    char pq[160], what[192];
+    chunk_t chunks[2], *prep = NULL;
+    put_lane_t lanes[2], *q[2] = {NULL, NULL};
+    upload_pipe_t pipe;
+    uint64_t off = 0, send_off = 0, refused_off = 0;
+    int held = 0, resyncs = 0, refused = 0, empty_sent = 0, rc = 0, nlanes, nq = 0;
     long status;
     sink_t s;
     prpc_error_t why;
 
     prpc_error_clear(&why);
     memset(chunks, 0, sizeof(chunks));
+    memset(lanes, 0, sizeof(lanes));
     sink_init(&s, h->curl, -1, 0);
     if (!prpc_blob_valid_sha(sha_hex))
         return prpc_error_set(err, PRPC_EINVAL, "bad blob name '%s': expected 64 lowercase hex",
@@ -872,94 +1011,147 @@ int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, u
         chunks[i].sha = sha_hex;
         if (size > 0 && (chunks[i].buf = malloc(size < PRPC_BLOB_CHUNK ? (size_t)size
                                                                           : PRPC_BLOB_CHUNK)) ==
-                            NULL) {
-            rc = prpc_error_set(err, PRPC_ENOMEM, "out of memory for a chunk of blob %s",
-                                sha_hex);
-            goto out;
-        }
+                            NULL)
+            return prpc_error_set(err, PRPC_ENOMEM, "out of memory for a chunk of blob %s",
+                                  sha_hex);
     }
-    /* While one chunk is on the wire (and the broker hashes and syncs it) the
+    pthread_mutex_init(&pipe.mu, NULL);
+    pthread_cond_init(&pipe.cv, NULL);
+    pipe.events = 0;
+    /* A blob of one chunk has nothing to overlap: no second connection. */
+    nlanes = size > PRPC_BLOB_CHUNK && until > PRPC_BLOB_CHUNK && httpc_twin(h) != NULL ? 2 : 1;
+    for (int i = 0; i < 2; i++) {
+        lanes[i].pipe = &pipe;
+        lanes[i].h = i == 0 ? h : h->twin;
+        lanes[i].sha = sha_hex;
+    }
+    send_off = off;
+    /* While chunks are on the wire (and the broker hashes and syncs them) the
      * next is read and hashed, so the two ends work at the same time. */
-    chunk_start(cur, off, size, 0);
-    /* An empty blob still sends one empty chunk, so the broker has a file to commit. */
-    while (off < size || (size == 0 && first)) {
-        chunk_t *t;
-        if (cur->off != off) { /* the broker's copy moved: the chunk read ahead is not it */
-            chunk_wait(cur);
-            chunk_start(cur, off, size, 0);
+    for (;;) {
+        int progress = 0, more, oldest_done;
+        unsigned seen;
+        pthread_mutex_lock(&pipe.mu);
+        seen = pipe.events;
+        oldest_done = nq > 0 && q[0]->done;
+        pthread_mutex_unlock(&pipe.mu);
+
+        /* An empty blob still sends one empty chunk, so the broker has a file to commit. */
+        more = (send_off < size || (size == 0 && !empty_sent)) &&
+               (until >= size || send_off < until);
+        if (prep == NULL && more) {
+            /* A buffer is free when no lane still reads it. */
+            for (int i = 0; i < 2 && prep == NULL; i++) {
+                int busy = 0;
+                pthread_mutex_lock(&pipe.mu);
+                for (int k = 0; k < nq; k++)
+                    busy |= q[k]->buf == chunks[i].buf && !q[k]->handed && chunks[i].buf != NULL;
+                pthread_mutex_unlock(&pipe.mu);
+                if (busy)
+                    continue;
+                if ((rc = chunk_read(&chunks[i], send_off, size)) != 0) {
+                    if (err != NULL)
+                        *err = chunks[i].err;
+                    goto out;
+                }
+                /* After the hash, so the broker sees a chunk that does not
+                 * match its header, as with damage on the wire. Each send
+                 * reads its chunk again. */
+                if (chunks[i].n > 0 && prpc_fault("corrupt_chunk", NULL))
+                    chunks[i].buf[chunks[i].n / 2] ^= 0x01;
+                prep = &chunks[i];
+                progress = 1;
+            }
         }
-        if ((rc = chunk_wait(cur)) != 0) {
-            if (err != NULL)
-                *err = cur->err;
-            goto out;
+        if (prep != NULL && nq < nlanes) {
+            int wire_free = nq == 0;
+            if (!wire_free) {
+                pthread_mutex_lock(&pipe.mu);
+                wire_free = q[nq - 1]->handed;
+                pthread_mutex_unlock(&pipe.mu);
+            }
+            if (wire_free) {
+                put_lane_t *l = nq == 0 || q[0] != &lanes[0] ? &lanes[0] : &lanes[1];
+                lane_start(l, prep);
+                q[nq++] = l;
+                send_off += prep->n;
+                empty_sent = 1;
+                prep = NULL;
+                continue;
+            }
         }
-        if (off + cur->n < size)
-            chunk_start(next, off + cur->n, size, 1);
-        /* After the hash, so the broker sees a chunk that does not match its
-         * header, as with damage on the wire. The chunk is read again before
-         * any resend. */
-        if (cur->n > 0 && prpc_fault("corrupt_chunk", NULL)) {
-            cur->buf[cur->n / 2] ^= 0x01;
-            cur->off = UINT64_MAX;
-        }
-        snprintf(pq, sizeof(pq), "/v1/blobs/%s?offset=%" PRIu64, sha_hex, off);
-        snprintf(hdr, sizeof(hdr), "X-P2PRPC-Chunk-Sha256: %s", cur->hex);
-        sink_cleanup(&s);
-        sink_init(&s, h->curl, -1, 0);
-        rc = httpc_perform(h, "PUT", pq, cur->buf, cur->n, cur->hex, "application/octet-stream",
-                           hdr, 0, 1, &s, &status, err);
-        if (rc != 0)
-            goto out;
-        if (status == 200) {
-            off += cur->n;
-            first = 0;
-            t = cur, cur = next, next = t;
-            if (off >= until && off < size) {
-                *complete = 0;
+        if (oldest_done) {
+            put_lane_t *l = q[0];
+            lane_join(l);
+            q[0] = q[1];
+            nq--;
+            if (l->rc != 0) {
+                rc = l->rc;
+                if (err != NULL)
+                    *err = l->err;
                 goto out;
             }
-            continue;
-        }
-        /* Whatever was read ahead is for an offset the broker did not reach. */
-        chunk_wait(next);
-        next->off = UINT64_MAX;
-        t = cur, cur = next, next = t;
-        if (status == 409 && resyncs < PRPC_HTTPC_UPLOAD_RESYNCS) {
-            /* Another uploader (or an earlier try of ours) moved the broker's
-             * copy on: ask where it is now. */
-            resyncs++;
+            if (l->status == 200) {
+                off = l->off + l->n;
+                continue;
+            }
+            /* Not written. What was sent behind it cannot continue it. */
+            while (nq > 0) {
+                lane_join(q[0]);
+                q[0] = q[1];
+                nq--;
+            }
+            prep = NULL;
+            status = l->status;
+            off = l->off;
+            if (status == 409 && resyncs < PRPC_HTTPC_UPLOAD_RESYNCS) {
+                /* Another uploader (or an earlier try of ours) moved the broker's
+                 * copy on: ask where it is now. */
+                resyncs++;
+            } else {
+                snprintf(what, sizeof(what), "uploading blob %s at offset %" PRIu64, sha_hex,
+                         off);
+                rc = prpc_httpc_status_error(status, l->sink.buf, l->sink.len, what, &why);
+                if (rc != PRPC_ECORRUPT) {
+                    if (err != NULL)
+                        *err = why;
+                    goto out;
+                }
+                /* The chunk did not match its hash when it arrived: the broker
+                 * kept nothing of it. Send it again, from where the broker's copy
+                 * ends, a bounded number of times: a chunk that is always damaged
+                 * (bad memory, a broken link) must end the upload, not loop. */
+                if (off != refused_off)
+                    refused = 0;
+                refused_off = off;
+                if (++refused >= HTTPC_CHUNK_SENDS) {
+                    rc = prpc_error_set(err, PRPC_ECORRUPT,
+                                        "uploading blob %s: the chunk at offset %" PRIu64
+                                        " was refused as corrupt %d times in a row; nothing of "
+                                        "it was kept (%s)",
+                                        sha_hex, off, refused, why.message);
+                    goto out;
+                }
+            }
             if ((rc = blob_head(h, sha_hex, &held, &off, err)) != 0 || held)
                 goto out;
             if (off > size)
                 off = 0;
+            send_off = off;
+            empty_sent = 0;
             continue;
         }
-        snprintf(what, sizeof(what), "uploading blob %s at offset %" PRIu64, sha_hex, off);
-        rc = prpc_httpc_status_error(status, s.buf, s.len, what, &why);
-        if (rc == PRPC_ECORRUPT) {
-            /* The chunk did not match its hash when it arrived: the broker
-             * kept nothing of it. Send it again, from where the broker's copy
-             * ends, a bounded number of times: a chunk that is always damaged
-             * (bad memory, a broken link) must end the upload, not loop. */
-            if (off != refused_off)
-                refused = 0;
-            refused_off = off;
-            if (++refused < HTTPC_CHUNK_SENDS) {
-                if ((rc = blob_head(h, sha_hex, &held, &off, err)) != 0 || held)
-                    goto out;
-                if (off > size)
-                    off = 0;
-                continue;
-            }
-            rc = prpc_error_set(err, PRPC_ECORRUPT,
-                                "uploading blob %s: the chunk at offset %" PRIu64
-                                " was refused as corrupt %d times in a row; nothing of it was "
-                                "kept (%s)",
-                                sha_hex, off, refused, why.message);
-            goto out;
+        if (nq == 0 && prep == NULL && !more)
+            break;
+        if (!progress) {
+            pthread_mutex_lock(&pipe.mu);
+            while (pipe.events == seen)
+                pthread_cond_wait(&pipe.cv, &pipe.mu);
+            pthread_mutex_unlock(&pipe.mu);
         }
-        if (err != NULL)
-            *err = why;
+    }
+    if (off < size && off >= until) {
+        *complete = 0;
         goto out;
     }
     snprintf(pq, sizeof(pq), "/v1/blobs/%s/commit?size=%" PRIu64, sha_hex, size);
@@ -971,11 +1163,18 @@ int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, u
         rc = prpc_httpc_status_error(status, s.buf, s.len, what, err);
     }
 out:
-    sink_cleanup(&s);
+    while (nq > 0) {
+        lane_join(q[0]);
+        q[0] = q[1];
+        nq--;
+    }
     for (int i = 0; i < 2; i++) {
-        chunk_wait(&chunks[i]);
+        sink_cleanup(&lanes[i].sink);
         free(chunks[i].buf);
     }
+    sink_cleanup(&s);
+    pthread_cond_destroy(&pipe.cv);
+    pthread_mutex_destroy(&pipe.mu);
     return rc;
 }
 

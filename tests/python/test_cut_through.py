@@ -258,6 +258,49 @@ def test_follow_bad_input_and_held_blobs(broker, client):
     assert client.get("/v1/metrics").json()["bytes_served"] == len(data)
 
 
+def test_a_chunk_that_comes_before_the_one_it_continues_waits_for_it(broker, client):
+    """Uploaders keep two chunks on the wire at once, on two connections: the
+    second may be whole at the broker first. It waits for the first (a
+    bounded time) instead of being refused."""
+    size = 3 * CHUNK
+    data = content(size, seed=15)
+    sha = hashlib.sha256(data).hexdigest()
+    put_chunk(client, sha, data, 0)
+    got = {}
+
+    def early():
+        c = BrokerClient(broker.port)
+        try:
+            got["r"] = put_chunk(c, sha, data, 2 * CHUNK)
+        finally:
+            c.close()
+
+    th = threading.Thread(target=early)
+    th.start()
+    time.sleep(0.5)
+    assert "r" not in got  # parked, not refused
+    assert put_chunk(client, sha, data, CHUNK) == 2 * CHUNK
+    th.join(10)
+    assert got["r"] == 3 * CHUNK
+    assert client.post("/v1/blobs/%s/commit?size=%d" % (sha, size)).status == 200
+    # One that nothing continues is refused once its wait (5 s) is over, as it
+    # would have been at once; one more than two chunks ahead at once.
+    other = content(3 * CHUNK, seed=16)
+    osha = hashlib.sha256(other).hexdigest()
+    t0 = time.monotonic()
+    part = other[CHUNK:2 * CHUNK]
+    r = client.put("/v1/blobs/%s?offset=%d" % (osha, CHUNK), part,
+                   headers={"X-P2PRPC-Chunk-Sha256": hashlib.sha256(part).hexdigest()})
+    assert r.status == 409 and r.error[0] == "ESTATE", r
+    assert time.monotonic() - t0 >= 4.5
+    t0 = time.monotonic()
+    r = client.put("/v1/blobs/%s?offset=%d" % (osha, 3 * CHUNK), part,
+                   headers={"X-P2PRPC-Chunk-Sha256": hashlib.sha256(part).hexdigest()})
+    assert r.status == 409 and time.monotonic() - t0 < 2, r
+    m = client.get("/v1/metrics").json()
+    assert m["bytes_received"] == size and m["chunks_refused"] == 2, m
+
+
 def submit_body(path, sha, size):
     return {"id": _core.call_identifier_raw("p2prpc_f", VERSION, [("f", "F", str(path))]),
             "function": "p2prpc_f", "version": VERSION,
