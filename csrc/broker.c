@@ -1928,9 +1928,9 @@ static int blob_defer(prpc_broker_t *b, blob_job_t *j)
     uint64_t have = 0;
     if (j->req == NULL || j->kind != BLOB_CHUNK || j->deferred ||
         b->ndeferred >= BROKER_DEFERRED_MAX ||
-        prpc_blobdir_partial(b->blobs, j->sha, &have, NULL) != 0 || j->offset <= have ||
-        j->offset - have > 2 * (uint64_t)PRPC_BLOB_CHUNK)
-        return 0;
+        prpc_blobdir_partial(b->blobs, j->sha, &have, NULL) != 0 ||
+        j->offset != have + PRPC_BLOB_CHUNK)
+        return 0; /* not the chunk right after a whole chunk still on its way */
     j->deferred = 1;
     j->defer_until_ms = prpc_now_ms() + BROKER_DEFER_MS;
     h2o_linklist_insert(&b->blob_deferred, &j->link);

@@ -284,7 +284,7 @@ def test_a_chunk_that_comes_before_the_one_it_continues_waits_for_it(broker, cli
     assert got["r"] == 3 * CHUNK
     assert client.post("/v1/blobs/%s/commit?size=%d" % (sha, size)).status == 200
     # One that nothing continues is refused once its wait (5 s) is over, as it
-    # would have been at once; one more than two chunks ahead at once.
+    # would have been at once; one that is not one whole chunk ahead, at once.
     other = content(3 * CHUNK, seed=16)
     osha = hashlib.sha256(other).hexdigest()
     t0 = time.monotonic()
