@@ -18,6 +18,11 @@
 #include "common.h"
 
 #define PRPC_BLOB_CHUNK (8u * 1024 * 1024) /* largest upload chunk, bytes */
+/* The chunk this engine's uploaders send: two are on the wire at once, and a
+ * broker holds each whole in memory (twice over while h2o grows its buffer),
+ * so half the largest keeps a broker's memory what one chunk of the largest
+ * size took. */
+#define PRPC_BLOB_UPLOAD_CHUNK (4u * 1024 * 1024)
 #define PRPC_BLOB_PATH_MAX 4096
 
 typedef struct prpc_blobdir prpc_blobdir_t;

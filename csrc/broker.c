@@ -1929,7 +1929,7 @@ static int blob_defer(prpc_broker_t *b, blob_job_t *j)
     if (j->req == NULL || j->kind != BLOB_CHUNK || j->deferred ||
         b->ndeferred >= BROKER_DEFERRED_MAX ||
         prpc_blobdir_partial(b->blobs, j->sha, &have, NULL) != 0 ||
-        j->offset != have + PRPC_BLOB_CHUNK)
+        j->offset != have + PRPC_BLOB_UPLOAD_CHUNK)
         return 0; /* not the chunk right after a whole chunk still on its way */
     j->deferred = 1;
     j->defer_until_ms = prpc_now_ms() + BROKER_DEFER_MS;
@@ -1938,19 +1938,20 @@ static int blob_defer(prpc_broker_t *b, blob_job_t *j)
     return 1;
 }
 
-/* With blob_mu held: the chunk set aside that continues sha at partial goes
- * first in the queue. */
-static void blob_undefer(prpc_broker_t *b, const char *sha, uint64_t partial)
+/* With blob_mu held, after a chunk of sha was written (ok) or refused: the
+ * chunk set aside that continues it goes first in the queue; after a refusal
+ * every chunk of sha set aside does (nothing will continue them: they are
+ * answered now, not after their wait). */
+static void blob_undefer(prpc_broker_t *b, const char *sha, uint64_t partial, int ok)
 {
     h2o_linklist_t *node = b->blob_deferred.next;
     while (node != &b->blob_deferred) {
         blob_job_t *d = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, node);
         node = node->next;
-        if (d->offset == partial && strcmp(d->sha, sha) == 0) {
+        if (strcmp(d->sha, sha) == 0 && (!ok || d->offset == partial)) {
             h2o_linklist_unlink(&d->link);
             h2o_linklist_insert(b->blob_queue.next, &d->link);
             b->ndeferred--;
-            return;
         }
     }
 }
@@ -2033,8 +2034,8 @@ static void *blob_main(void *arg)
             pthread_mutex_lock(&b->blob_mu);
             j->running = b->blob_busy = 0;
             j->ran = 1;
-            if (j->kind == BLOB_CHUNK && j->rc == 0)
-                blob_undefer(b, j->sha, j->partial);
+            if (j->kind == BLOB_CHUNK)
+                blob_undefer(b, j->sha, j->partial, j->rc == 0);
         }
         h2o_linklist_insert(&b->blob_done, &j->link);
         pthread_cond_broadcast(&b->blob_cv);

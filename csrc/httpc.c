@@ -853,7 +853,8 @@ static int chunk_read(chunk_t *c, uint64_t off, uint64_t size)
     uint8_t digest[PRPC_SHA256_LEN];
     int rc;
     c->off = off;
-    c->n = size - off < PRPC_BLOB_CHUNK ? (size_t)(size - off) : PRPC_BLOB_CHUNK;
+    c->n = size - off < PRPC_BLOB_UPLOAD_CHUNK ? (size_t)(size - off)
+                                                : PRPC_BLOB_UPLOAD_CHUNK;
     prpc_error_clear(&c->err);
     rc = pread_full(c->fd, c->buf, c->n, c->off, c->sha, &c->err);
     if (rc == 0)
@@ -1009,9 +1010,9 @@ int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, u
     for (int i = 0; i < 2; i++) {
         chunks[i].fd = fd;
         chunks[i].sha = sha_hex;
-        if (size > 0 && (chunks[i].buf = malloc(size < PRPC_BLOB_CHUNK ? (size_t)size
-                                                                          : PRPC_BLOB_CHUNK)) ==
-                            NULL)
+        if (size > 0 && (chunks[i].buf = malloc(size < PRPC_BLOB_UPLOAD_CHUNK
+                                                    ? (size_t)size
+                                                    : PRPC_BLOB_UPLOAD_CHUNK)) == NULL)
             return prpc_error_set(err, PRPC_ENOMEM, "out of memory for a chunk of blob %s",
                                   sha_hex);
     }
@@ -1019,7 +1020,10 @@ int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, u
     pthread_cond_init(&pipe.cv, NULL);
     pipe.events = 0;
     /* A blob of one chunk has nothing to overlap: no second connection. */
-    nlanes = size > PRPC_BLOB_CHUNK && until > PRPC_BLOB_CHUNK && httpc_twin(h) != NULL ? 2 : 1;
+    nlanes = size > PRPC_BLOB_UPLOAD_CHUNK && until > PRPC_BLOB_UPLOAD_CHUNK &&
+                     httpc_twin(h) != NULL
+                 ? 2
+                 : 1;
     for (int i = 0; i < 2; i++) {
         lanes[i].pipe = &pipe;
         lanes[i].h = i == 0 ? h : h->twin;

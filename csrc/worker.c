@@ -947,9 +947,8 @@ static int put_output_file(slot_t *s, prpc_httpc_t *h, bson_t *arr, const char *
     rc = prpc_hash_fd(fd, digest, &size, err);
     if (rc == 0) {
         prpc_hex_encode(digest, sizeof(digest), sha);
-        rc = upload_output(s, h, fd, sha, size,
-                           pend != NULL && size > PRPC_BLOB_CHUNK ? 1 : UINT64_MAX, &complete,
-                           err);
+        uint64_t until = pend != NULL && size > PRPC_BLOB_UPLOAD_CHUNK ? 1 : UINT64_MAX;
+        rc = upload_output(s, h, fd, sha, size, until, &complete, err);
     }
     if (rc == 0 && !complete) {
         pend->fd = fd;

@@ -380,7 +380,7 @@ FAKE_FN void fake_blob_route(fake_blobs_t *st, const fake_req_t *req, fake_resp_
         /* As the broker does: a chunk that came before the one it continues
          * (two on the wire at once) waits a while for it. */
         for (int i = 0; i < 2000 && prpc_blobdir_partial(st->bd, sha, &n, NULL) == 0 &&
-                        off == n + PRPC_BLOB_CHUNK;
+                        off == n + PRPC_BLOB_UPLOAD_CHUNK;
              i++) {
             pthread_mutex_unlock(&st->mu);
             usleep(1000);

@@ -474,7 +474,7 @@ TEST(upload_chunks_dedups_and_resumes)
     fixture_t fx;
     prpc_error_t err;
     char sha[65];
-    size_t n = 2 * PRPC_BLOB_CHUNK + 12345;
+    size_t n = 2 * PRPC_BLOB_UPLOAD_CHUNK + 12345;
     uint64_t size = 0, partial = 0;
     char *chunk;
     int fd, rc;
@@ -502,16 +502,16 @@ TEST(upload_chunks_dedups_and_resumes)
     /* Resume: the broker already has the first chunk of a new blob. */
     close(fd);
     fd = make_file(fx.dir, "big2.bin", n - 1, sha);
-    chunk = malloc(PRPC_BLOB_CHUNK);
-    CHECK(pread(fd, chunk, PRPC_BLOB_CHUNK, 0) == PRPC_BLOB_CHUNK);
-    CHECK_EQ_INT(prpc_blobdir_write_chunk(fx.st.blobs.bd, sha, 0, chunk, PRPC_BLOB_CHUNK, NULL,
+    chunk = malloc(PRPC_BLOB_UPLOAD_CHUNK);
+    CHECK(pread(fd, chunk, PRPC_BLOB_UPLOAD_CHUNK, 0) == PRPC_BLOB_UPLOAD_CHUNK);
+    CHECK_EQ_INT(prpc_blobdir_write_chunk(fx.st.blobs.bd, sha, 0, chunk, PRPC_BLOB_UPLOAD_CHUNK, NULL,
                                           &partial, &err),
                  0);
     free(chunk);
     fx.st.blobs.puts = 0;
     CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd, sha, n - 1, &err), 0);
     CHECK_EQ_INT(fx.st.blobs.puts, 2);
-    CHECK_EQ_INT(fx.st.blobs.first_put_offset, PRPC_BLOB_CHUNK);
+    CHECK_EQ_INT(fx.st.blobs.first_put_offset, PRPC_BLOB_UPLOAD_CHUNK);
     CHECK_EQ_INT(prpc_blobdir_verify(fx.st.blobs.bd, sha, &err), 0);
     CHECK(fx.st.signed_ok >= 10);
     prpc_httpc_free(h);
@@ -524,7 +524,7 @@ TEST(upload_until_stops_once_the_broker_has_that_much)
     fixture_t fx;
     prpc_error_t err;
     char sha[65];
-    size_t n = 2 * PRPC_BLOB_CHUNK + 12345;
+    size_t n = 2 * PRPC_BLOB_UPLOAD_CHUNK + 12345;
     uint64_t partial = 0;
     int fd, complete = -1;
     prpc_httpc_t *h;
@@ -538,9 +538,9 @@ TEST(upload_until_stops_once_the_broker_has_that_much)
     CHECK_EQ_INT(fx.st.blobs.puts, 1);
     CHECK_EQ_INT(fx.st.blobs.commits, 0);
     CHECK_EQ_INT(prpc_blobdir_partial(fx.st.blobs.bd, sha, &partial, &err), 0);
-    CHECK_EQ_INT(partial, PRPC_BLOB_CHUNK);
+    CHECK_EQ_INT(partial, PRPC_BLOB_UPLOAD_CHUNK);
     /* The broker has that much already: one HEAD, nothing sent. */
-    CHECK_EQ_INT(prpc_httpc_upload_blob_until(h, fd, sha, n, PRPC_BLOB_CHUNK, &complete, &err),
+    CHECK_EQ_INT(prpc_httpc_upload_blob_until(h, fd, sha, n, PRPC_BLOB_UPLOAD_CHUNK, &complete, &err),
                  0);
     CHECK_EQ_INT(complete, 0);
     CHECK_EQ_INT(fx.st.blobs.puts, 1);
@@ -616,7 +616,7 @@ TEST(download_streams_resumes_and_retries)
     fixture_t fx;
     prpc_error_t err;
     char sha[65], sub[128], *part;
-    size_t n = PRPC_BLOB_CHUNK + 777;
+    size_t n = PRPC_BLOB_UPLOAD_CHUNK + 777;
     uint64_t size = 0, partial = 0;
     prpc_blobdir_t *mine;
     int fd;
@@ -712,7 +712,7 @@ TEST(corrupt_chunks_are_sent_again)
     fixture_t fx;
     prpc_error_t err;
     char sha[65];
-    size_t n = 3 * PRPC_BLOB_CHUNK + 99;
+    size_t n = 3 * PRPC_BLOB_UPLOAD_CHUNK + 99;
     uint64_t size = 0;
     int fd, rc;
     prpc_httpc_t *h;
@@ -746,7 +746,7 @@ TEST(a_chunk_always_corrupt_fails_naming_blob_and_offset)
     fixture_t fx;
     prpc_error_t err;
     char sha[65], want[96];
-    size_t n = PRPC_BLOB_CHUNK + 10;
+    size_t n = PRPC_BLOB_UPLOAD_CHUNK + 10;
     uint64_t partial = 1;
     char *chunk;
     int fd, rc;
@@ -755,9 +755,9 @@ TEST(a_chunk_always_corrupt_fails_naming_blob_and_offset)
     fd = make_file(fx.dir, "bad.bin", n, sha);
     h = prpc_httpc_new(fx.url, NULL, 1000, &err);
     /* The first chunk is on the broker already; the second is always damaged. */
-    chunk = malloc(PRPC_BLOB_CHUNK);
-    CHECK(pread(fd, chunk, PRPC_BLOB_CHUNK, 0) == PRPC_BLOB_CHUNK);
-    CHECK_EQ_INT(prpc_blobdir_write_chunk(fx.st.blobs.bd, sha, 0, chunk, PRPC_BLOB_CHUNK, NULL,
+    chunk = malloc(PRPC_BLOB_UPLOAD_CHUNK);
+    CHECK(pread(fd, chunk, PRPC_BLOB_UPLOAD_CHUNK, 0) == PRPC_BLOB_UPLOAD_CHUNK);
+    CHECK_EQ_INT(prpc_blobdir_write_chunk(fx.st.blobs.bd, sha, 0, chunk, PRPC_BLOB_UPLOAD_CHUNK, NULL,
                                           &partial, &err),
                  0);
     free(chunk);
@@ -767,7 +767,7 @@ TEST(a_chunk_always_corrupt_fails_naming_blob_and_offset)
     CHECK_EQ_INT(rc, PRPC_ECORRUPT);
     CHECK(strstr(err.message, sha) != NULL);
     snprintf(want, sizeof(want), "chunk at offset %d was refused as corrupt 5 times",
-             PRPC_BLOB_CHUNK);
+             PRPC_BLOB_UPLOAD_CHUNK);
     CHECK(strstr(err.message, want) != NULL);
     CHECK(strstr(err.message, "does not match its SHA-256") != NULL); /* the broker's words */
     CHECK_EQ_INT(fx.st.blobs.puts, 5);
@@ -775,12 +775,12 @@ TEST(a_chunk_always_corrupt_fails_naming_blob_and_offset)
     /* The broker still holds exactly the chunk it had: nothing damaged was kept. */
     CHECK_EQ_INT(prpc_blobdir_stat(fx.st.blobs.bd, sha, NULL, NULL), PRPC_ENOTFOUND);
     CHECK_EQ_INT(prpc_blobdir_partial(fx.st.blobs.bd, sha, &partial, &err), 0);
-    CHECK_EQ_INT(partial, PRPC_BLOB_CHUNK);
+    CHECK_EQ_INT(partial, PRPC_BLOB_UPLOAD_CHUNK);
     /* Without the fault the same upload resumes there and completes. */
     fx.st.blobs.puts = 0;
     CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd, sha, n, &err), 0);
     CHECK_EQ_INT(fx.st.blobs.puts, 1);
-    CHECK_EQ_INT(fx.st.blobs.first_put_offset, PRPC_BLOB_CHUNK);
+    CHECK_EQ_INT(fx.st.blobs.first_put_offset, PRPC_BLOB_UPLOAD_CHUNK);
     CHECK_EQ_INT(prpc_blobdir_verify(fx.st.blobs.bd, sha, &err), 0);
     prpc_httpc_free(h);
     close(fd);
@@ -792,7 +792,7 @@ TEST(corrupt_downloads_are_fetched_again_never_kept)
     fixture_t fx;
     prpc_error_t err;
     char sha[65], sub[128];
-    size_t n = 2 * PRPC_BLOB_CHUNK + 5;
+    size_t n = 2 * PRPC_BLOB_UPLOAD_CHUNK + 5;
     uint64_t partial = 1;
     prpc_blobdir_t *mine;
     int fd, rc;
@@ -918,7 +918,7 @@ TEST(blob_answers_must_be_signed)
     fixture_t fx;
     prpc_error_t err;
     char sha[65], sha2[65], sha3[65], missing[65], sub[128];
-    size_t n = PRPC_BLOB_CHUNK + 100;
+    size_t n = PRPC_BLOB_UPLOAD_CHUNK + 100;
     prpc_blobdir_t *mine;
     prpc_httpc_t *h;
     int fd, fd2, fd3;

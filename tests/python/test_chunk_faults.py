@@ -27,7 +27,8 @@ from e2e.nodes import (DIGEST_FUNCTIONS, http_req, metrics, start_broker, start_
 from p2prpc.p2p_client import create_p2p_client_app
 
 MiB = 1 << 20
-SIZE = 40 * MiB  # five 8 MiB chunks (PRPC_BLOB_CHUNK)
+UPLOAD_CHUNK = 4 * MiB  # PRPC_BLOB_UPLOAD_CHUNK: the chunk the engine sends
+SIZE = 40 * MiB  # ten 4 MiB chunks as sent (PRPC_BLOB_UPLOAD_CHUNK)
 SENDS = 5        # times httpc.c sends one chunk (and tries one download) before ECORRUPT
 SEED = "1"
 
@@ -133,7 +134,7 @@ def test_chunks_damaged_on_the_way_to_the_broker_are_refused_and_sent_again(tmp_
         print("chunks refused %d, received %d" % (m["chunks_refused"], m["chunks_received"]))
         assert m["chunks_refused"] > 0, m  # damage happened, and was caught
         # Only good chunks were kept, each once: the blob the worker hashed is the file.
-        assert m["chunks_received"] == SIZE // (8 * MiB) and m["bytes_received"] == SIZE, m
+        assert m["chunks_received"] == SIZE // UPLOAD_CHUNK and m["bytes_received"] == SIZE, m
         assert m["blobs_committed"] == 1, m
         assert sha_of(tmp_path / "broker" / "blobs" / sha[:2] / sha[2:]) == sha
     finally:
@@ -170,7 +171,8 @@ def test_a_chunk_damaged_every_time_fails_the_call_naming_the_blob(tmp_path):
         assert sha in out["message"], out
         assert "offset 0 was refused as corrupt %d times" % SENDS in out["message"], out
         m = metrics(net.address)
-        assert m["chunks_refused"] == SENDS, m
+        # Each try sent the chunk and the one behind it (two on the wire), both damaged.
+        assert SENDS <= m["chunks_refused"] <= 2 * SENDS, m
         assert m["chunks_received"] == 0 and m["bytes_received"] == 0, m
         assert m["blobs_committed"] == 0 and m["calls_submitted"] == 0, m
         # Nothing of the blob on the broker, whole or partial.

@@ -22,7 +22,8 @@ from p2prpc._wire import encode_int
 from p2prpc.p2p_client import create_p2p_client_app
 
 MiB = 1 << 20
-CHUNK = 8 * MiB  # PRPC_BLOB_CHUNK
+CHUNK = 8 * MiB  # PRPC_BLOB_CHUNK, the largest chunk a broker takes
+UPLOAD_CHUNK = 4 * MiB  # PRPC_BLOB_UPLOAD_CHUNK, the chunk the engine's uploaders send
 VERSION = "ab" * 32
 FUNCTIONS = json.dumps([{"name": "p2prpc_f", "version": VERSION,
                          "args": [{"name": "f", "kind": "file"}],
@@ -262,16 +263,17 @@ def test_a_chunk_that_comes_before_the_one_it_continues_waits_for_it(broker, cli
     """Uploaders keep two chunks on the wire at once, on two connections: the
     second may be whole at the broker first. It waits for the first (a
     bounded time) instead of being refused."""
-    size = 3 * CHUNK
+    up = UPLOAD_CHUNK
+    size = 3 * up
     data = content(size, seed=15)
     sha = hashlib.sha256(data).hexdigest()
-    put_chunk(client, sha, data, 0)
+    put_chunk(client, sha, data, 0, size=up)
     got = {}
 
     def early():
         c = BrokerClient(broker.port)
         try:
-            got["r"] = put_chunk(c, sha, data, 2 * CHUNK)
+            got["r"] = put_chunk(c, sha, data, 2 * up, size=up)
         finally:
             c.close()
 
@@ -279,22 +281,22 @@ def test_a_chunk_that_comes_before_the_one_it_continues_waits_for_it(broker, cli
     th.start()
     time.sleep(0.5)
     assert "r" not in got  # parked, not refused
-    assert put_chunk(client, sha, data, CHUNK) == 2 * CHUNK
+    assert put_chunk(client, sha, data, up, size=up) == 2 * up
     th.join(10)
-    assert got["r"] == 3 * CHUNK
+    assert got["r"] == 3 * up
     assert client.post("/v1/blobs/%s/commit?size=%d" % (sha, size)).status == 200
     # One that nothing continues is refused once its wait (5 s) is over, as it
-    # would have been at once; one that is not one whole chunk ahead, at once.
-    other = content(3 * CHUNK, seed=16)
+    # would have been at once; one that is not one upload chunk ahead, at once.
+    other = content(3 * up, seed=16)
     osha = hashlib.sha256(other).hexdigest()
     t0 = time.monotonic()
-    part = other[CHUNK:2 * CHUNK]
-    r = client.put("/v1/blobs/%s?offset=%d" % (osha, CHUNK), part,
+    part = other[up:2 * up]
+    r = client.put("/v1/blobs/%s?offset=%d" % (osha, up), part,
                    headers={"X-P2PRPC-Chunk-Sha256": hashlib.sha256(part).hexdigest()})
     assert r.status == 409 and r.error[0] == "ESTATE", r
     assert time.monotonic() - t0 >= 4.5
     t0 = time.monotonic()
-    r = client.put("/v1/blobs/%s?offset=%d" % (osha, 3 * CHUNK), part,
+    r = client.put("/v1/blobs/%s?offset=%d" % (osha, 2 * up), part,
                    headers={"X-P2PRPC-Chunk-Sha256": hashlib.sha256(part).hexdigest()})
     assert r.status == 409 and time.monotonic() - t0 < 2, r
     m = client.get("/v1/metrics").json()
