@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from typing import Optional
 
 __all__ = ["SqliteFile"]
@@ -22,8 +23,14 @@ __all__ = ["SqliteFile"]
 log = logging.getLogger("p2prpc.cache")
 
 _BUSY_TIMEOUT_S = 5.0
+_LOCKED_TRIES = 5  # tries of one operation SQLite answered "locked" at once
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+
+
+def _is_locked(e: sqlite3.Error) -> bool:
+    text = str(e).lower()
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 def _is_corruption(e: sqlite3.Error) -> bool:
@@ -102,11 +109,22 @@ class SqliteFile:
         """fn(connection) under the lock. A damaged file is rebuilt and fn tried
         once more; other SQLite or OS failures return `fallback` (logged once)."""
         with self.lock:
-            for attempt in (0, 1):
+            rebuilt = False
+            for attempt in range(_LOCKED_TRIES):
+                started = time.monotonic()
                 try:
                     return fn(self._conn())
                 except sqlite3.Error as e:
-                    if attempt == 0 and _is_corruption(e):
+                    if (_is_locked(e) and attempt + 1 < _LOCKED_TRIES
+                            and time.monotonic() - started < _BUSY_TIMEOUT_S / 2):
+                        # SQLite answers "locked" at once, without waiting out the
+                        # busy timeout, where waiting could deadlock (a reader
+                        # becoming a writer, a first open switching to WAL while
+                        # another process does): try again shortly.
+                        time.sleep(0.02 * (attempt + 1))
+                        continue
+                    if not rebuilt and _is_corruption(e):
+                        rebuilt = True
                         log.warning("the %s %s is damaged (%s); rebuilding it",
                                     self.what, self.path, e)
                         self._close_locked()
