@@ -104,6 +104,7 @@ typedef struct arriving_outputs {
 } arriving_outputs_t;
 
 #define BROKER_ARRIVING_MAX 64
+#define BROKER_ARRIVING_JSON_MAX (64 * 1024) /* bytes of one announcement kept */
 #define BROKER_DEFERRED_MAX 4 /* chunks waiting for the one before them (8 MiB each) */
 #define BROKER_DEFER_MS 5000  /* how long one waits before it is refused */
 
@@ -150,6 +151,7 @@ struct prpc_broker {
     h2o_linklist_t blob_queue, blob_done;
     h2o_linklist_t blob_deferred; /* chunks that came before the chunk they continue */
     int ndeferred;
+    int blob_flush; /* the broker stops: chunks set aside are answered now */
     int blob_quit;
     int blob_busy; /* the blob thread is doing a job */
     /* Held by the blob thread for a commit and by the loop while it decides on
@@ -892,12 +894,17 @@ static void on_get_call(prpc_broker_t *b, h2o_req_t *req, const char *id)
     prpc_call_t c;
     int64_t wait_ms = query_int(req, "wait_ms", 0);
     int64_t since = query_int(req, "since", -1);
+    int unseen;
     memset(&c, 0, sizeof(c));
     if (prpc_store_call_get(b->store, id, &c, &err) != 0) {
         send_err(req, &err);
         return;
     }
-    if (wait_ms > 0 && since == c.updated_ms && !prpc_call_state_is_terminal(c.state)) {
+    /* arriving=0: the reader has not seen this lease's announced outputs yet;
+     * they are news even though the record did not change. */
+    unseen = arriving_for(b, &c) != NULL && query_int(req, "arriving", 1) == 0;
+    if (wait_ms > 0 && since == c.updated_ms && !unseen &&
+        !prpc_call_state_is_terminal(c.state)) {
         call_waiter_t *w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), call_waiter_dispose);
         memset(w, 0, sizeof(*w));
         w->req = req;
@@ -1257,7 +1264,7 @@ static void on_outputs(prpc_broker_t *b, h2o_req_t *req, const char *lease)
     prpc_buf_t outputs = PRPC_BUF_INIT;
     char *outputs_json = NULL;
     char (*blobs)[65] = NULL;
-    size_t nblobs = 0;
+    size_t nblobs = 0, outputs_len = 0;
     char body[128];
     int n;
 
@@ -1288,8 +1295,16 @@ static void on_outputs(prpc_broker_t *b, h2o_req_t *req, const char *lease)
     if (prpc_wire_check_typed(f, f->returns, f->nreturns, "outputs", &it, holds_or_receives_blob,
                               b, NULL, &outputs, blobs, &nblobs, &err) != 0)
         goto fail;
-    if ((outputs_json = prpc_buf_take(&outputs, NULL, &err)) == NULL)
+    if ((outputs_json = prpc_buf_take(&outputs, &outputs_len, &err)) == NULL)
         goto fail;
+    if (outputs_len > BROKER_ARRIVING_JSON_MAX) {
+        prpc_error_set(&err, PRPC_ELIMIT,
+                       "announced outputs of %zu bytes exceed the %d kept: the result will "
+                       "bring them",
+                       outputs_len, BROKER_ARRIVING_JSON_MAX);
+        free(outputs_json);
+        goto fail;
+    }
     arriving_put(b, call_id, lease, outputs_json);
     n = snprintf(body, sizeof(body), "{\"call_id\": \"%s\"}", call_id);
     prpc_httpd_send_json(req, 200, body, (size_t)n);
@@ -1923,18 +1938,27 @@ static void follow_start(prpc_broker_t *b, h2o_req_t *req, blob_job_t *j)
  * refuse it (409, and the uploader starts over from the broker's copy), it
  * waits, its request parked, for the chunk it continues, a bounded time. With
  * blob_mu held; 1 when j was set aside. */
+/* Milliseconds on the clock blob_cv waits by, which wall-clock steps do not move. */
+static int64_t blob_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int blob_defer(prpc_broker_t *b, blob_job_t *j)
 {
     uint64_t have = 0;
-    if (j->req == NULL || j->kind != BLOB_CHUNK || j->deferred ||
+    if (j->req == NULL || j->kind != BLOB_CHUNK || j->deferred || b->blob_flush ||
         b->ndeferred >= BROKER_DEFERRED_MAX ||
         prpc_blobdir_partial(b->blobs, j->sha, &have, NULL) != 0 ||
         j->offset != have + PRPC_BLOB_UPLOAD_CHUNK)
         return 0; /* not the chunk right after a whole chunk still on its way */
     j->deferred = 1;
-    j->defer_until_ms = prpc_now_ms() + BROKER_DEFER_MS;
+    j->defer_until_ms = blob_clock_ms() + BROKER_DEFER_MS;
     h2o_linklist_insert(&b->blob_deferred, &j->link);
     b->ndeferred++;
+    pthread_cond_broadcast(&b->blob_cv); /* the queue changed: on_stop may be waiting */
     return 1;
 }
 
@@ -1962,7 +1986,7 @@ static void blob_undefer(prpc_broker_t *b, const char *sha, uint64_t partial, in
 static int64_t blob_expire_deferred(prpc_broker_t *b, int all)
 {
     h2o_linklist_t *node = b->blob_deferred.next;
-    int64_t now = prpc_now_ms(), next = 0;
+    int64_t now = blob_clock_ms(), next = 0;
     while (node != &b->blob_deferred) {
         blob_job_t *d = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, node);
         node = node->next;
@@ -1984,7 +2008,7 @@ static void *blob_main(void *arg)
     for (;;) {
         blob_job_t *j;
         for (;;) {
-            int64_t next = blob_expire_deferred(b, b->blob_quit);
+            int64_t next = blob_expire_deferred(b, b->blob_quit || b->blob_flush);
             struct timespec ts;
             if (!h2o_linklist_is_empty(&b->blob_queue) || b->blob_quit)
                 break;
@@ -2535,9 +2559,13 @@ static void on_respond(void *ud, h2o_req_t *req, int status, const char *body, s
 static void on_stop(void *ud)
 {
     prpc_broker_t *b = ud;
-    /* Chunks already handed to the blob thread are written and answered. */
+    /* Chunks already handed to the blob thread are written and answered; those
+     * set aside to wait for the chunk before them, now. */
     pthread_mutex_lock(&b->blob_mu);
-    while (b->blob_thread_started && (!h2o_linklist_is_empty(&b->blob_queue) || b->blob_busy))
+    b->blob_flush = 1;
+    pthread_cond_broadcast(&b->blob_cv);
+    while (b->blob_thread_started && (!h2o_linklist_is_empty(&b->blob_queue) || b->blob_busy ||
+                                      b->ndeferred > 0))
         pthread_cond_wait(&b->blob_cv, &b->blob_mu);
     pthread_mutex_unlock(&b->blob_mu);
     blob_answer_done(b);
@@ -2590,7 +2618,13 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     h2o_linklist_init_anchor(&b->blob_deferred);
     pthread_mutex_init(&b->blob_mu, NULL);
     pthread_mutex_init(&b->blob_gc_mu, NULL);
-    pthread_cond_init(&b->blob_cv, NULL);
+    {
+        pthread_condattr_t a;
+        pthread_condattr_init(&a);
+        pthread_condattr_setclock(&a, CLOCK_MONOTONIC); /* blob_clock_ms */
+        pthread_cond_init(&b->blob_cv, &a);
+        pthread_condattr_destroy(&a);
+    }
     b->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 30000;
     b->heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 2000;
     b->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 3;

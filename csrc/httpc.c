@@ -1012,9 +1012,11 @@ int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, u
         chunks[i].sha = sha_hex;
         if (size > 0 && (chunks[i].buf = malloc(size < PRPC_BLOB_UPLOAD_CHUNK
                                                     ? (size_t)size
-                                                    : PRPC_BLOB_UPLOAD_CHUNK)) == NULL)
+                                                    : PRPC_BLOB_UPLOAD_CHUNK)) == NULL) {
+            free(chunks[0].buf);
             return prpc_error_set(err, PRPC_ENOMEM, "out of memory for a chunk of blob %s",
                                   sha_hex);
+        }
     }
     pthread_mutex_init(&pipe.mu, NULL);
     pthread_cond_init(&pipe.cv, NULL);
@@ -1097,6 +1099,7 @@ int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, u
             }
             if (l->status == 200) {
                 off = l->off + l->n;
+                resyncs = 0; /* moving on: a later 409 is news, not a loop */
                 continue;
             }
             /* Not written. What was sent behind it cannot continue it. */

@@ -1127,6 +1127,8 @@ class P2PFuture:
         self._returns_files = any(r.kind == "file" for r in prepared.spec.returns)
         self._prefetches = {}
         self._prefetch_tries = {}  # a worker killed mid-upload: the next one's upload is resumed
+        self._prefetch_lock = threading.Lock()  # get() may run in several threads
+        self._storing = False  # set by _store: no prefetch starts after it
         if not submitting:
             self._submitted.set()
 
@@ -1201,13 +1203,15 @@ class P2PFuture:
             self._broker = self.app.find_broker()
         return self._broker
 
-    def _poll(self, wait_ms):
+    def _poll(self, wait_ms, unseen_arriving=False):
         """One GET of the call record (long-poll up to wait_ms); a broker that
         does not answer (restarting, a lost reply) is retried as app.retry
-        says, so a wait rides through a broker restart."""
+        says, so a wait rides through a broker restart. unseen_arriving: no
+        announced outputs seen yet, so one answers the poll at once."""
         broker = self._broker_or_find()
         since = int((self._call or {}).get("updated_ms") or 0)
-        path = "/v1/calls/%s?wait_ms=%d&since=%d" % (self.call_id, wait_ms, since)
+        path = "/v1/calls/%s?wait_ms=%d&since=%d%s" % (self.call_id, wait_ms, since,
+                                                       "&arriving=0" if unseen_arriving else "")
         what = "waiting for %s" % self._what()
         try:
             status, data = self.app.retry(what, lambda: _checked(
@@ -1275,21 +1279,23 @@ class P2PFuture:
             log.debug("%s: ignoring announced outputs: %s", self._what(), e)
             return
         broker = self._broker_or_find()
-        for r in spec.returns:
-            if r.kind != "file":
-                continue
-            ref = values[r.name]
-            running = self._prefetches.get(ref.blob)
-            if running is not None and running.is_alive():
-                continue
-            tries = self._prefetch_tries.get(ref.blob, 0)
-            if tries >= PREFETCH_TRIES:
-                continue  # left to _store
-            self._prefetch_tries[ref.blob] = tries + 1
-            t = threading.Thread(target=self._prefetch_one, args=(broker, ref.blob, ref.size),
-                                 name="p2prpc-prefetch", daemon=True)
-            self._prefetches[ref.blob] = t
-            t.start()
+        with self._prefetch_lock:
+            for r in spec.returns:
+                if r.kind != "file" or self._storing:
+                    continue
+                ref = values[r.name]
+                running = self._prefetches.get(ref.blob)
+                if running is not None and running.is_alive():
+                    continue
+                tries = self._prefetch_tries.get(ref.blob, 0)
+                if tries >= PREFETCH_TRIES:
+                    continue  # left to _store
+                self._prefetch_tries[ref.blob] = tries + 1
+                t = threading.Thread(target=self._prefetch_one,
+                                     args=(broker, ref.blob, ref.size),
+                                     name="p2prpc-prefetch", daemon=True)
+                self._prefetches[ref.blob] = t
+                t.start()
 
     def _prefetch_one(self, broker, sha, size):
         try:
@@ -1301,10 +1307,17 @@ class P2PFuture:
 
     def _store(self, call):
         spec = self.prepared.spec
-        for t in list(self._prefetches.values()):
-            t.join()  # one writer per blob: what it fetched is resumed, not fetched again
         outputs = call.get("outputs")
         values = decode_entries(outputs, expected=[(r.name, r.kind) for r in spec.returns])
+        # One writer per blob: a download of one of these blobs still running
+        # is waited for, and what it fetched is resumed, not fetched again.
+        # Downloads of blobs an earlier lease announced are left to end alone.
+        shas = {values[r.name].blob for r in spec.returns if r.kind == "file"}
+        with self._prefetch_lock:
+            self._storing = True
+            running = [t for sha, t in self._prefetches.items() if sha in shas]
+        for t in running:
+            t.join()
         files = {}
         broker = self._broker_or_find()
         for r in spec.returns:
@@ -1361,7 +1374,7 @@ class P2PFuture:
             if self._returns_files:
                 # Our own long-poll sees the call while it is leased: result
                 # files announced before the call ends are fetched meanwhile.
-                self._prefetch(self._poll(wait_ms))
+                self._prefetch(self._poll(wait_ms, unseen_arriving=not self._prefetches))
             elif self.app._collector.watching(self):
                 # The collector's current long-poll names this call: wait for
                 # it rather than ask again.

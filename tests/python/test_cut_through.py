@@ -303,6 +303,36 @@ def test_a_chunk_that_comes_before_the_one_it_continues_waits_for_it(broker, cli
     assert m["bytes_received"] == size and m["chunks_refused"] == 2, m
 
 
+def test_a_broker_stopping_answers_a_parked_chunk_at_once(tmp_path):
+    b = _core.Broker(FUNCTIONS, str(tmp_path / "broker"))
+    b.start()
+    data = content(2 * UPLOAD_CHUNK, seed=17)
+    sha = hashlib.sha256(data).hexdigest()
+    got = {}
+
+    def early():
+        c = BrokerClient(b.port)
+        try:
+            part = data[UPLOAD_CHUNK:]
+            got["r"] = c.put("/v1/blobs/%s?offset=%d" % (sha, UPLOAD_CHUNK), part,
+                             headers={"X-P2PRPC-Chunk-Sha256":
+                                      hashlib.sha256(part).hexdigest()})
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            got["error"] = e
+        finally:
+            c.close()
+
+    th = threading.Thread(target=early)
+    th.start()
+    time.sleep(0.5)
+    assert not got  # parked: nothing before it
+    t0 = time.monotonic()
+    b.stop()
+    th.join(10)
+    assert time.monotonic() - t0 < 3, "the stop waited out the chunk's 5 s"
+    assert got.get("r") is not None and got["r"].status == 409, got
+
+
 def submit_body(path, sha, size):
     return {"id": _core.call_identifier_raw("p2prpc_f", VERSION, [("f", "F", str(path))]),
             "function": "p2prpc_f", "version": VERSION,

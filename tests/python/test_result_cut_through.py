@@ -9,6 +9,7 @@ whole path through the public API against broker and worker processes."""
 import hashlib
 import json
 import signal
+import sys
 import threading
 import time
 
@@ -141,8 +142,36 @@ def test_announcing_outputs_bad_input(broker, client):
     other = _core.call_identifier_raw("p2prpc_g", VERSION, [("n", "i", 99)])
     r = client.post(path, {"call_id": other, "outputs": outputs(sha, len(data))})
     assert r.status == 404, r
+    # Over 64 KiB of outputs JSON: not kept (the result brings them).
+    sys.set_int_max_str_digits(0)
+    try:
+        big = outputs(sha, len(data), k=10 ** 70000)
+    finally:
+        sys.set_int_max_str_digits(4300)
+    r = client.post(path, {"call_id": call_id, "outputs": big})
+    assert r.status == 413 and r.error[0] == "ELIMIT" and "65536 kept" in r.error[1], r
     # Nothing was announced by any of these.
     assert "arriving_outputs" not in client.get("/v1/calls/" + call_id).json()["call"]
+
+
+def test_a_reader_that_has_not_seen_the_announcement_is_answered_at_once(broker, client):
+    call_id, lease = submit_and_lease(client)
+    data = content(CHUNK + 10, seed=24)
+    sha = hashlib.sha256(data).hexdigest()
+    since = client.get("/v1/calls/" + call_id).json()["call"]["updated_ms"]
+    put_chunk(client, sha, data, 0)
+    r = client.post("/v1/leases/%s/outputs" % lease,
+                    {"call_id": call_id, "outputs": outputs(sha, len(data))})
+    assert r.status == 200, r
+    # Announced between two polls: the record did not change, but a reader
+    # saying it has not seen announced outputs gets them now...
+    t0 = time.monotonic()
+    r = client.get("/v1/calls/%s?wait_ms=3000&since=%d&arriving=0" % (call_id, since))
+    assert time.monotonic() - t0 < 1 and r.json()["call"]["arriving_outputs"][0]["blob"] == sha
+    # ...and one that has seen them waits for a change, as before.
+    t0 = time.monotonic()
+    r = client.get("/v1/calls/%s?wait_ms=600&since=%d" % (call_id, since))
+    assert time.monotonic() - t0 >= 0.5 and r.status == 200, r
 
 
 def test_a_lapsed_lease_takes_its_announcement_with_it(broker, client):
