@@ -55,3 +55,14 @@ def write_module(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def client(broker):
+    """A raw HTTP client (tests/python/broker_client.py) of the test module's
+    `broker` fixture, closed at teardown. Modules with their own `client` keep it."""
+    from broker_client import BrokerClient
+
+    c = BrokerClient(broker.port)
+    yield c
+    c.close()

@@ -56,13 +56,6 @@ def broker(tmp_path):
     b.stop()
 
 
-@pytest.fixture
-def client(broker):
-    c = BrokerClient(broker.port)
-    yield c
-    c.close()
-
-
 def lease(client):
     r = client.post("/v1/leases", {"worker": "w1", "functions": SMALL, "wait_ms": 3000})
     assert r.status == 200, r

@@ -38,13 +38,6 @@ def broker(tmp_path):
     b.stop()
 
 
-@pytest.fixture
-def client(broker):
-    c = BrokerClient(broker.port)
-    yield c
-    c.close()
-
-
 def content(size, seed=1):
     """size bytes in which no two chunks are equal."""
     block = hashlib.sha256(b"%d" % seed).digest() * (MiB // 32)

@@ -33,13 +33,6 @@ def broker(make_broker):
     return make_broker(lease_ms=1500, heartbeat_ms=300)
 
 
-@pytest.fixture
-def client(broker):
-    c = BrokerClient(broker.port)
-    yield c
-    c.close()
-
-
 def submit_and_lease(client, n=1):
     body = {"id": _core.call_identifier_raw("p2prpc_g", VERSION, [("n", "i", n)]),
             "function": "p2prpc_g", "version": VERSION,
