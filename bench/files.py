@@ -181,6 +181,36 @@ def disk_floor(path, scratch):
 # ---- the client, in its own process ----------------------------------------------------
 
 
+def cpu_seconds(pids, reaped=()):
+    """User + system CPU seconds used so far by each process in pids, its
+    threads included, and for the names in reaped its children that it
+    waited for."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            used = int(fields[11]) + int(fields[12])  # utime, stime
+            if name in reaped:
+                used += int(fields[13]) + int(fields[14])  # cutime, cstime
+            out[name] = used / tick
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            out[name] = 0.0
+    return out
+
+
+def node_cpu(spec):
+    """CPU seconds of the broker, the worker and the worker's children now."""
+    pids = dict(spec.get("pids", {}))
+    for i, c in enumerate(children_of(pids.get("worker", 0), deep=True)):
+        pids["executor %d" % i] = c
+    pids["client"] = os.getpid()  # not its reaped children: those are the dd runs
+    got = cpu_seconds(pids, reaped=("worker",))
+    return {"broker": got.get("broker", 0.0), "client": got["client"],
+            "worker": sum(v for k, v in got.items() if k not in ("broker", "client"))}
+
+
 def client_main(spec):
     """Run the calls `spec` asks for and print one JSON line of timings."""
     import importlib.util
@@ -204,15 +234,17 @@ def client_main(spec):
                 floor.append(dd_seconds(step["file"], step["floor"]))
             with open(step["file"], "rb") as f:
                 os.sync()  # as before dd: the call is not charged for earlier writeback
+                cpu0 = node_cpu(spec)
                 t0 = time.perf_counter()
                 fut = fn(data=f, n=step["n"])
                 t1 = time.perf_counter()
                 res = fut.get(timeout=3600)
                 t2 = time.perf_counter()
+                cpu1 = node_cpu(spec)
             if step.get("floor"):
                 floor.append(dd_seconds(step["file"], step["floor"]))
             rec = {"submit_s": t1 - t0, "total_s": t2 - t0, "result_size": res["size"],
-                   "dd_s": floor}
+                   "dd_s": floor, "cpu_s": {k: cpu1[k] - cpu0[k] for k in cpu1}}
             if "out" in res:
                 rec["out_size"] = os.fstat(res["out"].fileno()).st_size
                 res["out"].close()
@@ -364,7 +396,8 @@ def main(argv=None):
         nodes.append(worker)
 
         spec = {"function_file": function_file, "discovery": discovery,
-                "cache": os.path.join(run_dir, "client"), "during": files["during"]}
+                "cache": os.path.join(run_dir, "client"), "during": files["during"],
+                "pids": {"broker": broker.proc.pid, "worker": worker.proc.pid}}
         spec["steps"] = [
             {"name": "A", "fn": "copy", "file": files["small"], "n": 1, "floor": run_dir},
             {"name": "A again, unchanged", "fn": "copy", "file": files["small"], "n": 1},
@@ -419,6 +452,10 @@ def main(argv=None):
                                    a["submit_s"], b["submit_s"]))
     print("%-44s %12.2f %12.2f" % ("  of which get(): upload, worker, result, s",
                                    a["total_s"] - a["submit_s"], b["total_s"] - b["submit_s"]))
+    for who in ("client", "broker", "worker"):
+        print("%-44s %12.2f %12.2f" % ("  CPU s, %s%s" % (who, " (and its children)"
+                                                             if who == "worker" else ""),
+                                       a["cpu_s"][who], b["cpu_s"][who]))
     print("%-44s %12.2f %12.2f" % ("  ratio to dd just before and after", e2e_a / near_a,
                                    e2e_b / near_b))
     # Shown, not judged: the same file's first dd in this run, which this VM's host cache
