@@ -126,41 +126,69 @@ static void running_drop(prpc_blobdir_t *bd, const char *sha)
     pthread_mutex_unlock(&bd->lock);
 }
 
+/* Take sha's running hash out of its slot when it has covered exactly offset
+ * bytes (a fresh one when offset is 0), for the caller to feed without the
+ * lock; a running hash at another offset is dropped. *out is left released
+ * when there is none. */
+static void running_checkout(prpc_blobdir_t *bd, const char *sha, uint64_t offset,
+                             prpc_sha256_t *out)
+{
+    running_hash_t *r;
+    out->ctx = NULL;
+    pthread_mutex_lock(&bd->lock);
+    r = running_find_locked(bd, sha);
+    if (r != NULL && r->offset == offset) {
+        *out = r->ctx;
+        r->ctx.ctx = NULL;
+        r->sha[0] = '\0';
+    }
+    if (r != NULL)
+        running_drop_locked(r);
+    pthread_mutex_unlock(&bd->lock);
+    if (out->ctx == NULL && offset == 0)
+        (void)prpc_sha256_init(out, NULL);
+}
+
+/* Put a running hash that now covers offset bytes back (taking it over),
+ * evicting the least recently used slot when all are taken. */
+static void running_checkin(prpc_blobdir_t *bd, const char *sha, uint64_t offset,
+                            prpc_sha256_t *h)
+{
+    running_hash_t *victim = &bd->running[0], *r;
+    if (h->ctx == NULL)
+        return;
+    pthread_mutex_lock(&bd->lock);
+    r = running_find_locked(bd, sha);
+    if (r != NULL)
+        running_drop_locked(r);
+    for (int i = 0; i < RUNNING_MAX; i++) {
+        if (bd->running[i].sha[0] == '\0') {
+            victim = &bd->running[i];
+            break;
+        }
+        if (bd->running[i].used < victim->used)
+            victim = &bd->running[i];
+    }
+    running_drop_locked(victim);
+    memcpy(victim->sha, sha, 65);
+    victim->ctx = *h;
+    victim->offset = offset;
+    victim->used = ++bd->clock;
+    h->ctx = NULL;
+    pthread_mutex_unlock(&bd->lock);
+}
+
 /* Feed a chunk just written at offset into sha's running hash, starting one
- * at offset 0 (evicting the least recently used when all slots are taken).
- * A chunk that does not continue the running hash drops it: commit then
- * falls back to hashing the file. */
+ * at offset 0. A chunk that does not continue the running hash drops it:
+ * commit then falls back to hashing the file. */
 static void running_feed(prpc_blobdir_t *bd, const char *sha, uint64_t offset, const void *data,
                          size_t len)
 {
-    running_hash_t *r;
-    pthread_mutex_lock(&bd->lock);
-    r = running_find_locked(bd, sha);
-    if (r == NULL && offset == 0) {
-        running_hash_t *victim = &bd->running[0];
-        for (int i = 0; i < RUNNING_MAX; i++) {
-            if (bd->running[i].sha[0] == '\0') {
-                victim = &bd->running[i];
-                break;
-            }
-            if (bd->running[i].used < victim->used)
-                victim = &bd->running[i];
-        }
-        running_drop_locked(victim);
-        if (prpc_sha256_init(&victim->ctx, NULL) == 0) {
-            memcpy(victim->sha, sha, 65);
-            r = victim;
-        }
-    }
-    if (r != NULL) {
-        if (r->offset != offset || prpc_sha256_update(&r->ctx, data, len, NULL) != 0) {
-            running_drop_locked(r);
-        } else {
-            r->offset += len;
-            r->used = ++bd->clock;
-        }
-    }
-    pthread_mutex_unlock(&bd->lock);
+    prpc_sha256_t h;
+    running_checkout(bd, sha, offset, &h);
+    if (h.ctx != NULL && prpc_sha256_update(&h, data, len, NULL) == 0)
+        running_checkin(bd, sha, offset + len, &h);
+    prpc_sha256_cleanup(&h);
 }
 
 void prpc_blobdir_feed(prpc_blobdir_t *bd, const char *sha, uint64_t offset, const void *data,
@@ -420,6 +448,7 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
 {
     char path[PRPC_BLOB_PATH_MAX];
     uint64_t have = 0;
+    prpc_sha256_t chunk = {NULL}, run = {NULL}, before = {NULL};
     int fd = -1, rc, bad, slow_ms = 0;
 
     if ((rc = check_sha(sha, err)) != 0)
@@ -427,31 +456,52 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
     if (len > PRPC_BLOB_CHUNK)
         return prpc_error_set(err, PRPC_ELIMIT, "chunk of %zu bytes exceeds the limit of %u",
                               len, PRPC_BLOB_CHUNK);
+    if ((rc = prpc_blobdir_partial(bd, sha, &have, err)) != 0)
+        return rc;
+    /* The chunk's own hash and the blob's running hash in one pass over it.
+     * The running hash is ours until it goes back: a chunk refused here
+     * leaves none, and the commit hashes the file instead. */
+    if (offset == have)
+        running_checkout(bd, sha, offset, &run);
+    if (chunk_sha_hex != NULL && run.ctx != NULL && offset > 0)
+        (void)prpc_sha256_copy(&before, &run, NULL); /* to put back if the chunk is refused */
     if (chunk_sha_hex != NULL) {
         uint8_t got[PRPC_SHA256_LEN];
         char got_hex[PRPC_SHA256_HEX_LEN + 1];
-        if ((rc = prpc_sha256(data, len, got, err)) != 0)
-            return rc;
+        rc = prpc_sha256_init(&chunk, err);
+        if (rc == 0)
+            rc = run.ctx != NULL ? prpc_sha256_update2(&chunk, &run, data, len, err)
+                                 : prpc_sha256_update(&chunk, data, len, err);
+        if (rc == 0)
+            rc = prpc_sha256_final(&chunk, got, err);
+        if (rc != 0)
+            goto out;
         prpc_hex_encode(got, sizeof(got), got_hex);
-        if (strcmp(got_hex, chunk_sha_hex) != 0)
-            return prpc_error_set(err, PRPC_ECORRUPT,
-                                  "chunk at offset %llu of blob %s does not match its SHA-256",
-                                  (unsigned long long)offset, sha);
+        if (strcmp(got_hex, chunk_sha_hex) != 0) {
+            running_checkin(bd, sha, offset, &before);
+            rc = prpc_error_set(err, PRPC_ECORRUPT,
+                                "chunk at offset %llu of blob %s does not match its SHA-256",
+                                (unsigned long long)offset, sha);
+            goto out;
+        }
+    } else if (run.ctx != NULL) {
+        (void)prpc_sha256_update(&run, data, len, NULL);
     }
-    if ((rc = prpc_blobdir_partial(bd, sha, &have, err)) != 0)
-        return rc;
-    if (offset != have)
-        return prpc_error_set(err, PRPC_ESTATE,
-                              "chunk offset %llu of blob %s does not continue the %llu bytes "
-                              "received so far",
-                              (unsigned long long)offset, sha, (unsigned long long)have);
+    if (offset != have) {
+        rc = prpc_error_set(err, PRPC_ESTATE,
+                            "chunk offset %llu of blob %s does not continue the %llu bytes "
+                            "received so far",
+                            (unsigned long long)offset, sha, (unsigned long long)have);
+        goto out;
+    }
     partial_path(bd, sha, path);
     fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return prpc_error_errno(err, errno, "opening partial blob %s", sha);
+    if (fd < 0) {
+        rc = prpc_error_errno(err, errno, "opening partial blob %s", sha);
+        goto out;
+    }
     bad = write_through(bd, fd, data, len, offset) != 0;
     if (!bad) {
-        running_feed(bd, sha, offset, data, len);
         if (prpc_fault("slow_disk", &slow_ms) && slow_ms > 0)
             usleep((useconds_t)slow_ms * 1000);
         bad = fsync(fd) != 0;
@@ -459,7 +509,6 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
     if (bad) {
         int e = errno;
         rc = prpc_error_errno(err, e, "writing chunk of blob %s", sha);
-        running_drop(bd, sha);
         if (e == ENOSPC || e == EDQUOT) {
             /* A full disk: keeping the partial would hold the space that every
              * other upload needs. The upload starts over when there is room. */
@@ -471,9 +520,14 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
         goto out;
     }
     *partial = offset + len;
+    running_checkin(bd, sha, offset + len, &run);
     rc = 0;
 out:
-    close(fd);
+    if (fd >= 0)
+        close(fd);
+    prpc_sha256_cleanup(&chunk);
+    prpc_sha256_cleanup(&run);
+    prpc_sha256_cleanup(&before);
     return rc;
 }
 

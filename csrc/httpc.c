@@ -839,6 +839,7 @@ typedef struct chunk {
     size_t n;
     char *buf;
     char hex[PRPC_SHA256_HEX_LEN + 1];
+    const prpc_chunk_digests_t *cd; /* the file's piece digests, or NULL */
     prpc_error_t err;
 } chunk_t;
 
@@ -853,8 +854,16 @@ static int chunk_read(chunk_t *c, uint64_t off, uint64_t size)
                                                 : PRPC_BLOB_UPLOAD_CHUNK;
     prpc_error_clear(&c->err);
     rc = pread_full(c->fd, c->buf, c->n, c->off, c->sha, &c->err);
-    if (rc == 0)
-        rc = prpc_sha256(c->buf, c->n, digest, &c->err);
+    if (rc != 0)
+        return rc;
+    if (c->cd != NULL && c->cd->chunk == PRPC_BLOB_UPLOAD_CHUNK &&
+        off / PRPC_BLOB_UPLOAD_CHUNK < c->cd->n && off % PRPC_BLOB_UPLOAD_CHUNK == 0) {
+        /* Digested when the file was named; were the file to change since,
+         * the broker refuses the chunk and the retry hashes what it reads. */
+        prpc_hex_encode(c->cd->d[off / PRPC_BLOB_UPLOAD_CHUNK], PRPC_SHA256_LEN, c->hex);
+        return 0;
+    }
+    rc = prpc_sha256(c->buf, c->n, digest, &c->err);
     if (rc == 0)
         prpc_hex_encode(digest, sizeof(digest), c->hex);
     return rc;
@@ -973,6 +982,13 @@ static void lane_join(put_lane_t *l)
 int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
                                  uint64_t until, int *complete, prpc_error_t *err)
 {
+    return prpc_httpc_upload_blob_hashed(h, fd, sha_hex, size, until, complete, NULL, err);
+}
+
+int prpc_httpc_upload_blob_hashed(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
+                                  uint64_t until, int *complete, const prpc_chunk_digests_t *cd,
+                                  prpc_error_t *err)
+{
     char pq[160], what[192];
     chunk_t chunks[2], *prep = NULL;
     put_lane_t lanes[2], *q[2] = {NULL, NULL};
@@ -1006,6 +1022,7 @@ int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, u
     for (int i = 0; i < 2; i++) {
         chunks[i].fd = fd;
         chunks[i].sha = sha_hex;
+        chunks[i].cd = cd;
         if (size > 0 && (chunks[i].buf = malloc(size < PRPC_BLOB_UPLOAD_CHUNK
                                                     ? (size_t)size
                                                     : PRPC_BLOB_UPLOAD_CHUNK)) == NULL) {
@@ -1124,6 +1141,7 @@ int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, u
                  * kept nothing of it. Send it again, from where the broker's copy
                  * ends, a bounded number of times: a chunk that is always damaged
                  * (bad memory, a broken link) must end the upload, not loop. */
+                chunks[0].cd = chunks[1].cd = NULL; /* from now on hash what is read */
                 if (off != refused_off)
                     refused = 0;
                 refused_off = off;

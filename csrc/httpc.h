@@ -46,6 +46,7 @@
 
 #include "blob.h"
 #include "common.h"
+#include "hash.h"
 
 #include <stdatomic.h>
 
@@ -137,6 +138,13 @@ int prpc_httpc_upload_blob(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_
  * held before). `complete` may be NULL only with until = UINT64_MAX. */
 int prpc_httpc_upload_blob_until(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
                                  uint64_t until, int *complete, prpc_error_t *err);
+
+/* As prpc_httpc_upload_blob_until, with cd (may be NULL) the digests of the
+ * file's PRPC_BLOB_UPLOAD_CHUNK pieces from prpc_hash_fd_chunks: chunks are
+ * then not hashed again as they are read. cd is borrowed for the call. */
+int prpc_httpc_upload_blob_hashed(prpc_httpc_t *h, int fd, const char *sha_hex, uint64_t size,
+                                  uint64_t until, int *complete, const prpc_chunk_digests_t *cd,
+                                  prpc_error_t *err);
 
 /* Make bd hold blob sha_hex, fetched from the broker when it is not there
  * already: streamed to bd's partial file (resuming with Range after what a

@@ -9,6 +9,7 @@
  */
 #include "py_module.h"
 
+#include "blob.h"
 #include "hash.h"
 #include "ident.h"
 
@@ -162,6 +163,49 @@ static PyObject *pyprpc_sha256_file(PyObject *module, PyObject *arg)
     if (rc < 0)
         return pyprpc_raise(st, &err);
     return PyUnicode_FromStringAndSize(out, PRPC_SHA256_HEX_LEN);
+}
+
+PyDoc_STRVAR(sha256_fd_chunks_doc,
+             "sha256_fd_chunks(fd, /) -> tuple[str, int, bytes]\n\n"
+             "sha256_file for an open fd, with the size hashed and the SHA-256 of each\n"
+             "upload chunk of it (32 bytes each, in order) from the same pass: given to\n"
+             "Connection.upload_blob as chunk_digests, the upload does not hash its\n"
+             "chunks again. The digests are b'' for a file of too many chunks. Errors\n"
+             "as sha256_file.");
+
+static PyObject *pyprpc_sha256_fd_chunks(PyObject *module, PyObject *arg)
+{
+    pyprpc_state_t *st = pyprpc_state(module);
+    prpc_chunk_digests_t cd = {PRPC_BLOB_UPLOAD_CHUNK, 0, NULL};
+    prpc_error_t err;
+    uint8_t d[PRPC_SHA256_LEN];
+    char hex[PRPC_SHA256_HEX_LEN + 1];
+    uint64_t size = 0;
+    PyObject *out;
+    long fd;
+    int rc;
+    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "sha256_fd_chunks: fd must be an int, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd > INT_MAX || fd < INT_MIN) {
+        PyErr_Format(PyExc_OverflowError, "sha256_fd_chunks: fd %ld is out of range", fd);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = prpc_hash_fd_chunks((int)fd, d, &size, &cd, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        return pyprpc_raise(st, &err);
+    prpc_hex_encode(d, sizeof(d), hex);
+    out = Py_BuildValue("(s#Ky#)", hex, (Py_ssize_t)PRPC_SHA256_HEX_LEN, (unsigned long long)size,
+                        cd.d != NULL ? (const char *)cd.d : "", (Py_ssize_t)(cd.n * PRPC_SHA256_LEN));
+    prpc_chunk_digests_cleanup(&cd);
+    return out;
 }
 
 /* ---- call_identifier_raw --------------------------------------------- */
@@ -473,6 +517,7 @@ out:
 
 static PyMethodDef hash_methods[] = {
     {"sha256_file", pyprpc_sha256_file, METH_O, sha256_file_doc},
+    {"sha256_fd_chunks", pyprpc_sha256_fd_chunks, METH_O, sha256_fd_chunks_doc},
     {"call_identifier_raw", (PyCFunction)(void (*)(void))pyprpc_call_identifier_raw,
      METH_VARARGS | METH_KEYWORDS, call_identifier_raw_doc},
     {NULL, NULL, 0, NULL},

@@ -129,34 +129,52 @@ static PyObject *conn_request(conn_object_t *self, PyObject *args, PyObject *kwd
 
 static PyObject *conn_upload_blob(conn_object_t *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd", "sha", "size", "until", NULL};
+    static char *kwlist[] = {"fd", "sha", "size", "until", "chunk_digests", NULL};
     const char *sha;
     int fd, rc = 0, closed = 0, complete = 1;
     unsigned long long size;
     PyObject *until_obj = Py_None;
     uint64_t until = UINT64_MAX;
+    Py_buffer digests = {NULL, NULL};
+    prpc_chunk_digests_t cd = {PRPC_BLOB_UPLOAD_CHUNK, 0, NULL};
     prpc_error_t err;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isK|O:upload_blob", kwlist, &fd, &sha, &size,
-                                     &until_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isK|Oz*:upload_blob", kwlist, &fd, &sha, &size,
+                                     &until_obj, &digests))
         return NULL;
     if (until_obj != Py_None) {
         unsigned long long u = PyLong_AsUnsignedLongLong(until_obj);
-        if (u == (unsigned long long)-1 && PyErr_Occurred())
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyBuffer_Release(&digests);
             return NULL;
+        }
         until = (uint64_t)u;
     }
-    if (self->lock == NULL)
+    if (digests.buf != NULL) {
+        if (digests.len % PRPC_SHA256_LEN != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "upload_blob: chunk_digests must be 32 bytes per chunk, got %zd bytes",
+                         digests.len);
+            PyBuffer_Release(&digests);
+            return NULL;
+        }
+        cd.n = (size_t)digests.len / PRPC_SHA256_LEN;
+        cd.d = digests.buf;
+    }
+    if (self->lock == NULL) {
+        PyBuffer_Release(&digests);
         return closed_error();
+    }
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     if (self->h == NULL)
         closed = 1;
     else
-        rc = prpc_httpc_upload_blob_until(self->h, fd, sha, (uint64_t)size, until, &complete,
-                                          &err);
+        rc = prpc_httpc_upload_blob_hashed(self->h, fd, sha, (uint64_t)size, until, &complete,
+                                           cd.n > 0 ? &cd : NULL, &err);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
+    PyBuffer_Release(&digests);
     if (closed)
         return closed_error();
     if (rc != 0)
@@ -263,10 +281,13 @@ static PyMethodDef conn_methods[] = {
      "not sign for this request; transport and TLS failures raise ConnectionFailed or\n"
      "EngineTimeoutError; an answer over 4 MiB raises LimitExceeded."},
     {"upload_blob", (PyCFunction)(void (*)(void))conn_upload_blob, METH_VARARGS | METH_KEYWORDS,
-     "upload_blob(fd, sha, size, until=None) -> bool\n\nMake the broker hold blob sha, the "
-     "first size bytes of fd: skipped when held, resumed when partial, sent in verified "
-     "chunks. True when the broker holds it; False when it returned early because the broker "
-     "had synced at least `until` bytes (nothing committed yet: call again to finish)."},
+     "upload_blob(fd, sha, size, until=None, chunk_digests=None) -> bool\n\nMake the broker "
+     "hold blob sha, the first size bytes of fd: skipped when held, resumed when partial, sent "
+     "in verified chunks. True when the broker holds it; False when it returned early because "
+     "the broker had synced at least `until` bytes (nothing committed yet: call again to "
+     "finish). chunk_digests: the digests sha256_fd_chunks gave for fd, so chunks are not "
+     "hashed again (should the file have changed since, the broker refuses a chunk and the "
+     "upload hashes what it reads from then on)."},
     {"download_blob", (PyCFunction)(void (*)(void))conn_download_blob,
      METH_VARARGS | METH_KEYWORDS,
      "download_blob(sha, blob_dir, follow=None) -> str\n\nFetch blob sha into the blob directory "

@@ -906,19 +906,21 @@ typedef struct pending_output {
     int fd;
     char sha[PRPC_SHA256_HEX_LEN + 1];
     uint64_t size;
+    prpc_chunk_digests_t cd; /* its pieces' digests, owned */
 } pending_output_t;
 
 /* Upload sha (fd, size bytes) until the broker has synced `until` bytes of it
  * (UINT64_MAX: all, committed), retrying transfer errors. *complete says
  * whether it got there. */
 static int upload_output(slot_t *s, prpc_httpc_t *h, int fd, const char *sha, uint64_t size,
-                         uint64_t until, int *complete, prpc_error_t *err)
+                         uint64_t until, int *complete, const prpc_chunk_digests_t *cd,
+                         prpc_error_t *err)
 {
     int64_t started = mono_ms();
     int rc;
     for (int attempt = 1;; attempt++) {
         *complete = 1;
-        rc = prpc_httpc_upload_blob_until(h, fd, sha, size, until, complete, err);
+        rc = prpc_httpc_upload_blob_hashed(h, fd, sha, size, until, complete, cd, err);
         if (rc == 0 || !transfer_again(s, &s->seed, rc, attempt, started))
             return rc;
     }
@@ -935,28 +937,35 @@ static int put_output_file(slot_t *s, prpc_httpc_t *h, bson_t *arr, const char *
     uint8_t digest[PRPC_SHA256_LEN];
     char sha[PRPC_SHA256_HEX_LEN + 1];
     uint64_t size = 0;
+    prpc_chunk_digests_t cd = {PRPC_BLOB_UPLOAD_CHUNK, 0, NULL};
     bson_iter_t it;
     bson_t out;
     int fd, rc, has_filename = 0, complete = 1;
 
-    if (pend != NULL)
+    if (pend != NULL) {
         pend->fd = -1;
+        memset(&pend->cd, 0, sizeof(pend->cd));
+    }
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return prpc_error_errno(err, errno, "output file %s", path);
-    rc = prpc_hash_fd(fd, digest, &size, err);
+    /* The chunks' digests come out of the same pass as the file's name. */
+    rc = prpc_hash_fd_chunks(fd, digest, &size, &cd, err);
     if (rc == 0) {
         prpc_hex_encode(digest, sizeof(digest), sha);
         uint64_t until = pend != NULL && size > PRPC_BLOB_UPLOAD_CHUNK ? 1 : UINT64_MAX;
-        rc = upload_output(s, h, fd, sha, size, until, &complete, err);
+        rc = upload_output(s, h, fd, sha, size, until, &complete, &cd, err);
     }
     if (rc == 0 && !complete) {
         pend->fd = fd;
         memcpy(pend->sha, sha, sizeof(pend->sha));
         pend->size = size;
+        pend->cd = cd; /* handed over */
+        memset(&cd, 0, sizeof(cd));
     } else {
         close(fd);
     }
+    prpc_chunk_digests_cleanup(&cd);
     if (rc != 0)
         return rc;
     bson_append_document_begin(arr, k, -1, &out);
@@ -1087,12 +1096,13 @@ static char *build_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, cons
         int complete = 1;
         if (msg[0] == '\0' &&
             upload_output(s, h, pend[j].fd, pend[j].sha, pend[j].size, UINT64_MAX, &complete,
-                          &e) != 0) {
+                          &pend[j].cd, &e) != 0) {
             snprintf(msg, sizeof(msg), "output blob %s could not be delivered: %s", pend[j].sha,
                      e.message);
             failed = 1;
         }
         close(pend[j].fd);
+        prpc_chunk_digests_cleanup(&pend[j].cd);
     }
     if (msg[0] != '\0') {
         /* Start again: outputs of a failed delivery are not reported. */

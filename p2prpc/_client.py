@@ -697,7 +697,7 @@ class P2PClientApp:
                 held = self.retry(
                     "uploading %s of %s to %s" % (name, spec.name, broker.address),
                     lambda fd=fd, d=d, until=until: broker.run(
-                        lambda c: c.upload_blob(fd, d.sha, d.size, until)))
+                        lambda c: c.upload_blob(fd, d.sha, d.size, until, d.chunks or None)))
                 if not held:
                     rest.append((name, d, os.dup(fd)))
         except BaseException:
@@ -749,7 +749,7 @@ class P2PClientApp:
                 # In steps, so a shutdown does not wait for a whole multi-GB file.
                 until += UPLOAD_STEP_BYTES
                 held = self.retry(what, lambda until=until: broker.run(
-                    lambda c: c.upload_blob(fd, d.sha, d.size, until)))
+                    lambda c: c.upload_blob(fd, d.sha, d.size, until, d.chunks or None)))
         except P2PRPCError as e:
             error = e
         except OSError as e:

@@ -15,6 +15,11 @@ def sha256_file(file: _FileRef, /) -> str:
     """SHA-256 (64 lowercase hex) of a file's whole content; GIL released."""
     ...
 
+def sha256_fd_chunks(fd: int, /) -> Tuple[str, int, bytes]:
+    """(SHA-256 hex, size, the 32-byte digest of each upload chunk) of an open fd in one pass;
+    the digests are b"" for a file of too many chunks. GIL released."""
+    ...
+
 def call_identifier_raw(
     function: str,
     version: str,
@@ -55,10 +60,12 @@ class Connection:
         AuthenticationError; transport and TLS failures raise ConnectionFailed or
         EngineTimeoutError; answers over 4 MiB LimitExceeded."""
         ...
-    def upload_blob(self, fd: int, sha: str, size: int, until: Optional[int] = None) -> bool:
+    def upload_blob(self, fd: int, sha: str, size: int, until: Optional[int] = None,
+                    chunk_digests: Optional[bytes] = None) -> bool:
         """Make the broker hold blob sha (the first size bytes of fd): dedup, resume, chunks.
         With until: return False once the broker has synced >= until bytes of it (not
-        committed; a call naming it may be submitted, then call again to finish)."""
+        committed; a call naming it may be submitted, then call again to finish).
+        chunk_digests: from sha256_fd_chunks(fd), so the chunks are not hashed again."""
         ...
     def download_blob(self, sha: str, blob_dir: _StrPath) -> str:
         """Fetch blob sha into blob_dir (resumed, verified) unless held; returns its path."""

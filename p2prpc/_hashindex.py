@@ -185,26 +185,33 @@ class HashIndex:
         the index when the file is unchanged since it was last hashed, else
         hashed (from offset 0, position kept, GIL released) and remembered.
         Errors are those of hashing (p2prpc StorageError and the like)."""
+        sha, size, _ = self.sha256_fd_chunks(fd)
+        return sha, size
+
+    def sha256_fd_chunks(self, fd: int) -> Tuple[str, int, bytes]:
+        """sha256_fd, and the digests of the file's upload chunks when it was
+        hashed now (_core.sha256_fd_chunks; b"" when the index answered)."""
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
-            return _core.sha256_file(fd), os.fstat(fd).st_size
+            sha, size, chunks = _core.sha256_fd_chunks(fd)
+            return sha, size, chunks
         sha = self.lookup(st)
         if sha is not None:
             self.hits += 1
-            return sha, st.st_size
+            return sha, st.st_size, b""
         self.misses += 1
         for _ in range(3):
             started = time.time_ns()
-            sha = _core.sha256_file(fd)
+            sha, size, chunks = _core.sha256_fd_chunks(fd)
             after = os.fstat(fd)
             if stat_key(after) == stat_key(st):
                 break
             st = after  # changed while being read: hash the new content
         else:
-            return sha, after.st_size
+            return sha, size, chunks
         if _trusted(st, started):
             self.remember(st, sha)
-        return sha, st.st_size
+        return sha, st.st_size, chunks
 
 
 _open: Dict[str, HashIndex] = {}

@@ -29,12 +29,16 @@ _digest_tag = None
 
 class FileDigest(NamedTuple):
     """A file argument as it goes on the wire: its content's SHA-256 (hex), its
-    size in bytes, the base name it was opened under (metadata) and its fd."""
+    size in bytes, the base name it was opened under (metadata) and its fd;
+    chunks: the digest of each upload chunk when the file was hashed just now
+    (b"" when its hash came from the content-hash index), so the upload need
+    not hash them again."""
 
     sha: str
     size: int
     filename: str
     fd: int
+    chunks: bytes = b""
 
 
 class PreparedCall(NamedTuple):
@@ -93,13 +97,12 @@ def file_digests(spec: FunctionSpec, bound: Dict[str, object],
         f = bound[a.name]
         fd = f.fileno()
         if idx is not None:
-            sha, size = idx.sha256_fd(fd)
+            sha, size, chunks = idx.sha256_fd_chunks(fd)
         else:
-            sha = _core.sha256_file(fd)
-            size = os.fstat(fd).st_size
+            sha, size, chunks = _core.sha256_fd_chunks(fd)
         name = getattr(f, "name", "")
         filename = os.path.basename(name) if isinstance(name, str) else ""
-        out[a.name] = FileDigest(sha, size, filename, fd)
+        out[a.name] = FileDigest(sha, size, filename, fd, chunks)
     return out
 
 

@@ -255,7 +255,126 @@ TEST(write_only_fd_is_an_error)
     CHECK(strstr(err.message, "Bad file descriptor") != NULL);
 }
 
+/* Two digests fed the same bytes in one pass equal two digests fed them
+ * apart: from fresh, from mid-block offsets (equal and unequal, where the
+ * pass falls back), over lengths around the block size, and across 2^32 bits
+ * of count carried into the high word. */
+TEST(update2_equals_two_updates)
+{
+    static const size_t lens[] = {0, 1, 63, 64, 65, 127, 128, 1000, 4096, 65536 + 17, 1 << 20};
+    static const size_t pre[][2] = {{0, 0}, {5, 5}, {0, 7}, {63, 63}, {64, 0}, {100, 36}};
+    size_t max = 1 << 20;
+    uint8_t *buf = malloc(max + 128), want_a[32], want_b[32], got_a[32], got_b[32];
+    prpc_sha256_t a = {NULL}, b = {NULL}, ra = {NULL}, rb = {NULL};
+    prpc_error_t err;
+    CHECK(buf != NULL);
+    for (size_t i = 0; i < max + 128; i++)
+        buf[i] = (uint8_t)((i * 131 + 11) ^ (i >> 9));
+    for (size_t pi = 0; pi < PRPC_ARRAY_LEN(pre); pi++)
+        for (size_t li = 0; li < PRPC_ARRAY_LEN(lens); li++) {
+            CHECK_EQ_INT(prpc_sha256_init(&a, &err), 0);
+            CHECK_EQ_INT(prpc_sha256_init(&b, &err), 0);
+            CHECK_EQ_INT(prpc_sha256_init(&ra, &err), 0);
+            CHECK_EQ_INT(prpc_sha256_init(&rb, &err), 0);
+            /* different histories, so the two states differ */
+            prpc_sha256_update(&a, buf + 7, pre[pi][0], &err);
+            prpc_sha256_update(&ra, buf + 7, pre[pi][0], &err);
+            prpc_sha256_update(&b, buf + 3, pre[pi][1], &err);
+            prpc_sha256_update(&rb, buf + 3, pre[pi][1], &err);
+            CHECK_EQ_INT(prpc_sha256_update2(&a, &b, buf + 1, lens[li], &err), 0);
+            prpc_sha256_update(&ra, buf + 1, lens[li], &err);
+            prpc_sha256_update(&rb, buf + 1, lens[li], &err);
+            /* and on after it, to check the counts it left */
+            CHECK_EQ_INT(prpc_sha256_update2(&a, &b, buf, 100, &err), 0);
+            prpc_sha256_update(&ra, buf, 100, &err);
+            prpc_sha256_update(&rb, buf, 100, &err);
+            prpc_sha256_final(&a, got_a, &err);
+            prpc_sha256_final(&b, got_b, &err);
+            prpc_sha256_final(&ra, want_a, &err);
+            prpc_sha256_final(&rb, want_b, &err);
+            prpc_sha256_cleanup(&a);
+            prpc_sha256_cleanup(&b);
+            prpc_sha256_cleanup(&ra);
+            prpc_sha256_cleanup(&rb);
+            CHECK(memcmp(got_a, want_a, 32) == 0);
+            CHECK(memcmp(got_b, want_b, 32) == 0);
+        }
+    /* the low word of the bit count wraps after 512 MiB */
+    CHECK_EQ_INT(prpc_sha256_init(&a, &err), 0);
+    CHECK_EQ_INT(prpc_sha256_init(&b, &err), 0);
+    CHECK_EQ_INT(prpc_sha256_init(&ra, &err), 0);
+    for (int i = 0; i < 520; i++) {
+        CHECK_EQ_INT(prpc_sha256_update2(&a, &b, buf, max, &err), 0);
+        prpc_sha256_update(&ra, buf, max, &err);
+    }
+    prpc_sha256_final(&a, got_a, &err);
+    prpc_sha256_final(&b, got_b, &err);
+    prpc_sha256_final(&ra, want_a, &err);
+    prpc_sha256_cleanup(&a);
+    prpc_sha256_cleanup(&b);
+    prpc_sha256_cleanup(&ra);
+    CHECK(memcmp(got_a, want_a, 32) == 0);
+    CHECK(memcmp(got_b, want_a, 32) == 0);
+    CHECK_EQ_INT(prpc_sha256_update2(&a, &b, buf, 1, &err), PRPC_ESTATE);
+    fprintf(stderr, "  (interleaved SHA-extension pass %s here)\n",
+            prpc_sha256_pair_accelerated() ? "used" : "not available");
+    free(buf);
+}
+
+/* The pieces' digests come out of the whole file's pass: each equals the
+ * digest of that piece, for sizes around the piece and read sizes; pieces
+ * that would split a block are not kept; a bad fd is an error. */
+TEST(file_pieces_are_digested_with_the_whole)
+{
+    static const size_t chunks[] = {64 * 1024, 4 * 1024 * 1024};
+    static const size_t extra[] = {0, 1, 77};
+    for (size_t ci = 0; ci < PRPC_ARRAY_LEN(chunks); ci++)
+        for (size_t k = 0; k < 4; k++)
+            for (size_t e = 0; e < PRPC_ARRAY_LEN(extra); e++) {
+                size_t chunk = chunks[ci], len = k * chunk + extra[e];
+                char path[64];
+                uint8_t whole[32], want[32], piece[32];
+                uint64_t size = 7;
+                prpc_chunk_digests_t cd = {chunk, 0, NULL};
+                prpc_error_t err;
+                uint8_t *buf = malloc(len ? len : 1);
+                int fd = make_file(len, path);
+                CHECK(fd >= 0 && buf != NULL);
+                CHECK(pread(fd, buf, len, 0) == (ssize_t)len);
+                CHECK_EQ_INT(prpc_hash_fd_chunks(fd, whole, &size, &cd, &err), 0);
+                CHECK_EQ_INT(size, len);
+                CHECK_EQ_INT(prpc_sha256(buf, len, want, &err), 0);
+                CHECK(memcmp(whole, want, 32) == 0);
+                CHECK_EQ_INT(cd.n, (len + chunk - 1) / chunk);
+                for (size_t i = 0; i < cd.n; i++) {
+                    size_t at = i * chunk, n = len - at < chunk ? len - at : chunk;
+                    CHECK_EQ_INT(prpc_sha256(buf + at, n, piece, &err), 0);
+                    CHECK(memcmp(cd.d[i], piece, 32) == 0);
+                }
+                prpc_chunk_digests_cleanup(&cd);
+                prpc_chunk_digests_cleanup(&cd); /* twice is fine */
+                cd.chunk = 100; /* splits 64-byte blocks: none kept, the whole still */
+                CHECK_EQ_INT(prpc_hash_fd_chunks(fd, whole, NULL, &cd, &err), 0);
+                CHECK_EQ_INT(cd.n, 0);
+                CHECK(memcmp(whole, want, 32) == 0);
+                close(fd);
+                unlink(path);
+                free(buf);
+            }
+    {
+        prpc_chunk_digests_t cd = {4096, 0, NULL};
+        uint8_t d[32];
+        prpc_error_t err;
+        CHECK_EQ_INT(prpc_hash_fd_chunks(-1, d, NULL, &cd, &err), PRPC_EINVAL);
+        CHECK(strstr(err.message, "fd -1") != NULL);
+        CHECK_EQ_INT(prpc_hash_fd_chunks(1000000, d, NULL, &cd, &err), PRPC_EIO);
+        CHECK_EQ_INT(cd.n, 0);
+        CHECK(cd.d == NULL);
+    }
+}
+
 TEST_MAIN(TEST_ENTRY(known_vectors), TEST_ENTRY(streaming_equals_one_shot),
+          TEST_ENTRY(update2_equals_two_updates), TEST_ENTRY(file_pieces_are_digested_with_the_whole),
           TEST_ENTRY(hex_round_trip_and_errors), TEST_ENTRY(file_by_path_and_fd_multi_chunk),
           TEST_ENTRY(file_sizes_around_the_chunk), TEST_ENTRY(fd_position_untouched),
           TEST_ENTRY(missing_file_names_the_path), TEST_ENTRY(directory_is_refused),

@@ -741,6 +741,47 @@ TEST(corrupt_chunks_are_sent_again)
     fixture_down(&fx);
 }
 
+/* An upload given the file's piece digests (from naming it) sends them as
+ * the chunks' hashes; digests that no longer fit the file (it changed since)
+ * get the chunk refused once, and from then on what is read is hashed. */
+TEST(upload_with_piece_digests)
+{
+    fixture_t fx;
+    prpc_error_t err;
+    char sha[65];
+    size_t n = 3 * PRPC_BLOB_UPLOAD_CHUNK + 99;
+    uint8_t whole[32];
+    prpc_chunk_digests_t cd = {PRPC_BLOB_UPLOAD_CHUNK, 0, NULL};
+    int fd, rc, complete = 0;
+    prpc_httpc_t *h;
+    CHECK(fixture_up(&fx) == 0);
+    fd = make_file(fx.dir, "p.bin", n, sha);
+    CHECK(fd >= 0);
+    CHECK_EQ_INT(prpc_hash_fd_chunks(fd, whole, NULL, &cd, &err), 0);
+    CHECK_EQ_INT(cd.n, 4);
+    h = prpc_httpc_new(fx.url, NULL, 1000, &err);
+    rc = prpc_httpc_upload_blob_hashed(h, fd, sha, n, UINT64_MAX, &complete, &cd, &err);
+    if (rc != 0)
+        fprintf(stderr, "  %s\n", err.message);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_INT(complete, 1);
+    CHECK_EQ_INT(fx.st.blobs.puts, 4);
+    CHECK_EQ_INT(prpc_blobdir_verify(fx.st.blobs.bd, sha, &err), 0);
+    /* Stale digests: the third piece's digest is wrong. */
+    CHECK_EQ_INT(prpc_blobdir_remove(fx.st.blobs.bd, sha, &err), 0);
+    cd.d[2][0] ^= 1;
+    fx.st.blobs.puts = 0;
+    CHECK_EQ_INT(prpc_httpc_upload_blob_hashed(h, fd, sha, n, UINT64_MAX, &complete, &cd, &err),
+                 0);
+    /* the third refused and sent again, with the fourth that followed it */
+    CHECK_EQ_INT(fx.st.blobs.puts, 6);
+    CHECK_EQ_INT(prpc_blobdir_verify(fx.st.blobs.bd, sha, &err), 0);
+    prpc_chunk_digests_cleanup(&cd);
+    prpc_httpc_free(h);
+    close(fd);
+    fixture_down(&fx);
+}
+
 TEST(a_chunk_always_corrupt_fails_naming_blob_and_offset)
 {
     fixture_t fx;
@@ -1055,6 +1096,7 @@ TEST_MAIN(TEST_ENTRY(base_url_forms), TEST_ENTRY(refused_is_econn_naming_url),
           TEST_ENTRY(upload_errors_name_the_blob), TEST_ENTRY(empty_blob_round_trip),
           TEST_ENTRY(download_streams_resumes_and_retries),
           TEST_ENTRY(download_missing_is_enotfound), TEST_ENTRY(corrupt_chunks_are_sent_again),
+          TEST_ENTRY(upload_with_piece_digests),
           TEST_ENTRY(a_chunk_always_corrupt_fails_naming_blob_and_offset),
           TEST_ENTRY(corrupt_downloads_are_fetched_again_never_kept),
           TEST_ENTRY(answers_must_be_signed_for_this_request),

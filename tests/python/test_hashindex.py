@@ -52,6 +52,14 @@ def digest(idx, path):
         return got
 
 
+def count_reads(monkeypatch, reads):
+    """Record in reads every fd the index's hashing functions read."""
+    for name in ("sha256_file", "sha256_fd_chunks"):
+        real = getattr(_hashindex._core, name)
+        monkeypatch.setattr(_hashindex._core, name,
+                            lambda fd, real=real: reads.append(fd) or real(fd))
+
+
 @pytest.fixture
 def idx(tmp_path):
     i = HashIndex(tmp_path / "cache" / INDEX_NAME)
@@ -64,8 +72,7 @@ def test_an_unchanged_file_is_a_hit_and_not_read_again(idx, tmp_path, monkeypatc
     assert digest(idx, p) == (sha_of(p), 70000)
     assert (idx.hits, idx.misses) == (0, 1)
     reads = []
-    real = _hashindex._core.sha256_file
-    monkeypatch.setattr(_hashindex._core, "sha256_file", lambda fd: reads.append(fd) or real(fd))
+    count_reads(monkeypatch, reads)
     assert digest(idx, p) == (sha_of(p), 70000)
     assert (idx.hits, idx.misses) == (1, 1)
     assert reads == []
@@ -325,19 +332,23 @@ def test_prepare_call_uses_the_index_of_the_cache_path(tmp_path, monkeypatch):
         bound = spec.bind((), {"a": fa, "b": fb, "n": 1})
         first = prepare_call(spec, bound, index=str(cache))
         assert (cache / INDEX_NAME).exists()
+        # Hashed just now: each file's upload-chunk digests came with its name.
+        assert first.files["a"].chunks == hashlib.sha256(open(pa, "rb").read()).digest()
+        assert first.files["b"].chunks == b""  # an empty file has no chunk
         reads = []
-        real = _hashindex._core.sha256_file
-        monkeypatch.setattr(_hashindex._core, "sha256_file",
-                            lambda fd: reads.append(fd) or real(fd))
+        count_reads(monkeypatch, reads)
         again = prepare_call(spec, bound, index=str(cache))
         assert reads == []
         assert again.call_id == first.call_id
         assert again.files["a"].sha == sha_of(pa) and again.files["a"].size == 10000
+        assert again.files["a"].chunks == b""  # from the index: the upload hashes its chunks
         assert again.files["b"].sha == hashlib.sha256(b"").hexdigest()
         assert open_index(str(cache)).hits == 2
         # index=False never touches an index.
         digests = file_digests(spec, bound, index=False)
-        assert len(reads) == 2 and digests == again.files
+        assert len(reads) == 2
+        assert {k: d._replace(chunks=b"") for k, d in digests.items()} == again.files
+        assert digests["a"].chunks == first.files["a"].chunks
 
 
 def fake_stat(ino, dev, size, mtime_ns, ctime_ns):

@@ -114,6 +114,48 @@ def test_blob_round_trip_and_missing(broker, tmp_path):
         conn.download_blob("c" * 64, str(tmp_path / "cache"))
 
 
+def test_upload_with_the_chunk_digests_of_its_naming_pass(broker, tmp_path):
+    """sha256_fd_chunks names the file and digests its upload chunks in one
+    pass; an upload given those digests delivers the blob, and digests that
+    no longer fit the file (it changed since) cost one refused chunk, not the
+    upload."""
+    import hashlib
+    chunk = 4 * 1024 * 1024  # PRPC_BLOB_UPLOAD_CHUNK
+    data = os.urandom(2 * chunk + 5)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    with open(src, "rb") as f:
+        sha, size, digests = _core.sha256_fd_chunks(f.fileno())
+        assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+        assert digests == b"".join(hashlib.sha256(data[i:i + chunk]).digest()
+                                   for i in range(0, len(data), chunk))
+        conn = _core.Connection("127.0.0.1:%d" % broker.port)
+        assert conn.upload_blob(f.fileno(), sha, size, None, digests) is True
+        path = conn.download_blob(sha, str(tmp_path / "cache"))
+        with open(path, "rb") as g:
+            assert g.read() == data
+    other = bytearray(data)
+    other[chunk + 1] ^= 1
+    src.write_bytes(bytes(other))
+    with open(src, "rb") as f:
+        sha2 = _core.sha256_file(f.fileno())
+        # The digests of the old content: chunk 1 is refused once, then hashed as read.
+        assert conn.upload_blob(f.fileno(), sha2, size, chunk_digests=digests) is True
+    assert conn.download_blob(sha2, str(tmp_path / "cache2"))
+    with open(src, "rb") as f:
+        with pytest.raises(ValueError, match="32 bytes per chunk, got 31"):
+            conn.upload_blob(f.fileno(), sha, size, None, b"x" * 31)
+    with pytest.raises(TypeError, match="fd must be an int"):
+        _core.sha256_fd_chunks(str(src))
+    with pytest.raises(InvalidInputError, match="fd -1"):
+        _core.sha256_fd_chunks(-1)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with open(empty, "rb") as f:
+        assert _core.sha256_fd_chunks(f.fileno()) == (hashlib.sha256(b"").hexdigest(), 0, b"")
+    conn.close()
+
+
 def test_gpu_probe_lists_dicts():
     gpus = _core.gpu_probe()
     assert isinstance(gpus, list)
