@@ -102,9 +102,12 @@ typedef struct prpc_chunk_digests {
 #define PRPC_CHUNK_DIGESTS_MAX 65536
 
 /* prpc_hash_fd, and cd (chunk set by the caller, the rest filled here) gets
- * the digest of each piece: two digests of each byte in one pass where
- * prpc_sha256_update2 can. A file with more than PRPC_CHUNK_DIGESTS_MAX pieces,
- * or no memory for them, leaves cd->n = 0 and is not an error. */
+ * the digest of each piece, computed on a second thread reading beside the
+ * whole file's pass (so the call takes about one pass's time; without a
+ * thread, both digests go in one interleaved pass). A file with more than
+ * PRPC_CHUNK_DIGESTS_MAX pieces, a chunk that is not a multiple of 64, no
+ * memory for them, or a file that changed between the two reads leaves
+ * cd->n = 0 and is not an error. */
 int prpc_hash_fd_chunks(int fd, uint8_t out[PRPC_SHA256_LEN], uint64_t *size_out,
                         prpc_chunk_digests_t *cd, prpc_error_t *err);
 

@@ -1,5 +1,6 @@
 /* test_hash.c - SHA-256 context, hex helpers, whole-file hashing (csrc/hash.c). */
 #include "hash.h"
+#include "fault.h"
 #include "test.h"
 
 #include <errno.h>
@@ -328,6 +329,12 @@ TEST(file_pieces_are_digested_with_the_whole)
 {
     static const size_t chunks[] = {64 * 1024, 4 * 1024 * 1024};
     static const size_t extra[] = {0, 1, 77};
+    /* Both ways: on a thread beside the whole file's pass, and (no thread to
+     * be had) interleaved with it on one. */
+    for (int one_thread = 0; one_thread < 2; one_thread++) {
+    if (one_thread)
+        setenv("P2PRPC_FAULTS", "hash_one_thread=1", 1);
+    prpc_fault_reload();
     for (size_t ci = 0; ci < PRPC_ARRAY_LEN(chunks); ci++)
         for (size_t k = 0; k < 4; k++)
             for (size_t e = 0; e < PRPC_ARRAY_LEN(extra); e++) {
@@ -361,6 +368,9 @@ TEST(file_pieces_are_digested_with_the_whole)
                 unlink(path);
                 free(buf);
             }
+    }
+    unsetenv("P2PRPC_FAULTS");
+    prpc_fault_reload();
     {
         prpc_chunk_digests_t cd = {4096, 0, NULL};
         uint8_t d[32];
