@@ -86,7 +86,11 @@ int prpc_blobdir_partial_open(prpc_blobdir_t *bd, const char *sha, int *fd, uint
  * speed several-fold (bench/README.md). Bytes are staged in an aligned buffer
  * and written a stage at a time; unaligned heads and tails, and files whose
  * file system refuses O_DIRECT, take the ordinary path. Caller storage:
- * _init/_cleanup. Writes are durable only after _flush and an fsync. */
+ * _init/_cleanup. Writes are durable only after _flush and an fsync.
+ * Used for the chunks uploaded to a broker, which it serves to others over
+ * the network; downloads (a worker's arguments, a client's results) stay
+ * buffered on purpose: the function or the user reads them next, and from
+ * the page cache that is a copy, from the disk a read plus the same pages. */
 #define PRPC_BLOB_DIRECT_ALIGN 4096u       /* offset, length and memory alignment */
 #define PRPC_BLOB_STAGE (1024u * 1024)     /* bytes per O_DIRECT write */
 
