@@ -4,9 +4,10 @@
  *
  * A partial file's length is the resume point: a chunk is appended and
  * fsynced before it is acknowledged. A crash mid-chunk can leave unacknowledged
- * bytes past that prefix; they are kept as received, and the whole-content
- * hash at commit catches any that are wrong (the partial file is then dropped
- * and the upload starts over).
+ * bytes past that prefix (a chunk is written while it is hashed, so even one
+ * that was about to be refused); they are kept as received, and the
+ * whole-content hash at commit catches any that are wrong (the partial file
+ * is then dropped and the upload starts over).
  */
 #include "blob.h"
 #include "fault.h"
@@ -442,14 +443,56 @@ static int write_through(prpc_blobdir_t *bd, int fd, const void *data, size_t le
     return rc;
 }
 
+/* One chunk's write, on a thread of its own while the chunk is hashed. */
+typedef struct chunk_write {
+    prpc_blobdir_t *bd;
+    int fd;
+    const void *data;
+    size_t len;
+    uint64_t offset;
+    int failed, errnum;
+} chunk_write_t;
+
+static void *chunk_write_main(void *arg)
+{
+    chunk_write_t *j = arg;
+    j->failed = write_through(j->bd, j->fd, j->data, j->len, j->offset) != 0;
+    j->errnum = j->failed ? errno : 0;
+    return NULL;
+}
+
+/* Hash the chunk (its own digest into got_hex when checking, and the running
+ * hash run when there is one) in one pass. */
+static int hash_chunk(const void *data, size_t len, prpc_sha256_t *run, int check,
+                      char got_hex[PRPC_SHA256_HEX_LEN + 1], prpc_error_t *err)
+{
+    prpc_sha256_t chunk = {NULL};
+    uint8_t got[PRPC_SHA256_LEN];
+    int rc;
+    if (!check)
+        return run->ctx != NULL ? prpc_sha256_update(run, data, len, err) : 0;
+    rc = prpc_sha256_init(&chunk, err);
+    if (rc == 0)
+        rc = run->ctx != NULL ? prpc_sha256_update2(&chunk, run, data, len, err)
+                              : prpc_sha256_update(&chunk, data, len, err);
+    if (rc == 0)
+        rc = prpc_sha256_final(&chunk, got, err);
+    if (rc == 0)
+        prpc_hex_encode(got, sizeof(got), got_hex);
+    prpc_sha256_cleanup(&chunk);
+    return rc;
+}
+
 int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offset,
                              const void *data, size_t len, const char *chunk_sha_hex,
                              uint64_t *partial, prpc_error_t *err)
 {
-    char path[PRPC_BLOB_PATH_MAX];
+    char path[PRPC_BLOB_PATH_MAX], got_hex[PRPC_SHA256_HEX_LEN + 1] = "";
     uint64_t have = 0;
-    prpc_sha256_t chunk = {NULL}, run = {NULL}, before = {NULL};
-    int fd = -1, rc, bad, slow_ms = 0;
+    prpc_sha256_t run = {NULL}, before = {NULL};
+    chunk_write_t job;
+    pthread_t writer;
+    int fd = -1, rc, bad, slow_ms = 0, threaded = 0, check = chunk_sha_hex != NULL;
 
     if ((rc = check_sha(sha, err)) != 0)
         return rc;
@@ -458,49 +501,55 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
                               len, PRPC_BLOB_CHUNK);
     if ((rc = prpc_blobdir_partial(bd, sha, &have, err)) != 0)
         return rc;
-    /* The chunk's own hash and the blob's running hash in one pass over it.
-     * The running hash is ours until it goes back: a chunk refused here
-     * leaves none, and the commit hashes the file instead. */
-    if (offset == have)
-        running_checkout(bd, sha, offset, &run);
-    if (chunk_sha_hex != NULL && run.ctx != NULL && offset > 0)
-        (void)prpc_sha256_copy(&before, &run, NULL); /* to put back if the chunk is refused */
-    if (chunk_sha_hex != NULL) {
-        uint8_t got[PRPC_SHA256_LEN];
-        char got_hex[PRPC_SHA256_HEX_LEN + 1];
-        rc = prpc_sha256_init(&chunk, err);
-        if (rc == 0)
-            rc = run.ctx != NULL ? prpc_sha256_update2(&chunk, &run, data, len, err)
-                                 : prpc_sha256_update(&chunk, data, len, err);
-        if (rc == 0)
-            rc = prpc_sha256_final(&chunk, got, err);
-        if (rc != 0)
-            goto out;
-        prpc_hex_encode(got, sizeof(got), got_hex);
-        if (strcmp(got_hex, chunk_sha_hex) != 0) {
-            running_checkin(bd, sha, offset, &before);
-            rc = prpc_error_set(err, PRPC_ECORRUPT,
-                                "chunk at offset %llu of blob %s does not match its SHA-256",
-                                (unsigned long long)offset, sha);
-            goto out;
-        }
-    } else if (run.ctx != NULL) {
-        (void)prpc_sha256_update(&run, data, len, NULL);
-    }
     if (offset != have) {
-        rc = prpc_error_set(err, PRPC_ESTATE,
-                            "chunk offset %llu of blob %s does not continue the %llu bytes "
-                            "received so far",
-                            (unsigned long long)offset, sha, (unsigned long long)have);
-        goto out;
+        /* Nothing is written; a damaged chunk is still called damaged first. */
+        if (check && (rc = hash_chunk(data, len, &run, 1, got_hex, err)) != 0)
+            return rc;
+        if (check && strcmp(got_hex, chunk_sha_hex) != 0)
+            return prpc_error_set(err, PRPC_ECORRUPT,
+                                  "chunk at offset %llu of blob %s does not match its SHA-256",
+                                  (unsigned long long)offset, sha);
+        return prpc_error_set(err, PRPC_ESTATE,
+                              "chunk offset %llu of blob %s does not continue the %llu bytes "
+                              "received so far",
+                              (unsigned long long)offset, sha, (unsigned long long)have);
     }
+    /* The chunk's own hash and the blob's running hash in one pass over it,
+     * while another thread writes it: the disk and the hash overlap. The
+     * running hash is ours until it goes back; a refused chunk puts back the
+     * state from before it (or none: the commit then hashes the file). */
+    running_checkout(bd, sha, offset, &run);
+    if (check && run.ctx != NULL && offset > 0)
+        (void)prpc_sha256_copy(&before, &run, NULL);
     partial_path(bd, sha, path);
     fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = prpc_error_errno(err, errno, "opening partial blob %s", sha);
         goto out;
     }
-    bad = write_through(bd, fd, data, len, offset) != 0;
+    job = (chunk_write_t){bd, fd, data, len, offset, 0, 0};
+    threaded = pthread_create(&writer, NULL, chunk_write_main, &job) == 0;
+    rc = hash_chunk(data, len, &run, check, got_hex, err);
+    if (threaded)
+        pthread_join(writer, NULL);
+    else
+        chunk_write_main(&job);
+    if (rc == 0 && check && strcmp(got_hex, chunk_sha_hex) != 0)
+        rc = prpc_error_set(err, PRPC_ECORRUPT,
+                            "chunk at offset %llu of blob %s does not match its SHA-256",
+                            (unsigned long long)offset, sha);
+    if (rc != 0) {
+        /* Refused (or not hashed): what was written of it goes. */
+        if (offset == 0)
+            unlink(path);
+        else
+            (void)ftruncate(fd, (off_t)offset);
+        if (rc == PRPC_ECORRUPT)
+            running_checkin(bd, sha, offset, &before);
+        goto out;
+    }
+    bad = job.failed;
+    errno = job.errnum;
     if (!bad) {
         if (prpc_fault("slow_disk", &slow_ms) && slow_ms > 0)
             usleep((useconds_t)slow_ms * 1000);
@@ -525,7 +574,6 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
 out:
     if (fd >= 0)
         close(fd);
-    prpc_sha256_cleanup(&chunk);
     prpc_sha256_cleanup(&run);
     prpc_sha256_cleanup(&before);
     return rc;

@@ -963,7 +963,7 @@ BLOB_TEST(running_hash_survives_a_refused_chunk)
 {
     size_t piece = 1024 * 1024, n = 3 * piece;
     uint8_t *data = pattern(n, 9);
-    char sha[65], csha[65];
+    char sha[65], csha[65], part[PRPC_BLOB_PATH_MAX];
     uint64_t partial = 0;
     prpc_error_t err;
     CHECK(data != NULL);
@@ -974,6 +974,9 @@ BLOB_TEST(running_hash_survives_a_refused_chunk)
     CHECK_EQ_INT(prpc_blobdir_write_chunk(f->bd, sha, 2 * piece, data + 2 * piece, piece, csha,
                                           &partial, &err),
                  PRPC_ECORRUPT);
+    /* It was written while it was hashed: cut off again. */
+    part_path(f, sha, part);
+    CHECK(file_equals(part, data, 2 * piece));
     data[2 * piece + 5] ^= 1;
     CHECK_EQ_INT(prpc_blobdir_write_chunk(f->bd, sha, 2 * piece, data + 2 * piece, piece, csha,
                                           &partial, &err),
