@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@ struct prpc_blobdir {
      * concurrent writer allocates its own. */
     pthread_mutex_t stage_lock;
     uint8_t *stage;
+    atomic_int no_direct; /* 1 once the file system refused O_DIRECT */
 };
 
 int prpc_blob_valid_sha(const char *sha)
@@ -361,7 +363,10 @@ static int writer_put(prpc_blob_writer_t *w, const void *data, size_t len, uint6
     return write_all(w->fd, data, len, offset);
 }
 
-int prpc_blob_writer_write(prpc_blob_writer_t *w, const void *data, size_t len)
+static int writer_flush(prpc_blob_writer_t *w);
+
+/* The writer's work: 0, or -1 with errno from the call that failed. */
+static int writer_write(prpc_blob_writer_t *w, const void *data, size_t len)
 {
     const uint8_t *p = data;
     while (len > 0) {
@@ -383,7 +388,7 @@ int prpc_blob_writer_write(prpc_blob_writer_t *w, const void *data, size_t len)
                 n = len;
             memcpy(w->stage + w->staged, p, n);
             w->staged += n;
-            if (w->staged == PRPC_BLOB_STAGE && prpc_blob_writer_flush(w) != 0)
+            if (w->staged == PRPC_BLOB_STAGE && writer_flush(w) != 0)
                 return -1;
         }
         p += n;
@@ -392,16 +397,14 @@ int prpc_blob_writer_write(prpc_blob_writer_t *w, const void *data, size_t len)
     return 0;
 }
 
-int prpc_blob_writer_flush(prpc_blob_writer_t *w)
+static int writer_flush(prpc_blob_writer_t *w)
 {
-    size_t whole = w->staged - w->staged % PRPC_BLOB_DIRECT_ALIGN;
-    if (whole > 0) {
-        if (writer_put(w, w->stage, whole, w->off) != 0) {
-            w->staged = 0;
-            return -1;
-        }
+    size_t whole = w->staged - w->staged % PRPC_BLOB_DIRECT_ALIGN, tail = w->staged - whole;
+    if (whole > 0 && writer_put(w, w->stage, whole, w->off) != 0) {
+        w->staged = 0;
+        return -1;
     }
-    if (w->staged > whole && writer_put(w, w->stage + whole, w->staged - whole, w->off + whole) != 0) {
+    if (tail > 0 && writer_put(w, w->stage + whole, tail, w->off + whole) != 0) {
         w->off += whole;
         w->staged = 0;
         return -1;
@@ -409,6 +412,26 @@ int prpc_blob_writer_flush(prpc_blob_writer_t *w)
     w->off += w->staged;
     w->staged = 0;
     return 0;
+}
+
+/* A failed write as an engine error naming where, errno left as it was. */
+static int writer_error(const prpc_blob_writer_t *w, prpc_error_t *err)
+{
+    int e = errno, rc = prpc_error_errno(err, e, "writing blob bytes at offset %llu",
+                                         (unsigned long long)(w->off + w->staged));
+    errno = e;
+    return rc;
+}
+
+int prpc_blob_writer_write(prpc_blob_writer_t *w, const void *data, size_t len,
+                           prpc_error_t *err)
+{
+    return writer_write(w, data, len) == 0 ? 0 : writer_error(w, err);
+}
+
+int prpc_blob_writer_flush(prpc_blob_writer_t *w, prpc_error_t *err)
+{
+    return writer_flush(w) == 0 ? 0 : writer_error(w, err);
 }
 
 void prpc_blob_writer_cleanup(prpc_blob_writer_t *w)
@@ -434,9 +457,13 @@ static int write_through(prpc_blobdir_t *bd, int fd, const void *data, size_t le
     if (mine && bd->stage == NULL)
         bd->stage = prpc_blob_stage_new();
     prpc_blob_writer_init(&w, fd, offset, mine ? bd->stage : NULL);
-    rc = prpc_blob_writer_write(&w, data, len);
+    if (atomic_load_explicit(&bd->no_direct, memory_order_relaxed))
+        w.no_direct = 1;
+    rc = writer_write(&w, data, len);
     if (rc == 0)
-        rc = prpc_blob_writer_flush(&w);
+        rc = writer_flush(&w);
+    if (w.no_direct && w.stage != NULL) /* refused here: not worth asking again */
+        atomic_store_explicit(&bd->no_direct, 1, memory_order_relaxed);
     prpc_blob_writer_cleanup(&w);
     if (mine)
         pthread_mutex_unlock(&bd->stage_lock);
@@ -518,15 +545,13 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
      * while another thread writes it: the disk and the hash overlap. The
      * running hash is ours until it goes back; a refused chunk puts back the
      * state from before it (or none: the commit then hashes the file). */
-    running_checkout(bd, sha, offset, &run);
-    if (check && run.ctx != NULL && offset > 0)
-        (void)prpc_sha256_copy(&before, &run, NULL);
     partial_path(bd, sha, path);
     fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = prpc_error_errno(err, errno, "opening partial blob %s", sha);
-        goto out;
-    }
+    if (fd < 0)
+        return prpc_error_errno(err, errno, "opening partial blob %s", sha);
+    running_checkout(bd, sha, offset, &run);
+    if (run.ctx != NULL && offset > 0)
+        (void)prpc_sha256_copy(&before, &run, NULL);
     job = (chunk_write_t){bd, fd, data, len, offset, 0, 0};
     threaded = pthread_create(&writer, NULL, chunk_write_main, &job) == 0;
     rc = hash_chunk(data, len, &run, check, got_hex, err);
@@ -539,13 +564,20 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
                             "chunk at offset %llu of blob %s does not match its SHA-256",
                             (unsigned long long)offset, sha);
     if (rc != 0) {
-        /* Refused (or not hashed): what was written of it goes. */
-        if (offset == 0)
+        /* Refused (or not hashed): what was written of it goes, from the same
+         * file (a follower holds it open). Should that fail, the partial goes
+         * whole, as on a full disk: it must never hold bytes that were refused. */
+        int cut = -1;
+        errno = EIO; /* what the cut_fails fault reports */
+        if (!prpc_fault("cut_fails", NULL))
+            cut = ftruncate(fd, (off_t)offset);
+        if (cut != 0) {
+            rc = prpc_error_errno(err, errno, "cutting a refused chunk off partial blob %s",
+                                  sha);
             unlink(path);
-        else
-            (void)ftruncate(fd, (off_t)offset);
-        if (rc == PRPC_ECORRUPT)
+        } else {
             running_checkin(bd, sha, offset, &before);
+        }
         goto out;
     }
     bad = job.failed;
@@ -565,6 +597,8 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
         } else if (ftruncate(fd, (off_t)offset) != 0) {
             /* Keep only the acknowledged prefix, so a resume starts from truth. */
             rc = prpc_error_errno(err, errno, "truncating partial blob %s", sha);
+        } else {
+            running_checkin(bd, sha, offset, &before);
         }
         goto out;
     }

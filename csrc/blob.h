@@ -110,12 +110,15 @@ typedef struct prpc_blob_writer {
 void prpc_blob_writer_init(prpc_blob_writer_t *w, int fd, uint64_t offset, uint8_t *stage);
 
 /* Write len bytes at the writer's offset (the next byte after the last
- * written). Returns 0, or -1 with errno set; bytes staged before a failure
- * are dropped (the file then ends at the last whole stage written). */
-int prpc_blob_writer_write(prpc_blob_writer_t *w, const void *data, size_t len);
+ * written). Returns 0, or PRPC_ENOSPC (disk full) / PRPC_EIO naming the
+ * offset, errno left as the failed call set it. After a failure the staged
+ * bytes are dropped and what the file holds past the last successful write
+ * is unspecified (a write can fail part-way): the caller truncates. */
+int prpc_blob_writer_write(prpc_blob_writer_t *w, const void *data, size_t len,
+                           prpc_error_t *err);
 
-/* Write whatever is staged. Returns 0, or -1 with errno set. */
-int prpc_blob_writer_flush(prpc_blob_writer_t *w);
+/* Write whatever is staged. Errors as prpc_blob_writer_write. */
+int prpc_blob_writer_flush(prpc_blob_writer_t *w, prpc_error_t *err);
 
 /* Release the stage (staged bytes not flushed are dropped) and put fd back in
  * buffered mode. */

@@ -15,6 +15,8 @@
  *   store_write      store: a write fails with EIO before reaching the backend
  *   slow_disk        blob: sleep the given milliseconds before a chunk's fsync
  *                    (a slow disk; the broker must keep answering meanwhile)
+ *   cut_fails        blob: cutting a refused chunk off a partial file fails
+ *                    (EIO), so the partial must go whole
  *   hash_one_thread  hash: prpc_hash_fd_chunks finds no thread for the chunks'
  *                    digests and computes both digests on one (the fallback)
  * The variables are read once, on first use. With P2PRPC_FAULTS unset,

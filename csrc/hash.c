@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +122,8 @@ HASH_SHA_TARGET static void pair_blocks(uint32_t ha[8], uint32_t hb[8], const ui
         for (int i = 0; i < 4; i++)
             w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), swap);
         for (int i = 0; i < 16; i++) {
-            __m128i m = _mm_add_epi32(w[i & 3], _mm_loadu_si128((const __m128i *)(sha256_k + 4 * i)));
+            __m128i k = _mm_loadu_si128((const __m128i *)(sha256_k + 4 * i));
+            __m128i m = _mm_add_epi32(w[i & 3], k);
             a1 = _mm_sha256rnds2_epu32(a1, a0, m);
             b1 = _mm_sha256rnds2_epu32(b1, b0, m);
             m = _mm_shuffle_epi32(m, 0x0E);
@@ -146,14 +148,16 @@ HASH_SHA_TARGET static void pair_blocks(uint32_t ha[8], uint32_t hb[8], const ui
 
 static int pair_supported(void)
 {
-    static int known = -1; /* a benign race: every thread computes the same */
+    static atomic_int known = -1; /* every thread that races here computes the same */
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
     unsigned a, b, c, d;
-    if (known < 0) {
+    if (k < 0) {
         int sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29)) != 0;
         int sse = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_1) && (c & bit_SSSE3);
-        known = sha && sse;
+        k = sha && sse;
+        atomic_store_explicit(&known, k, memory_order_relaxed);
     }
-    return known;
+    return k;
 }
 
 /* Count n bytes of whole blocks into the context's 64-bit bit length. */
@@ -456,7 +460,8 @@ int prpc_hash_fd_chunks(int fd, uint8_t out[PRPC_SHA256_LEN], uint64_t *size_out
      * cores are otherwise idle then. */
     job.fd = fd;
     job.cd = cd;
-    if (prpc_fault("hash_one_thread", NULL) || pthread_create(&t, NULL, pieces_main, &job) != 0) {
+    if (prpc_fault("hash_one_thread", NULL) ||
+        pthread_create(&t, NULL, pieces_main, &job) != 0) {
         rc = hash_fd_named(fd, what, out, size_out, cd, err); /* both digests, one thread */
         cd->chunk = chunk;
         return rc;

@@ -202,8 +202,9 @@ static PyObject *pyprpc_sha256_fd_chunks(PyObject *module, PyObject *arg)
     if (rc < 0)
         return pyprpc_raise(st, &err);
     prpc_hex_encode(d, sizeof(d), hex);
-    out = Py_BuildValue("(s#Ky#)", hex, (Py_ssize_t)PRPC_SHA256_HEX_LEN, (unsigned long long)size,
-                        cd.d != NULL ? (const char *)cd.d : "", (Py_ssize_t)(cd.n * PRPC_SHA256_LEN));
+    out = Py_BuildValue("(s#Ky#)", hex, (Py_ssize_t)PRPC_SHA256_HEX_LEN,
+                        (unsigned long long)size, cd.d != NULL ? (const char *)cd.d : "",
+                        (Py_ssize_t)(cd.n * PRPC_SHA256_LEN));
     prpc_chunk_digests_cleanup(&cd);
     return out;
 }

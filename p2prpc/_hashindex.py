@@ -185,16 +185,23 @@ class HashIndex:
         the index when the file is unchanged since it was last hashed, else
         hashed (from offset 0, position kept, GIL released) and remembered.
         Errors are those of hashing (p2prpc StorageError and the like)."""
-        sha, size, _ = self.sha256_fd_chunks(fd)
+        sha, size, _ = self._digest(fd, False)
         return sha, size
 
     def sha256_fd_chunks(self, fd: int) -> Tuple[str, int, bytes]:
         """sha256_fd, and the digests of the file's upload chunks when it was
         hashed now (_core.sha256_fd_chunks; b"" when the index answered)."""
+        return self._digest(fd, True)
+
+    def _digest(self, fd: int, chunks_too: bool) -> Tuple[str, int, bytes]:
+        def hash_now():
+            if chunks_too:
+                return _core.sha256_fd_chunks(fd)
+            return _core.sha256_file(fd), os.fstat(fd).st_size, b""
+
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
-            sha, size, chunks = _core.sha256_fd_chunks(fd)
-            return sha, size, chunks
+            return hash_now()
         sha = self.lookup(st)
         if sha is not None:
             self.hits += 1
@@ -202,7 +209,7 @@ class HashIndex:
         self.misses += 1
         for _ in range(3):
             started = time.time_ns()
-            sha, size, chunks = _core.sha256_fd_chunks(fd)
+            sha, size, chunks = hash_now()
             after = os.fstat(fd)
             if stat_key(after) == stat_key(st):
                 break

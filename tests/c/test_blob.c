@@ -5,6 +5,7 @@
  * the test the root is walked to prove nothing else appeared, then removed. */
 #include "blob.h"
 #include "hash.h"
+#include "fault.h"
 #include "test.h"
 
 #include <errno.h>
@@ -426,7 +427,10 @@ BLOB_TEST(out_of_order_offset_refused)
     CHECK(strstr(err.message, sha) != NULL);
     CHECK(strstr(err.message, "the 0 bytes") != NULL);
     CHECK_EQ_INT(partial, 999);
-    CHECK(!exists(part));
+    /* Written while it was hashed, then cut off: nothing of it is left. */
+    CHECK(!exists(part) || file_equals(part, data, 0));
+    CHECK_EQ_INT(prpc_blobdir_partial(f->bd, sha, &size, &err), 0);
+    CHECK_EQ_INT(size, 0);
 
     CHECK_EQ_INT(prpc_blobdir_write_chunk(f->bd, sha, 0, data, 100, NULL, &partial, &err), 0);
     /* A gap, a repeat and an overlap are all refused and change nothing. */
@@ -450,7 +454,7 @@ BLOB_TEST(out_of_order_offset_refused)
     free(data);
 }
 
-BLOB_TEST(chunk_checksum_mismatch_writes_nothing)
+BLOB_TEST(chunk_checksum_mismatch_keeps_nothing)
 {
     uint8_t *data = pattern(200, 4);
     char sha[65], csha[65], part[PRPC_BLOB_PATH_MAX];
@@ -467,7 +471,10 @@ BLOB_TEST(chunk_checksum_mismatch_writes_nothing)
     CHECK(strstr(err.message, sha) != NULL);
     CHECK(strstr(err.message, "SHA-256") != NULL);
     CHECK_EQ_INT(partial, 999);
-    CHECK(!exists(part));
+    /* Written while it was hashed, then cut off: nothing of it is left. */
+    CHECK(!exists(part) || file_equals(part, data, 0));
+    CHECK_EQ_INT(prpc_blobdir_partial(f->bd, sha, &size, &err), 0);
+    CHECK_EQ_INT(size, 0);
 
     sha_hex(data, 100, csha);
     CHECK_EQ_INT(prpc_blobdir_write_chunk(f->bd, sha, 0, data, 100, csha, &partial, &err), 0);
@@ -995,6 +1002,34 @@ BLOB_TEST(running_hash_survives_a_refused_chunk)
     free(data);
 }
 
+/* Should cutting a refused chunk off fail, the partial goes whole: it never
+ * keeps bytes that were refused. */
+BLOB_TEST(refused_chunk_that_cannot_be_cut_drops_the_partial)
+{
+    size_t piece = 64 * 1024;
+    uint8_t *data = pattern(2 * piece, 5);
+    char sha[65], csha[65], part[PRPC_BLOB_PATH_MAX];
+    uint64_t partial = 0, size = 9;
+    prpc_error_t err;
+    CHECK(data != NULL);
+    sha_hex(data, 2 * piece, sha);
+    part_path(f, sha, part);
+    CHECK_EQ_INT(upload(f, sha, data, piece, piece, &err), 0);
+    sha_hex(data, piece - 1, csha); /* not the second piece's */
+    setenv("P2PRPC_FAULTS", "cut_fails=1", 1);
+    prpc_fault_reload();
+    CHECK_EQ_INT(prpc_blobdir_write_chunk(f->bd, sha, piece, data + piece, piece, csha, &partial,
+                                          &err),
+                 PRPC_EIO);
+    unsetenv("P2PRPC_FAULTS");
+    prpc_fault_reload();
+    CHECK(strstr(err.message, "cutting a refused chunk off") != NULL);
+    CHECK(!exists(part));
+    CHECK_EQ_INT(prpc_blobdir_partial(f->bd, sha, &size, &err), 0);
+    CHECK_EQ_INT(size, 0);
+    free(data);
+}
+
 /* Many uploads interleaved (more than the running-hash slots): every one
  * commits, those that lost their slot by the full hash. */
 BLOB_TEST(interleaved_uploads_all_commit)
@@ -1023,6 +1058,28 @@ BLOB_TEST(interleaved_uploads_all_commit)
     }
 }
 
+/* 1 when an aligned O_DIRECT write to a file in dir succeeds. */
+static int direct_works(const char *dir)
+{
+    char path[400];
+    void *block = NULL;
+    int fd, ok;
+    snprintf(path, sizeof(path), "%s/probe", dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT, 0600);
+    if (fd < 0 || posix_memalign(&block, 4096, 4096) != 0) {
+        if (fd >= 0)
+            close(fd);
+        unlink(path);
+        return 0;
+    }
+    memset(block, 7, 4096);
+    ok = pwrite(fd, block, 4096, 0) == 4096;
+    close(fd);
+    unlink(path);
+    free(block);
+    return ok;
+}
+
 /* Write data[start..n) through a blob writer in pieces of the sizes in
  * steps (cycled), with the file already holding data[0..start). */
 static int write_split(const char *path, const uint8_t *data, size_t n, size_t start,
@@ -1042,13 +1099,13 @@ static int write_split(const char *path, const uint8_t *data, size_t n, size_t s
         size_t k = steps[i++ % nsteps];
         if (k > n - at)
             k = n - at;
-        rc = prpc_blob_writer_write(&w, data + at, k);
+        rc = prpc_blob_writer_write(&w, data + at, k, NULL);
         at += k;
         if (w.direct)
             *used_direct = 1;
     }
     if (rc == 0)
-        rc = prpc_blob_writer_flush(&w);
+        rc = prpc_blob_writer_flush(&w, NULL);
     prpc_blob_writer_cleanup(&w);
     if (rc == 0 && (fcntl(fd, F_GETFL) & O_DIRECT) != 0)
         rc = -2; /* cleanup must leave the fd buffered */
@@ -1086,8 +1143,9 @@ BLOB_TEST(writer_keeps_bytes_whatever_the_split)
                 CHECK(memcmp(got, data, n) == 0);
                 free(got);
             }
-    /* Not every file system takes O_DIRECT (tmpfs before Linux 6.6): say
-     * which path this run checked. */
+    /* Not every file system takes O_DIRECT (tmpfs before Linux 6.6): where
+     * an aligned O_DIRECT write works, the writer must have used it. */
+    CHECK_EQ_INT(used_direct, direct_works(f->src));
     fprintf(stderr, "  (O_DIRECT %s here)\n", used_direct ? "used" : "refused");
     free(data);
 }
@@ -1097,6 +1155,7 @@ BLOB_TEST(writer_keeps_bytes_whatever_the_split)
 BLOB_TEST(writer_reports_write_errors)
 {
     prpc_blob_writer_t w;
+    prpc_error_t err;
     char path[400];
     uint8_t buf[5000] = {1};
     int fd;
@@ -1104,32 +1163,37 @@ BLOB_TEST(writer_reports_write_errors)
     fd = open(path, O_RDONLY | O_CREAT, 0600);
     CHECK(fd >= 0);
     prpc_blob_writer_init(&w, fd, 0, NULL);
-    CHECK_EQ_INT(prpc_blob_writer_write(&w, buf, 10), 0); /* staged */
+    CHECK_EQ_INT(prpc_blob_writer_write(&w, buf, 10, &err), 0); /* staged */
     errno = 0;
-    CHECK_EQ_INT(prpc_blob_writer_flush(&w), -1);
+    CHECK_EQ_INT(prpc_blob_writer_flush(&w, &err), PRPC_EIO);
     CHECK_EQ_INT(errno, EBADF);
+    CHECK(strstr(err.message, "at offset 0") != NULL);
     prpc_blob_writer_cleanup(&w);
     prpc_blob_writer_init(&w, fd, 3, NULL); /* unaligned: written at once */
     errno = 0;
-    CHECK_EQ_INT(prpc_blob_writer_write(&w, buf, sizeof(buf)), -1);
+    CHECK_EQ_INT(prpc_blob_writer_write(&w, buf, sizeof(buf), &err), PRPC_EIO);
     CHECK_EQ_INT(errno, EBADF);
+    CHECK(strstr(err.message, "at offset 3") != NULL);
     prpc_blob_writer_cleanup(&w);
     close(fd);
 }
 
 TEST_MAIN(TEST_ENTRY(commit_after_reopen_hashes_the_file),
-          TEST_ENTRY(running_hash_survives_a_refused_chunk), TEST_ENTRY(interleaved_uploads_all_commit),
+          TEST_ENTRY(running_hash_survives_a_refused_chunk),
+          TEST_ENTRY(refused_chunk_that_cannot_be_cut_drops_the_partial),
+          TEST_ENTRY(interleaved_uploads_all_commit),
           TEST_ENTRY(open_creates_dirs), TEST_ENTRY(open_refuses_bad_paths),
           TEST_ENTRY(invalid_names_refused), TEST_ENTRY(path_layout),
           TEST_ENTRY(chunks_in_order_then_commit), TEST_ENTRY(chunk_without_checksum_and_max_size),
           TEST_ENTRY(out_of_order_offset_refused),
-          TEST_ENTRY(chunk_checksum_mismatch_writes_nothing), TEST_ENTRY(chunk_over_limit_refused),
+          TEST_ENTRY(chunk_checksum_mismatch_keeps_nothing), TEST_ENTRY(chunk_over_limit_refused),
           TEST_ENTRY(chunk_open_failure_reported), TEST_ENTRY(commit_wrong_size_drops_partial),
           TEST_ENTRY(commit_wrong_content_drops_partial), TEST_ENTRY(commit_nothing_uploaded),
           TEST_ENTRY(commit_twice_is_idempotent), TEST_ENTRY(commit_when_shard_dir_is_a_file),
           TEST_ENTRY(empty_blob_commits), TEST_ENTRY(import_fd_hashes_copies_and_dedups),
           TEST_ENTRY(import_fd_refuses_mismatch), TEST_ENTRY(import_fd_partial_blocked),
-          TEST_ENTRY(partial_open_resumes), TEST_ENTRY(partial_read_and_touch), TEST_ENTRY(verify_detects_bit_flip),
+          TEST_ENTRY(partial_open_resumes), TEST_ENTRY(partial_read_and_touch),
+          TEST_ENTRY(verify_detects_bit_flip),
           TEST_ENTRY(remove_is_idempotent), TEST_ENTRY(remove_reports_failure),
           TEST_ENTRY(writer_keeps_bytes_whatever_the_split),
           TEST_ENTRY(writer_reports_write_errors))

@@ -322,52 +322,62 @@ TEST(update2_equals_two_updates)
     free(buf);
 }
 
-/* The pieces' digests come out of the whole file's pass: each equals the
- * digest of that piece, for sizes around the piece and read sizes; pieces
- * that would split a block are not kept; a bad fd is an error. */
+/* Hash a len-byte pattern file with pieces of `chunk` bytes and check the
+ * whole digest and every piece's (want_pieces of them). */
+static void check_pieces(size_t chunk, size_t len, size_t want_pieces)
+{
+    char path[64];
+    uint8_t whole[32], want[32], piece[32];
+    uint64_t size = 7;
+    prpc_chunk_digests_t cd = {chunk, 0, NULL};
+    prpc_error_t err;
+    uint8_t *buf = malloc(len ? len : 1);
+    int fd = make_file(len, path);
+    CHECK(fd >= 0 && buf != NULL);
+    CHECK(pread(fd, buf, len, 0) == (ssize_t)len);
+    CHECK_EQ_INT(prpc_hash_fd_chunks(fd, whole, &size, &cd, &err), 0);
+    CHECK_EQ_INT(size, len);
+    CHECK_EQ_INT(cd.chunk, chunk); /* the caller's, as it was */
+    CHECK_EQ_INT(prpc_sha256(buf, len, want, &err), 0);
+    CHECK(memcmp(whole, want, 32) == 0);
+    CHECK_EQ_INT(cd.n, want_pieces);
+    for (size_t i = 0; i < cd.n; i++) {
+        size_t at = i * chunk, n = len - at < chunk ? len - at : chunk;
+        CHECK_EQ_INT(prpc_sha256(buf + at, n, piece, &err), 0);
+        CHECK(memcmp(cd.d[i], piece, 32) == 0);
+    }
+    prpc_chunk_digests_cleanup(&cd);
+    prpc_chunk_digests_cleanup(&cd); /* twice is fine */
+    cd.chunk = 100; /* splits 64-byte blocks: none kept, the whole still */
+    CHECK_EQ_INT(prpc_hash_fd_chunks(fd, whole, NULL, &cd, &err), 0);
+    CHECK_EQ_INT(cd.n, 0);
+    CHECK(memcmp(whole, want, 32) == 0);
+    close(fd);
+    unlink(path);
+    free(buf);
+}
+
+/* The pieces' digests come with the whole file's: each equals the digest of
+ * that piece, for sizes around the piece, both on a thread beside the whole
+ * file's pass and (no thread to be had) interleaved with it on one; more
+ * than PRPC_CHUNK_DIGESTS_MAX pieces are not kept; a bad fd is an error. */
 TEST(file_pieces_are_digested_with_the_whole)
 {
     static const size_t chunks[] = {64 * 1024, 4 * 1024 * 1024};
     static const size_t extra[] = {0, 1, 77};
-    /* Both ways: on a thread beside the whole file's pass, and (no thread to
-     * be had) interleaved with it on one. */
     for (int one_thread = 0; one_thread < 2; one_thread++) {
-    if (one_thread)
-        setenv("P2PRPC_FAULTS", "hash_one_thread=1", 1);
-    prpc_fault_reload();
-    for (size_t ci = 0; ci < PRPC_ARRAY_LEN(chunks); ci++)
-        for (size_t k = 0; k < 4; k++)
-            for (size_t e = 0; e < PRPC_ARRAY_LEN(extra); e++) {
-                size_t chunk = chunks[ci], len = k * chunk + extra[e];
-                char path[64];
-                uint8_t whole[32], want[32], piece[32];
-                uint64_t size = 7;
-                prpc_chunk_digests_t cd = {chunk, 0, NULL};
-                prpc_error_t err;
-                uint8_t *buf = malloc(len ? len : 1);
-                int fd = make_file(len, path);
-                CHECK(fd >= 0 && buf != NULL);
-                CHECK(pread(fd, buf, len, 0) == (ssize_t)len);
-                CHECK_EQ_INT(prpc_hash_fd_chunks(fd, whole, &size, &cd, &err), 0);
-                CHECK_EQ_INT(size, len);
-                CHECK_EQ_INT(prpc_sha256(buf, len, want, &err), 0);
-                CHECK(memcmp(whole, want, 32) == 0);
-                CHECK_EQ_INT(cd.n, (len + chunk - 1) / chunk);
-                for (size_t i = 0; i < cd.n; i++) {
-                    size_t at = i * chunk, n = len - at < chunk ? len - at : chunk;
-                    CHECK_EQ_INT(prpc_sha256(buf + at, n, piece, &err), 0);
-                    CHECK(memcmp(cd.d[i], piece, 32) == 0);
+        if (one_thread)
+            setenv("P2PRPC_FAULTS", "hash_one_thread=1", 1);
+        prpc_fault_reload();
+        for (size_t ci = 0; ci < PRPC_ARRAY_LEN(chunks); ci++)
+            for (size_t k = 0; k < 4; k++)
+                for (size_t e = 0; e < PRPC_ARRAY_LEN(extra); e++) {
+                    size_t len = k * chunks[ci] + extra[e];
+                    check_pieces(chunks[ci], len, (len + chunks[ci] - 1) / chunks[ci]);
                 }
-                prpc_chunk_digests_cleanup(&cd);
-                prpc_chunk_digests_cleanup(&cd); /* twice is fine */
-                cd.chunk = 100; /* splits 64-byte blocks: none kept, the whole still */
-                CHECK_EQ_INT(prpc_hash_fd_chunks(fd, whole, NULL, &cd, &err), 0);
-                CHECK_EQ_INT(cd.n, 0);
-                CHECK(memcmp(whole, want, 32) == 0);
-                close(fd);
-                unlink(path);
-                free(buf);
-            }
+        /* 64-byte pieces: exactly the most kept, and one more is too many */
+        check_pieces(64, 64 * (size_t)PRPC_CHUNK_DIGESTS_MAX, PRPC_CHUNK_DIGESTS_MAX);
+        check_pieces(64, 64 * (size_t)PRPC_CHUNK_DIGESTS_MAX + 64, 0);
     }
     unsetenv("P2PRPC_FAULTS");
     prpc_fault_reload();
@@ -384,7 +394,8 @@ TEST(file_pieces_are_digested_with_the_whole)
 }
 
 TEST_MAIN(TEST_ENTRY(known_vectors), TEST_ENTRY(streaming_equals_one_shot),
-          TEST_ENTRY(update2_equals_two_updates), TEST_ENTRY(file_pieces_are_digested_with_the_whole),
+          TEST_ENTRY(update2_equals_two_updates),
+          TEST_ENTRY(file_pieces_are_digested_with_the_whole),
           TEST_ENTRY(hex_round_trip_and_errors), TEST_ENTRY(file_by_path_and_fd_multi_chunk),
           TEST_ENTRY(file_sizes_around_the_chunk), TEST_ENTRY(fd_position_untouched),
           TEST_ENTRY(missing_file_names_the_path), TEST_ENTRY(directory_is_refused),
