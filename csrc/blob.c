@@ -519,7 +519,7 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
     prpc_sha256_t run = {NULL}, before = {NULL};
     chunk_write_t job;
     pthread_t writer;
-    int fd = -1, rc, bad, slow_ms = 0, threaded = 0, check = chunk_sha_hex != NULL;
+    int fd = -1, rc, bad, slow_ms = 0, threaded = 0, existed, check = chunk_sha_hex != NULL;
 
     if ((rc = check_sha(sha, err)) != 0)
         return rc;
@@ -546,6 +546,7 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
      * running hash is ours until it goes back; a refused chunk puts back the
      * state from before it (or none: the commit then hashes the file). */
     partial_path(bd, sha, path);
+    existed = access(path, F_OK) == 0; /* this thread is the blob's only writer */
     fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return prpc_error_errno(err, errno, "opening partial blob %s", sha);
@@ -564,12 +565,15 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
                             "chunk at offset %llu of blob %s does not match its SHA-256",
                             (unsigned long long)offset, sha);
     if (rc != 0) {
-        /* Refused (or not hashed): what was written of it goes, from the same
-         * file (a follower holds it open). Should that fail, the partial goes
-         * whole, as on a full disk: it must never hold bytes that were refused. */
+        /* Refused (or not hashed): what was written of it goes. A file made
+         * for this chunk goes whole; one that was there is cut back (a
+         * follower may hold it open). Should the cut fail, the partial goes
+         * whole, as on a full disk: it never keeps bytes that were refused. */
         int cut = -1;
         errno = EIO; /* what the cut_fails fault reports */
-        if (!prpc_fault("cut_fails", NULL))
+        if (!existed)
+            cut = unlink(path);
+        else if (!prpc_fault("cut_fails", NULL))
             cut = ftruncate(fd, (off_t)offset);
         if (cut != 0) {
             rc = prpc_error_errno(err, errno, "cutting a refused chunk off partial blob %s",

@@ -89,8 +89,8 @@ int prpc_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t out_le
 int prpc_hash_fd(int fd, uint8_t out[PRPC_SHA256_LEN], uint64_t *size_out, prpc_error_t *err);
 
 /* The SHA-256 of each `chunk`-byte piece of a file (the last may be
- * shorter), as an uploader sends it: digested in the same pass as the whole
- * file's, so an upload that follows need not hash its chunks again. */
+ * shorter), as an uploader sends it: digested while the whole file is named,
+ * so an upload that follows need not hash its chunks again. */
 typedef struct prpc_chunk_digests {
     size_t chunk;                   /* bytes per piece, a multiple of 64 */
     size_t n;                       /* pieces digested; 0: none kept */
