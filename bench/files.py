@@ -29,7 +29,9 @@ Measured:
   5. Resume: a client uploading a RESUME-sized file is killed (SIGKILL) once the
      broker holds part of it; a new client makes the call again. Bytes the broker
      accepted beyond the file's size = bytes sent again.
-  6. Peak RSS (VmHWM) of the broker, the worker, its executor child, the client.
+  6. Peak RSS (VmHWM) of the broker, the worker, its executor child, the client; and
+     the CPU seconds (user + system, all threads; the worker with its executor
+     children) each of client, broker and worker used during calls A and B.
   7. Before A: no-op calls, one after another, while another connection uploads a
      SMALL-sized file: their round trips show whether big transfers hold up calls
      (the broker writes and syncs chunks on its blob thread, not its loop).
