@@ -290,8 +290,9 @@ static void piece_done(prpc_chunk_digests_t *cd, size_t *cap, prpc_sha256_t *cur
     prpc_sha256_cleanup(cur);
 }
 
-/* Feed buf (n bytes read at off) to the whole-file digest h and, when cd
- * keeps pieces, to the piece digest cur, closing pieces at their ends. */
+/* Feed buf (n bytes read at off) to the whole-file digest h (may be NULL:
+ * pieces only) and, when cd keeps pieces, to the piece digest cur, closing
+ * pieces at their ends. */
 static int feed_pieces(prpc_sha256_t *h, prpc_chunk_digests_t *cd, size_t *cap,
                        prpc_sha256_t *cur, const uint8_t *buf, size_t n, uint64_t off,
                        prpc_error_t *err)
@@ -301,7 +302,7 @@ static int feed_pieces(prpc_sha256_t *h, prpc_chunk_digests_t *cd, size_t *cap,
         size_t m = n - k;
         int rc;
         if (cd == NULL || cd->chunk == 0 || (cur->ctx == NULL && (off + k) % cd->chunk != 0))
-            return prpc_sha256_update(h, buf + k, m, err); /* not keeping pieces */
+            return h != NULL ? prpc_sha256_update(h, buf + k, m, err) : 0; /* no pieces kept */
         if (cur->ctx == NULL && prpc_sha256_init(cur, NULL) != 0) {
             prpc_chunk_digests_cleanup(cd);
             cd->chunk = 0;
@@ -309,7 +310,9 @@ static int feed_pieces(prpc_sha256_t *h, prpc_chunk_digests_t *cd, size_t *cap,
         }
         if (m > cd->chunk - (off + k) % cd->chunk)
             m = cd->chunk - (off + k) % cd->chunk;
-        if ((rc = prpc_sha256_update2(h, cur, buf + k, m, err)) != 0)
+        rc = h != NULL ? prpc_sha256_update2(h, cur, buf + k, m, err)
+                       : prpc_sha256_update(cur, buf + k, m, err);
+        if (rc != 0)
             return rc;
         k += m;
         if ((off + k) % cd->chunk == 0)
@@ -403,7 +406,6 @@ static void *pieces_main(void *arg)
     j->size = 0;
     while (buf != NULL && j->cd->chunk > 0) {
         ssize_t n = pread(j->fd, buf, PRPC_HASH_CHUNK, (off_t)j->size);
-        size_t k = 0;
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -411,19 +413,8 @@ static void *pieces_main(void *arg)
                 j->cd->chunk = 0; /* the whole file's pass reports the error */
             break;
         }
-        while (k < (size_t)n && j->cd->chunk > 0) {
-            size_t m = j->cd->chunk - (j->size + k) % j->cd->chunk;
-            if (m > (size_t)n - k)
-                m = (size_t)n - k;
-            if ((cur.ctx == NULL && prpc_sha256_init(&cur, NULL) != 0) ||
-                prpc_sha256_update(&cur, buf + k, m, NULL) != 0) {
-                j->cd->chunk = 0;
-                break;
-            }
-            k += m;
-            if ((j->size + k) % j->cd->chunk == 0)
-                piece_done(j->cd, &cap, &cur); /* chunk = 0 when it gave up */
-        }
+        if (feed_pieces(NULL, j->cd, &cap, &cur, buf, (size_t)n, j->size, NULL) != 0)
+            j->cd->chunk = 0;
         j->size += (uint64_t)n;
     }
     if (cur.ctx != NULL && j->cd->chunk > 0)
