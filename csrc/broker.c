@@ -2679,6 +2679,7 @@ prpc_broker_t *prpc_broker_new(const prpc_broker_config_t *cfg, prpc_error_t *er
     snprintf(path, sizeof(path), "%s/blobs/tmp", cfg->data_dir);
     hc.tmp_dir = path;
     hc.max_request_body = PRPC_BLOB_CHUNK + 64 * 1024;
+    hc.body_buffer = PRPC_BLOB_UPLOAD_CHUNK + 64 * 1024; /* what our own senders send */
     hc.request_timeout_ms = cfg->request_timeout_ms > 0 ? (uint64_t)cfg->request_timeout_ms
                                                         : 120000;
     hc.max_connections = cfg->max_connections > 0 ? cfg->max_connections : 1024;

@@ -74,6 +74,7 @@ typedef struct sink {
     int corrupt;        /* corrupt_download fault: flip a byte of the next file write */
     prpc_blobdir_t *bd; /* when set, file writes feed sha's running hash there */
     const char *sha;
+    prpc_blob_writer_t writer; /* writes fd's bytes (file_off counts staged ones) */
     /* A request body given through libcurl's read callback (chunk uploads):
      * on_handed(handed_arg) is called once libcurl has taken its last byte,
      * after which the body's buffer is no longer read. */
@@ -129,6 +130,7 @@ static int sink_decide(sink_t *s)
         }
         s->file_off = 0;
         s->start_off = 0;
+        s->writer.off = 0; /* nothing staged yet: this is the first body byte */
     }
     return 0;
 }
@@ -170,7 +172,7 @@ static int on_seek_body(void *ud, curl_off_t offset, int origin)
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
     sink_t *s = ud;
-    size_t len = size * nmemb, done = 0;
+    size_t len = size * nmemb;
     if (sink_decide(s) != 0)
         return 0;
     if (s->to_file) {
@@ -178,20 +180,14 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
             data[len / 2] ^= 0x01; /* curl's buffer, handed to us to consume */
             s->corrupt = 0;
         }
-        while (done < len) {
-            ssize_t w = pwrite(s->fd, data + done, len - done, (off_t)s->file_off);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0) {
-                s->fail_code = PRPC_EIO;
-                s->fail_errno = w < 0 ? errno : EIO;
-                snprintf(s->fail_msg, sizeof(s->fail_msg), "writing the partial blob");
-                return 0;
-            }
-            prpc_blobdir_feed(s->bd, s->sha, s->file_off, data + done, (size_t)w);
-            done += (size_t)w;
-            s->file_off += (uint64_t)w;
+        if (prpc_blob_writer_write(&s->writer, data, len, NULL) != 0) {
+            s->fail_code = PRPC_EIO;
+            s->fail_errno = errno;
+            snprintf(s->fail_msg, sizeof(s->fail_msg), "writing the partial blob");
+            return 0;
         }
+        prpc_blobdir_feed(s->bd, s->sha, s->file_off, data, len);
+        s->file_off += (uint64_t)len;
         return len;
     }
     if (len > s->max - s->len) {
@@ -1217,6 +1213,7 @@ static int download_once(prpc_httpc_t *h, const char *sha, int64_t follow, prpc_
     if ((rc = prpc_blobdir_partial_open(bd, sha, &fd, &offset, err)) != 0)
         return rc;
     sink_init(&s, h->curl, fd, offset);
+    prpc_blob_writer_init(&s.writer, fd, offset, NULL);
     s.corrupt = prpc_fault("corrupt_download", NULL);
     s.bd = bd;
     s.sha = sha;
@@ -1227,6 +1224,11 @@ static int download_once(prpc_httpc_t *h, const char *sha, int64_t follow, prpc_
     snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", offset);
     rc = httpc_perform(h, "GET", pq, NULL, 0, NULL, NULL, offset > 0 ? range : NULL, 0, 1, &s,
                        &status, err);
+    /* Whatever arrived is kept, even when the transfer broke off: it is where
+     * the next try resumes. */
+    if (prpc_blob_writer_flush(&s.writer, NULL) != 0 && rc == 0)
+        rc = prpc_error_errno(err, errno, "writing partial blob %s", sha);
+    prpc_blob_writer_cleanup(&s.writer);
     if (s.file_off > s.start_off && fsync(fd) != 0 && rc == 0)
         rc = prpc_error_errno(err, errno, "syncing partial blob %s", sha);
     if (close(fd) != 0 && rc == 0)

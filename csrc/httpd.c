@@ -26,6 +26,8 @@
 
 #include <openssl/ssl.h>
 
+#define HTTPD_BODY_BUFFERS_KEPT 4 /* freed body-sized input buffers h2o keeps for reuse */
+
 typedef struct handler_ext {
     h2o_handler_t super;
     prpc_httpd_t *owner;
@@ -327,6 +329,15 @@ static void *loop_main(void *arg)
 {
     prpc_httpd_t *h = arg;
     current_server = h;
+    /* h2o keeps a request body in the connection's input buffer, which it
+     * grows by doubling from 8 KiB: a 4 MiB chunk meant ten allocations, two
+     * body-sized copies and fresh pages every time. Starting at the chunk's
+     * size it is read in place into a buffer h2o recycles (per thread, this
+     * thread's copy). Few are kept: each one once filled stays resident. */
+    if (h->cfg.body_buffer > h2o_socket_buffer_prototype._initial_buf.capacity) {
+        h2o_socket_buffer_prototype._initial_buf.capacity = h->cfg.body_buffer;
+        h2o_socket_buffer_prototype.allocator.max = HTTPD_BODY_BUFFERS_KEPT;
+    }
     while (!atomic_load(&h->stop_requested))
         h2o_evloop_run(h->loop, INT32_MAX);
     if (h->cfg.on_stop != NULL)

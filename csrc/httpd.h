@@ -24,6 +24,9 @@ typedef struct prpc_httpd_config {
     int port;            /* 0 picks a free port (see prpc_httpd_port) */
     const char *tmp_dir; /* where h2o spills large request bodies; a real disk */
     size_t max_request_body; /* larger bodies get 413 before they are read */
+    size_t body_buffer;      /* a connection's input buffer starts this big (0 = h2o's
+                                8 KiB), so a request body up to about it is read
+                                without regrowing the buffer */
     uint64_t request_timeout_ms; /* reading one request; also the keep-alive idle time */
     size_t max_connections;      /* open connections; more are answered 503 and closed;
                                     0 = no limit */
