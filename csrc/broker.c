@@ -107,6 +107,7 @@ typedef struct arriving_outputs {
 #define BROKER_ARRIVING_JSON_MAX (64 * 1024) /* bytes of one announcement kept */
 #define BROKER_DEFERRED_MAX 4 /* chunks waiting for the one before them (8 MiB each) */
 #define BROKER_DEFER_MS 5000  /* how long one waits before it is refused */
+#define BROKER_FOLLOW_TAILS 2 /* followers holding a copy of a chunk (4 MiB each) at once */
 
 typedef struct lease_waiter {
     h2o_linklist_t link;
@@ -142,6 +143,7 @@ struct prpc_broker {
     h2o_linklist_t lease_waiters;
     h2o_linklist_t batch_waiters; /* POST /v1/calls/wait */
     h2o_linklist_t followers;     /* GET ?follow= answers of blobs still arriving */
+    int follow_tails;             /* followers holding a chunk copy (BROKER_FOLLOW_TAILS) */
     arriving_outputs_t arriving[BROKER_ARRIVING_MAX];
     int64_t upload_stall_ms;      /* a follower with nothing new this long is cut off */
     pthread_t blob_thread;
@@ -166,6 +168,7 @@ struct prpc_broker {
         uint64_t blobs_committed;
         uint64_t bytes_served;   /* blob bytes sent by verified GETs */
         uint64_t bytes_followed; /* blob bytes sent while their upload was still arriving */
+        uint64_t bytes_followed_from_memory; /* ...of them, sent from the chunk as it arrived */
         uint64_t corrupt_blobs_dropped;
         uint64_t calls_submitted;
         uint64_t leases_granted;
@@ -1737,6 +1740,12 @@ typedef struct blob_follow {
     int cut;              /* cut short while a send was in flight: end at the next proceed */
     int64_t last_news_ms; /* the answer started or a chunk arrived */
     char *buf;
+    /* The bytes of the last chunk that arrived while this follower waited
+     * for them, [tail_off, tail_off + tail_len): PRPC_BLOB_UPLOAD_CHUNK bytes
+     * from the request's pool, or NULL (at most BROKER_FOLLOW_TAILS at once). */
+    char *tail;
+    uint64_t tail_off;
+    size_t tail_len;
 } blob_follow_t;
 
 static void follow_close(blob_follow_t *f)
@@ -1751,7 +1760,10 @@ static void follow_close(blob_follow_t *f)
 
 static void follow_dispose(void *p)
 {
-    follow_close(p);
+    blob_follow_t *f = p;
+    follow_close(f);
+    if (f->tail != NULL) /* the pool frees it: only a send could still read it */
+        f->b->follow_tails--;
 }
 
 static void follow_stop(h2o_generator_t *g, h2o_req_t *req)
@@ -1781,12 +1793,22 @@ static void follow_pump(blob_follow_t *f)
     uint64_t avail = f->committed ? f->end : (f->synced < cap ? f->synced : cap);
     size_t want, got = 0;
     h2o_iovec_t iov;
+    const char *from = f->buf;
     int last;
 
     if (!f->ready || f->fd < 0)
         return;
     want = avail > f->pos ? (avail - f->pos < SERVE_CHUNK ? (size_t)(avail - f->pos) : SERVE_CHUNK)
                           : 0;
+    if (want > 0 && f->tail_len > 0 && f->pos >= f->tail_off &&
+        f->pos < f->tail_off + f->tail_len) {
+        /* From the copy of the chunk, in one send: no disk read, and the
+         * copy is not touched again before h2o asks for more. */
+        uint64_t stop = f->tail_off + f->tail_len < avail ? f->tail_off + f->tail_len : avail;
+        from = f->tail + (f->pos - f->tail_off);
+        want = got = (size_t)(stop - f->pos);
+        f->b->metrics.bytes_followed_from_memory += got;
+    }
     while (got < want) {
         ssize_t n = pread(f->fd, f->buf + got, want - got, (off_t)(f->pos + got));
         if (n < 0 && errno == EINTR)
@@ -1807,8 +1829,33 @@ static void follow_pump(blob_follow_t *f)
     f->b->metrics.bytes_followed += got;
     if (last)
         follow_close(f);
-    iov = h2o_iovec_init(f->buf, got);
+    iov = h2o_iovec_init(from, got);
     h2o_send(f->req, &iov, 1, last ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+/* A follower waiting for the bytes of the chunk j that just arrived takes
+ * them from the chunk's request body, still in memory, not from the disk:
+ * the broker wrote the chunk with O_DIRECT, so a pread would read it back
+ * from the disk and copy it out of pages the disk just filled (that copy was
+ * a quarter of a busy broker's time). Only while nothing of this follower is
+ * in flight (its copy is then not being sent); otherwise, or past the cap,
+ * it reads the partial file as before. */
+static void follow_keep_tail(prpc_broker_t *b, blob_follow_t *f, const blob_job_t *j)
+{
+    size_t skip;
+    if (!f->ready || j->req == NULL || j->data == NULL || j->len > PRPC_BLOB_UPLOAD_CHUNK ||
+        f->pos < j->offset || f->pos >= j->offset + j->len)
+        return;
+    if (f->tail == NULL) {
+        if (b->follow_tails >= BROKER_FOLLOW_TAILS)
+            return;
+        f->tail = h2o_mem_alloc_pool(&f->req->pool, PRPC_BLOB_UPLOAD_CHUNK);
+        b->follow_tails++;
+    }
+    skip = (size_t)(f->pos - j->offset);
+    memcpy(f->tail, (const char *)j->data + skip, j->len - skip);
+    f->tail_off = f->pos;
+    f->tail_len = j->len - skip;
 }
 
 static void follow_proceed(h2o_generator_t *g, h2o_req_t *req)
@@ -1845,6 +1892,7 @@ static void follow_news(prpc_broker_t *b, const blob_job_t *j)
             if (j->partial > f->synced)
                 f->synced = j->partial;
             f->last_news_ms = prpc_now_ms();
+            follow_keep_tail(b, f, j);
         } else if (j->rc != 0) {
             follow_cut(f, j->err.message);
             continue;
@@ -2163,11 +2211,11 @@ static void blob_answer_done(void *ud)
         blob_job_t *j = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, done.next);
         h2o_linklist_unlink(&j->link);
         blob_count(b, j);
+        follow_news(b, j); /* first: it may copy the chunk's body, valid until the answer */
         if (j->req != NULL) {
             j->hold->job = NULL;
             blob_answer(j);
         }
-        follow_news(b, j);
         if (j->fd >= 0)
             close(j->fd); /* a follower that left before its answer began */
         free(j);
@@ -2435,7 +2483,7 @@ static int route(void *ud, h2o_req_t *req)
                         "{\"requests\": %llu, \"bytes_received\": %llu, "
                         "\"chunks_received\": %llu, \"chunks_refused\": %llu, "
                         "\"blobs_committed\": %llu, \"bytes_served\": %llu, "
-                        "\"bytes_followed\": %llu, "
+                        "\"bytes_followed\": %llu, \"bytes_followed_from_memory\": %llu, "
                         "\"corrupt_blobs_dropped\": %llu, \"calls_submitted\": %llu, "
                         "\"leases_granted\": %llu, \"results_accepted\": %llu, "
                         "\"results_refused\": %llu, \"auth_refused\": %llu}",
@@ -2446,6 +2494,7 @@ static int route(void *ud, h2o_req_t *req)
                         (unsigned long long)b->metrics.blobs_committed,
                         (unsigned long long)b->metrics.bytes_served,
                         (unsigned long long)b->metrics.bytes_followed,
+                        (unsigned long long)b->metrics.bytes_followed_from_memory,
                         (unsigned long long)b->metrics.corrupt_blobs_dropped,
                         (unsigned long long)b->metrics.calls_submitted,
                         (unsigned long long)b->metrics.leases_granted,

@@ -126,6 +126,51 @@ def test_a_follower_gets_each_chunk_once_synced_and_ends_at_the_commit(broker, c
         f.close()
     m = client.get("/v1/metrics").json()
     assert m["bytes_followed"] == size and m["bytes_served"] == 0, m
+    # Chunks over the engine's own 4 MiB are not copied for followers (read from
+    # disk); the short last one was, as it arrived.
+    assert m["bytes_followed_from_memory"] == size - 2 * CHUNK, m
+
+
+def follow_in_step(broker, client, followers, size=3 * UPLOAD_CHUNK + 1000, seed=7):
+    """Upload a blob of 4 MiB chunks while `followers` downloads wait for each
+    chunk; returns (data, the followers' bytes, the metrics)."""
+    data = content(size, seed=seed)
+    sha = hashlib.sha256(data).hexdigest()
+    put_chunk(client, sha, data, 0, UPLOAD_CHUNK)
+    fs = [Follower(broker.port, sha, size) for _ in range(followers)]
+    try:
+        for off in range(UPLOAD_CHUNK, size, UPLOAD_CHUNK):
+            for f in fs:
+                f.wait_for(off)
+                assert stays_at(f, off, 0.05)  # waiting for the next chunk
+            put_chunk(client, sha, data, off, UPLOAD_CHUNK)
+        for f in fs:
+            f.wait_for(size - 1)
+        r = client.post("/v1/blobs/%s/commit?size=%d" % (sha, size))
+        assert r.status == 200, r
+        for f in fs:
+            assert f.done.wait(10) and f.error is None, f.error
+        return data, [bytes(f.got) for f in fs], client.get("/v1/metrics").json()
+    finally:
+        for f in fs:
+            f.close()
+
+
+def test_a_follower_waiting_for_a_chunk_gets_it_from_memory(broker, client):
+    data, got, m = follow_in_step(broker, client, 1)
+    assert got == [data]
+    # The first chunk was on disk before the follower came; every later byte
+    # (the held-back last one too) came from the chunk as it arrived.
+    assert m["bytes_followed"] == len(data), m
+    assert m["bytes_followed_from_memory"] == len(data) - UPLOAD_CHUNK, m
+
+
+def test_followers_past_the_copy_cap_read_the_disk(broker, client):
+    data, got, m = follow_in_step(broker, client, 3)
+    assert got == [data] * 3
+    # Two followers hold a copy (BROKER_FOLLOW_TAILS); the third reads the partial file.
+    assert m["bytes_followed"] == 3 * len(data), m
+    assert m["bytes_followed_from_memory"] == 2 * (len(data) - UPLOAD_CHUNK), m
 
 
 def test_a_follow_with_range_sends_the_rest(broker, client):
