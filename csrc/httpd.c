@@ -325,6 +325,26 @@ int prpc_httpd_port(const prpc_httpd_t *h)
     return h->port;
 }
 
+static void close_listener(prpc_httpd_t *h)
+{
+    if (h->listener != NULL) {
+        h2o_socket_read_stop(h->listener);
+        h2o_socket_close(h->listener);
+        h->listener = NULL;
+    }
+}
+
+/* Free the input buffers h2o keeps for reuse on this thread: h2o never does,
+ * and at the body_buffer size they are 4 MiB each (a stopped server would
+ * leave them behind with its thread). */
+static void drain_body_buffers(void)
+{
+    h2o_mem_recycle_t *r = &h2o_socket_buffer_prototype.allocator;
+    r->max = 0;
+    while (r->cnt > 0)
+        free(h2o_mem_alloc_recycle(r, 0));
+}
+
 static void *loop_main(void *arg)
 {
     prpc_httpd_t *h = arg;
@@ -345,6 +365,15 @@ static void *loop_main(void *arg)
     /* Let the answers given in on_stop reach their sockets. */
     for (int i = 0; i < 10; i++)
         h2o_evloop_run(h->loop, 10);
+    /* The last passes run here, not on the thread that frees the server: a
+     * socket accepted here takes its buffers from this thread's allocator
+     * (h2o_socket_buffer_prototype is per thread), which no other thread may
+     * touch, and which is gone with this thread. Connections still open then
+     * stay as they are (prpc_httpd_free). */
+    close_listener(h);
+    for (int i = 0; i < 3; i++)
+        h2o_evloop_run(h->loop, 0);
+    drain_body_buffers();
     return NULL;
 }
 
@@ -385,13 +414,11 @@ void prpc_httpd_free(prpc_httpd_t *h)
      * safely, so a stopped server keeps its loop memory until process exit
      * when clients are still connected. */
     h2o_timeout_unlink(&h->tick_entry);
-    if (h->listener != NULL) {
-        h2o_socket_read_stop(h->listener);
-        h2o_socket_close(h->listener);
-        h->listener = NULL;
+    if (!h->started) { /* else the loop thread did this on its way out */
+        close_listener(h);
+        for (int i = 0; i < 3; i++)
+            h2o_evloop_run(h->loop, 0);
     }
-    for (int i = 0; i < 3; i++)
-        h2o_evloop_run(h->loop, 0);
     h2o_multithread_unregister_receiver(h->ctx.queue, &h->wake_receiver);
     if (h2o_linklist_is_empty(&h->ctx.http1._conns)) {
         h2o_timeout_dispose(h->loop, &h->tick_timeout);

@@ -26,7 +26,9 @@ typedef struct prpc_httpd_config {
     size_t max_request_body; /* larger bodies get 413 before they are read */
     size_t body_buffer;      /* a connection's input buffer starts this big (0 = h2o's
                                 8 KiB), so a request body up to about it is read
-                                without regrowing the buffer */
+                                without regrowing the buffer. Each connection with a
+                                request in progress (a parked long poll too) holds
+                                one: address space, resident only as far as filled */
     uint64_t request_timeout_ms; /* reading one request; also the keep-alive idle time */
     size_t max_connections;      /* open connections; more are answered 503 and closed;
                                     0 = no limit */
