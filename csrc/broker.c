@@ -1746,6 +1746,10 @@ typedef struct blob_follow {
     char *tail;
     uint64_t tail_off;
     size_t tail_len;
+    /* The send in flight, counted in the metrics once h2o has written it
+     * (proceed): bytes handed to a connection that turns out dead are not sent. */
+    size_t sending;
+    int sending_from_memory;
 } blob_follow_t;
 
 static void follow_close(blob_follow_t *f)
@@ -1784,6 +1788,14 @@ static void follow_cut(blob_follow_t *f, const char *why)
         f->cut = 1; /* h2o allows one send in flight */
 }
 
+static void follow_sent(blob_follow_t *f)
+{
+    f->b->metrics.bytes_followed += f->sending;
+    if (f->sending_from_memory)
+        f->b->metrics.bytes_followed_from_memory += f->sending;
+    f->sending = 0;
+}
+
 /* Send what is synced and not yet sent, when h2o is ready for it. */
 static void follow_pump(blob_follow_t *f)
 {
@@ -1807,7 +1819,6 @@ static void follow_pump(blob_follow_t *f)
         uint64_t stop = f->tail_off + f->tail_len < avail ? f->tail_off + f->tail_len : avail;
         from = f->tail + (f->pos - f->tail_off);
         want = got = (size_t)(stop - f->pos);
-        f->b->metrics.bytes_followed_from_memory += got;
     }
     while (got < want) {
         ssize_t n = pread(f->fd, f->buf + got, want - got, (off_t)(f->pos + got));
@@ -1826,9 +1837,12 @@ static void follow_pump(blob_follow_t *f)
         return; /* parked until the blob thread syncs more (follow_news) */
     f->pos += got;
     f->ready = 0;
-    f->b->metrics.bytes_followed += got;
-    if (last)
+    f->sending = got;
+    f->sending_from_memory = from != f->buf;
+    if (last) {
+        follow_sent(f); /* no proceed comes after the last send */
         follow_close(f);
+    }
     iov = h2o_iovec_init(from, got);
     h2o_send(f->req, &iov, 1, last ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
@@ -1861,6 +1875,7 @@ static void follow_keep_tail(prpc_broker_t *b, blob_follow_t *f, const blob_job_
 static void follow_proceed(h2o_generator_t *g, h2o_req_t *req)
 {
     blob_follow_t *f = (blob_follow_t *)g;
+    follow_sent(f);
     if (f->cut) {
         h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
         return;

@@ -28,6 +28,7 @@ from p2prpc.p2p_client import create_p2p_client_app
 
 MiB = 1 << 20
 CHUNK = 8 * MiB  # PRPC_BLOB_CHUNK (csrc/blob.h)
+UPLOAD_CHUNK = 4 * MiB  # PRPC_BLOB_UPLOAD_CHUNK, what the engine's uploaders send
 
 FUNCTIONS = '''
 import hashlib
@@ -279,8 +280,12 @@ def test_worker_killed_mid_download_resumes_with_range(net, tmp_path):
     print("worker killed with %d bytes on disk; broker served %d before, %d in all"
           % (left, served_before, m["bytes_sent"]))
     # The second attempt asked for exactly the rest (Range from what was on disk);
-    # what was sent twice is what the killed worker had not yet written: socket buffers.
-    assert m["bytes_sent"] - served_before == size - left, (m, served_before, left)
+    # what was sent twice is what the killed worker had not yet written (socket
+    # buffers, its writer's stage). Counted after the kill besides the rest: what
+    # the broker handed the dead connection before it saw it gone, at most one
+    # piece (a chunk's copy to a follower waiting for it, 4 MiB).
+    resent_after_kill = m["bytes_sent"] - served_before - (size - left)
+    assert 0 <= resent_after_kill <= UPLOAD_CHUNK, (m, served_before, left)
     assert m["bytes_sent"] <= size + CHUNK, m
     assert whole.exists() and not part.exists()
 
