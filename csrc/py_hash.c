@@ -79,6 +79,27 @@ static int copy_utf8(pyprpc_state_t *st, PyObject *s, const char *what, int nul_
     return 0;
 }
 
+/* An fd (an int, not a bool, in an int's range) into *fd. Returns 0, or -1
+ * with TypeError/OverflowError whose message starts with what. */
+static int fd_arg(PyObject *value, const char *what, int *fd)
+{
+    long n;
+    if (!PyLong_Check(value) || PyBool_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "%s: fd must be an int, not %.100s", what,
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    n = PyLong_AsLong(value);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (n > INT_MAX || n < INT_MIN) {
+        PyErr_Format(PyExc_OverflowError, "%s: fd %ld is out of range", what, n);
+        return -1;
+    }
+    *fd = (int)n;
+    return 0;
+}
+
 /* An fd (an int, not a bool) or a path (str, bytes, os.PathLike) into ref.
  * Returns 0, or -1 with TypeError/OverflowError whose message starts with
  * `what` (a str object). */
@@ -88,15 +109,8 @@ static int copy_file_ref(PyObject *value, PyObject *what, file_ref_t *ref)
     ref->fd = -1;
     ref->path = NULL;
     if (PyLong_Check(value) && !PyBool_Check(value)) {
-        long fd = PyLong_AsLong(value);
-        if (fd == -1 && PyErr_Occurred())
-            return -1;
-        if (fd > INT_MAX || fd < INT_MIN) {
-            PyErr_Format(PyExc_OverflowError, "%U: fd %ld is out of range", what, fd);
-            return -1;
-        }
-        ref->fd = (int)fd;
-        return 0;
+        const char *w = PyUnicode_AsUTF8(what);
+        return w != NULL ? fd_arg(value, w, &ref->fd) : -1;
     }
     if (PyBool_Check(value) || !(PyUnicode_Check(value) || PyBytes_Check(value) ||
                                  PyObject_HasAttrString(value, "__fspath__"))) {
@@ -182,22 +196,11 @@ static PyObject *pyprpc_sha256_fd_chunks(PyObject *module, PyObject *arg)
     char hex[PRPC_SHA256_HEX_LEN + 1];
     uint64_t size = 0;
     PyObject *out;
-    long fd;
-    int rc;
-    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "sha256_fd_chunks: fd must be an int, not %.100s",
-                     Py_TYPE(arg)->tp_name);
+    int fd, rc;
+    if (fd_arg(arg, "sha256_fd_chunks", &fd) < 0)
         return NULL;
-    }
-    fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    if (fd > INT_MAX || fd < INT_MIN) {
-        PyErr_Format(PyExc_OverflowError, "sha256_fd_chunks: fd %ld is out of range", fd);
-        return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
-    rc = prpc_hash_fd_chunks((int)fd, d, &size, &cd, &err);
+    rc = prpc_hash_fd_chunks(fd, d, &size, &cd, &err);
     Py_END_ALLOW_THREADS
     if (rc < 0)
         return pyprpc_raise(st, &err);
