@@ -13,25 +13,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Error codes. Stable: the Python binding maps each to an exception class. */
+#include "error_map.h"
+
+/* Error codes, generated from error_map.h (the one list). Stable: the
+ * Python binding maps each to an exception class by its name. */
+#define PRPC_ERROR_ENUM(name, value, status, primary, pyclass, msg) PRPC_##name = value,
 enum {
     PRPC_OK = 0,
-    PRPC_EINVAL = -1,    /* bad argument or malformed input */
-    PRPC_ENOMEM = -2,    /* allocation failed */
-    PRPC_EIO = -3,       /* read/write/fsync failed; errno text in message */
-    PRPC_ENOTFOUND = -4, /* no such call, blob, lease or file */
-    PRPC_ECORRUPT = -5,  /* stored data failed a check (hash, schema, integrity) */
-    PRPC_ENOTSUP = -6,   /* feature or backend not built in */
-    PRPC_ESTATE = -7,    /* operation not allowed in the current state (stale lease...) */
-    PRPC_EEXIST = -8,    /* already exists */
-    PRPC_ETIMEDOUT = -9, /* a wait or a transfer ran out of time */
-    PRPC_EAUTH = -10,    /* authentication refused */
-    PRPC_ECONN = -11,    /* could not reach the peer */
-    PRPC_ENOSPC = -12,   /* disk full */
-    PRPC_EPROTO = -13,   /* the peer answered something we cannot understand */
-    PRPC_EVERSION = -14, /* function versions disagree */
-    PRPC_ELIMIT = -15,   /* a configured limit was exceeded */
+    PRPC_ERROR_MAP(PRPC_ERROR_ENUM)
 };
+#undef PRPC_ERROR_ENUM
 
 #define PRPC_ERROR_MSG_MAX 512
 
@@ -52,8 +43,33 @@ int prpc_error_errno(prpc_error_t *err, int errnum, const char *fmt, ...)
 /* Clear err (may be NULL). */
 void prpc_error_clear(prpc_error_t *err);
 
-/* Short stable name of a code, e.g. "EINVAL". */
+/* Short stable name of a code, e.g. "EINVAL"; "EUNKNOWN" for a code not in
+ * error_map.h. The name is what the wire carries. */
 const char *prpc_strerror(int code);
+
+/* The code named name (e.g. "EINVAL"), or 0 when no code has that name. */
+int prpc_error_code_by_name(const char *name);
+
+/* The HTTP status a broker answers with for code (500 for a code not in
+ * error_map.h). */
+int prpc_error_http_status(int code);
+
+/* The code an HTTP status means in an answer that carries no code of its own:
+ * the status's primary code in error_map.h, EAUTH for 403, else EPROTO. */
+int prpc_error_from_http_status(long status);
+
+/* One row of error_map.h, for the binding that exports the table. */
+typedef struct prpc_error_info {
+    const char *name;      /* "EINVAL" */
+    int code;              /* PRPC_EINVAL */
+    int http_status;       /* 400 */
+    int primary;           /* 1: the code its status means on its own */
+    const char *py_class;  /* "InvalidInputError", in p2prpc.errors */
+    const char *message;   /* default words when an error carries none */
+} prpc_error_info_t;
+
+/* The rows of error_map.h in order; *n receives their count. Static storage. */
+const prpc_error_info_t *prpc_error_table(size_t *n);
 
 /* Statics stay reachable from tests/c when built with -DPRPC_UNITTEST. */
 #ifdef PRPC_UNITTEST

@@ -1,5 +1,6 @@
 /*
- * error.c - the error record of common.h.
+ * error.c - the error record of common.h and the tables generated from
+ * error_map.h.
  */
 #include "common.h"
 
@@ -51,14 +52,57 @@ void prpc_error_clear(prpc_error_t *err)
     }
 }
 
+#define PRPC_ERROR_ROW(name, value, status, primary, pyclass, msg) \
+    {#name, value, status, primary, pyclass, msg},
+static const prpc_error_info_t error_table[] = {PRPC_ERROR_MAP(PRPC_ERROR_ROW)};
+#undef PRPC_ERROR_ROW
+
+const prpc_error_info_t *prpc_error_table(size_t *n)
+{
+    *n = PRPC_ARRAY_LEN(error_table);
+    return error_table;
+}
+
+/* The row of code, or NULL. Codes run -1, -2, ... in table order; the loop
+ * does not rely on it. */
+static const prpc_error_info_t *row_of(int code)
+{
+    for (size_t i = 0; i < PRPC_ARRAY_LEN(error_table); i++)
+        if (error_table[i].code == code)
+            return &error_table[i];
+    return NULL;
+}
+
 const char *prpc_strerror(int code)
 {
-    static const char *const names[] = {
-        "OK",       "EINVAL", "ENOMEM", "EIO",   "ENOTFOUND", "ECORRUPT", "ENOTSUP", "ESTATE",
-        "EEXIST",   "ETIMEDOUT", "EAUTH", "ECONN", "ENOSPC",  "EPROTO",   "EVERSION", "ELIMIT",
-    };
-    int i = -code;
-    if (i < 0 || (size_t)i >= PRPC_ARRAY_LEN(names))
-        return "EUNKNOWN";
-    return names[i];
+    const prpc_error_info_t *r;
+    if (code == PRPC_OK)
+        return "OK";
+    r = row_of(code);
+    return r != NULL ? r->name : "EUNKNOWN";
+}
+
+int prpc_error_code_by_name(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < PRPC_ARRAY_LEN(error_table); i++)
+        if (strcmp(error_table[i].name, name) == 0)
+            return error_table[i].code;
+    return 0;
+}
+
+int prpc_error_http_status(int code)
+{
+    const prpc_error_info_t *r = row_of(code);
+    return r != NULL ? r->http_status : 500;
+}
+
+int prpc_error_from_http_status(long status)
+{
+    /* 403 is not ours to send, but a proxy in front of a broker may. */
+    if (status == 403)
+        return PRPC_EAUTH;
+    for (size_t i = 0; i < PRPC_ARRAY_LEN(error_table); i++)
+        if (error_table[i].primary && error_table[i].http_status == status)
+            return error_table[i].code;
+    return PRPC_EPROTO;
 }

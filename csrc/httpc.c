@@ -451,7 +451,7 @@ static int verify_answer(const prpc_httpc_t *h, const sink_t *s, long status, co
     int rc;
 
     if (s->sig[0] == '\0')
-        return prpc_error_set(err, PRPC_EAUTH,
+        return prpc_error_set(err, PRPC_EUNSIGNED,
                               "the broker's answer is not signed by a holder of the password "
                               "(%s %s: HTTP %ld %s X-P2PRPC-Signature)",
                               method, url, status,
@@ -464,7 +464,7 @@ static int verify_answer(const prpc_httpc_t *h, const sink_t *s, long status, co
     for (size_t i = 0; i < sizeof(got); i++)
         got[i] = (char)tolower((unsigned char)s->sig[i]);
     if (CRYPTO_memcmp(want, got, PRPC_AUTH_SIG_HEX - 1) != 0)
-        return prpc_error_set(err, PRPC_EAUTH,
+        return prpc_error_set(err, PRPC_EUNSIGNED,
                               "the broker's answer is not signed by a holder of the password "
                               "(%s %s: HTTP %ld whose X-P2PRPC-Signature does not match this "
                               "request and its body: altered, replayed, or another password)",
@@ -688,15 +688,6 @@ out:
     return rc;
 }
 
-/* Engine code for a name such as "EINVAL", or 0 when unknown. */
-static int code_by_name(const char *name)
-{
-    for (int code = -1; code >= PRPC_ELIMIT; code--)
-        if (strcmp(prpc_strerror(code), name) == 0)
-            return code;
-    return 0;
-}
-
 int prpc_httpc_status_error(long status, const char *body, size_t len, const char *what,
                             prpc_error_t *err)
 {
@@ -716,18 +707,9 @@ int prpc_httpc_status_error(long status, const char *body, size_t len, const cha
                 msg = bson_iter_utf8(&sub, NULL);
         }
     }
-    if (name != NULL)
-        code = code_by_name(name);
-    if (code == 0) {
-        switch (status) {
-        case 400: code = PRPC_EINVAL; break;
-        case 401: case 403: code = PRPC_EAUTH; break;
-        case 404: code = PRPC_ENOTFOUND; break;
-        case 409: code = PRPC_ESTATE; break;
-        case 413: code = PRPC_ELIMIT; break;
-        default: code = PRPC_EPROTO; break;
-        }
-    }
+    code = prpc_error_code_by_name(name);
+    if (code == 0)
+        code = prpc_error_from_http_status(status);
     if (msg != NULL) {
         rc = prpc_error_set(err, code, "%s: %s", what, msg);
     } else {

@@ -10,17 +10,75 @@
 #include <curl/curl.h>
 #include <stdio.h>
 
+/* _core.ERRORS, the rows of error_map.h as (name, code, http_status, primary,
+ * class name, default message), and the code -> class dict pyprpc_raise uses,
+ * both from the one table. A class the table names but p2prpc.errors lacks
+ * fails the import, naming it: the two ship together. */
+static int add_errors(PyObject *m, pyprpc_state_t *st, PyObject *errors)
+{
+    size_t n = 0;
+    const prpc_error_info_t *t = prpc_error_table(&n);
+    PyObject *rows = PyTuple_New((Py_ssize_t)n);
+    int rc = -1;
+    st->engine_errors = PyDict_New();
+    if (rows == NULL || st->engine_errors == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *row, *cls, *code;
+        cls = PyObject_GetAttrString(errors, t[i].py_class);
+        if (cls == NULL) {
+            PyErr_Format(PyExc_ImportError, "p2prpc.errors has no class %s for engine code %s",
+                         t[i].py_class, t[i].name);
+            goto out;
+        }
+        code = PyLong_FromLong(t[i].code);
+        if (code == NULL || PyDict_SetItem(st->engine_errors, code, cls) < 0) {
+            Py_XDECREF(code);
+            Py_DECREF(cls);
+            goto out;
+        }
+        Py_DECREF(code);
+        Py_DECREF(cls);
+        row = Py_BuildValue("(siiiss)", t[i].name, t[i].code, t[i].http_status, t[i].primary,
+                            t[i].py_class, t[i].message);
+        if (row == NULL)
+            goto out;
+        PyTuple_SET_ITEM(rows, (Py_ssize_t)i, row);
+    }
+    rc = PyModule_AddObjectRef(m, "ERRORS", rows);
+out:
+    Py_XDECREF(rows);
+    return rc;
+}
+
+static PyObject *py_code_for_http_status(PyObject *module, PyObject *arg)
+{
+    long status = PyLong_AsLong(arg);
+    PRPC_UNUSED(module);
+    if (status == -1 && PyErr_Occurred())
+        return NULL;
+    return PyUnicode_FromString(prpc_strerror(prpc_error_from_http_status(status)));
+}
+
+static PyMethodDef module_methods[] = {
+    {"code_for_http_status", py_code_for_http_status, METH_O,
+     "code_for_http_status(status) -> str: the engine code name an HTTP status means in an "
+     "answer that carries no code of its own."},
+    {NULL, NULL, 0, NULL},
+};
+
 static int module_exec(PyObject *m)
 {
     pyprpc_state_t *st = PyModule_GetState(m);
     PyObject *errors = PyImport_ImportModule("p2prpc.errors");
     if (errors == NULL)
         return -1;
-    st->engine_errors = PyObject_GetAttrString(errors, "ENGINE_ERRORS");
     st->base_error = PyObject_GetAttrString(errors, "P2PRPCError");
-    Py_DECREF(errors);
-    if (st->engine_errors == NULL || st->base_error == NULL)
+    if (st->base_error == NULL || add_errors(m, st, errors) < 0) {
+        Py_DECREF(errors);
         return -1;
+    }
+    Py_DECREF(errors);
     /* libcurl's global init is not thread-safe; do it once, here, before any
      * engine thread exists. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -64,6 +122,7 @@ struct PyModuleDef pyprpc_module_def = {
     .m_name = "p2prpc._core",
     .m_doc = "The p2prpc engine: hashing, transport, store, broker and worker loops.",
     .m_size = sizeof(pyprpc_state_t),
+    .m_methods = module_methods,
     .m_slots = module_slots,
     .m_traverse = module_traverse,
     .m_clear = module_clear,
@@ -91,7 +150,13 @@ PyObject *pyprpc_raise(pyprpc_state_t *st, const prpc_error_t *err)
     PyObject *cls = NULL;
     char msg[PRPC_ERROR_MSG_MAX];
     size_t len, at;
-    snprintf(msg, sizeof(msg), "%s", err->message[0] ? err->message : prpc_strerror(err->code));
+    size_t n = 0;
+    const prpc_error_info_t *t = prpc_error_table(&n);
+    const char *dflt = prpc_strerror(err->code);
+    for (size_t i = 0; i < n; i++)
+        if (t[i].code == err->code)
+            dflt = t[i].message;
+    snprintf(msg, sizeof(msg), "%s", err->message[0] ? err->message : dflt);
     /* Messages may quote a path (any bytes on Linux) or be cut mid-character
      * at the cap; Python wants UTF-8: bytes that are not become '?'. */
     len = strlen(msg);
@@ -100,8 +165,15 @@ PyObject *pyprpc_raise(pyprpc_state_t *st, const prpc_error_t *err)
         msg[at] = '?';
         at += 1 + prpc_utf8_invalid_at(msg + at + 1, len - at - 1);
     }
-    if (st != NULL && st->engine_errors != NULL)
-        cls = PyDict_GetItemString(st->engine_errors, prpc_strerror(err->code));
+    if (st != NULL && st->engine_errors != NULL) {
+        PyObject *code = PyLong_FromLong(err->code);
+        if (code == NULL)
+            return NULL;
+        cls = PyDict_GetItemWithError(st->engine_errors, code);
+        Py_DECREF(code);
+        if (cls == NULL && PyErr_Occurred())
+            return NULL;
+    }
     if (cls == NULL)
         cls = st != NULL && st->base_error != NULL ? st->base_error : PyExc_RuntimeError;
     PyErr_SetString(cls, msg);

@@ -12,7 +12,7 @@
 #include "common.h"
 
 typedef struct pyprpc_state {
-    PyObject *engine_errors; /* dict: code name ("EINVAL") -> exception class */
+    PyObject *engine_errors; /* dict: code (PRPC_EINVAL) -> exception class */
     PyObject *base_error;    /* p2prpc.errors.P2PRPCError */
 } pyprpc_state_t;
 

@@ -2,8 +2,10 @@
 
 The seed's names are kept where they fit (ClientNoBrokerFound,
 ClientFunctionError, ClientFutureTimeoutError, ClientP2PFunctionInvalidArguments).
-Errors coming out of the C engine are mapped by code (see ENGINE_ERRORS) by the
-one binding function in csrc/py_module.c.
+Errors coming out of the C engine are mapped by code by the one binding
+function in csrc/py_module.c. The codes, their HTTP statuses and the class each
+maps to are defined once, in csrc/error_map.h; the engine exports that table as
+p2prpc._core.ERRORS and ENGINE_ERRORS below is built from it.
 """
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "ClientCallDeleted",
     "ClientCallFailed",
     "AuthenticationError",
+    "UnsignedAnswerError",
     "FunctionVersionMismatch",
     "InvalidInputError",
     "StorageError",
@@ -31,7 +34,10 @@ __all__ = [
     "ConnectionFailed",
     "ProtocolError",
     "LimitExceeded",
+    "OutOfMemoryError",
     "ENGINE_ERRORS",
+    "HTTP_STATUS",
+    "error_for_answer",
 ]
 
 
@@ -93,6 +99,13 @@ class AuthenticationError(P2PRPCError):
     """A broker refused our credentials (wrong password), or answered without them."""
 
 
+class UnsignedAnswerError(AuthenticationError):
+    """An answer did not come from a holder of the network password: it carries
+    no signature, or one that does not match the request (engine code
+    EUNSIGNED). A wrong broker address, a broker started with another
+    password (or none), or someone in between."""
+
+
 class FunctionVersionMismatch(P2PRPCError):
     """Client, broker and worker disagree on a function's version (the SHA-256 of
     its source); the message names both versions."""
@@ -148,21 +161,25 @@ class LimitExceeded(P2PRPCError):
     """A configured limit was exceeded (engine code ELIMIT); the message names it."""
 
 
-# Engine code name (csrc/common.h, prpc_strerror) -> exception class.
-ENGINE_ERRORS = {
-    "EINVAL": InvalidInputError,
-    "ENOMEM": MemoryError,
-    "EIO": StorageError,
-    "ENOTFOUND": NotFoundError,
-    "ECORRUPT": CorruptDataError,
-    "ENOTSUP": NotSupportedError,
-    "ESTATE": StateError,
-    "EEXIST": AlreadyExistsError,
-    "ETIMEDOUT": EngineTimeoutError,
-    "EAUTH": AuthenticationError,
-    "ECONN": ConnectionFailed,
-    "ENOSPC": DiskFullError,
-    "EPROTO": ProtocolError,
-    "EVERSION": FunctionVersionMismatch,
-    "ELIMIT": LimitExceeded,
-}
+class OutOfMemoryError(P2PRPCError, MemoryError):
+    """The engine could not allocate memory (engine code ENOMEM)."""
+
+
+# The engine's table (csrc/error_map.h) is read last: p2prpc._core, as it
+# loads, looks up each class it names in this module, so they must exist.
+from . import _core  # noqa: E402
+
+# Engine code name ("EINVAL") -> exception class, and -> the HTTP status a
+# broker answers with; both from csrc/error_map.h through _core.ERRORS.
+ENGINE_ERRORS = {row[0]: globals()[row[4]] for row in _core.ERRORS}
+HTTP_STATUS = {row[0]: row[2] for row in _core.ERRORS}
+
+
+def error_for_answer(status, code):
+    """The exception class for a failed answer: by the engine code it carries
+    (`code`, e.g. "ENOTFOUND"), else by what its HTTP status means
+    (csrc/error_map.h's primary code of that status). Never by message text."""
+    cls = ENGINE_ERRORS.get(code)
+    if cls is None:
+        cls = ENGINE_ERRORS[_core.code_for_http_status(status)]
+    return cls

@@ -899,7 +899,7 @@ TEST(answers_must_be_signed_for_this_request)
     free(body);
     body = NULL;
 
-    CHECK_EQ_INT(hello_as(&fx, h, SIGN_NONE, &status, &body, &err), PRPC_EAUTH);
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_NONE, &status, &body, &err), PRPC_EUNSIGNED);
     CHECK(body == NULL);
     CHECK_EQ_INT(status, 0);
     CHECK(strstr(err.message, "the broker's answer is not signed by a holder of the password") !=
@@ -907,12 +907,12 @@ TEST(answers_must_be_signed_for_this_request)
     CHECK(strstr(err.message, "GET http://127.0.0.1:") != NULL);
     CHECK(strstr(err.message, "/hello: HTTP 200 without X-P2PRPC-Signature") != NULL);
 
-    CHECK_EQ_INT(hello_as(&fx, h, SIGN_BAD, &status, &body, &err), PRPC_EAUTH);
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_BAD, &status, &body, &err), PRPC_EUNSIGNED);
     CHECK(body == NULL);
     CHECK(strstr(err.message, "not signed by a holder of the password") != NULL);
     CHECK(strstr(err.message, "does not match this request") != NULL);
 
-    CHECK_EQ_INT(hello_as(&fx, h, SIGN_MALFORMED, &status, &body, &err), PRPC_EAUTH);
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_MALFORMED, &status, &body, &err), PRPC_EUNSIGNED);
     CHECK(strstr(err.message, "with a malformed X-P2PRPC-Signature") != NULL);
 
     /* The answer to an earlier request, replayed whole: its signature is
@@ -920,7 +920,7 @@ TEST(answers_must_be_signed_for_this_request)
     CHECK_EQ_INT(hello_as(&fx, h, SIGN_OK, &status, &body, &err), 0);
     free(body);
     body = NULL;
-    CHECK_EQ_INT(hello_as(&fx, h, SIGN_REPLAY, &status, &body, &err), PRPC_EAUTH);
+    CHECK_EQ_INT(hello_as(&fx, h, SIGN_REPLAY, &status, &body, &err), PRPC_EUNSIGNED);
     CHECK(body == NULL);
     CHECK(strstr(err.message, "does not match this request") != NULL);
 
@@ -928,7 +928,7 @@ TEST(answers_must_be_signed_for_this_request)
     fx.st.sign = SIGN_NONE;
     CHECK_EQ_INT(prpc_httpc_request(h, "GET", "/conflict", NULL, 0, 2000, &status, &body, NULL,
                                     &err),
-                 PRPC_EAUTH);
+                 PRPC_EUNSIGNED);
     CHECK(body == NULL);
     CHECK(strstr(err.message, "HTTP 409 without X-P2PRPC-Signature") != NULL);
 
@@ -980,7 +980,7 @@ TEST(blob_answers_must_be_signed)
 
     fx.st.sign = SIGN_NONE;
     fx.st.sign_match = "?offset=";
-    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd2, sha2, 5000, &err), PRPC_EAUTH);
+    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd2, sha2, 5000, &err), PRPC_EUNSIGNED);
     CHECK(strstr(err.message, "not signed by a holder of the password") != NULL);
     CHECK(strstr(err.message, "PUT http://") != NULL);
     CHECK(strstr(err.message, sha2) != NULL);
@@ -988,7 +988,7 @@ TEST(blob_answers_must_be_signed)
 
     fx.st.sign = SIGN_BAD;
     fx.st.sign_match = "/commit";
-    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd3, sha3, 6000, &err), PRPC_EAUTH);
+    CHECK_EQ_INT(prpc_httpc_upload_blob(h, fd3, sha3, 6000, &err), PRPC_EUNSIGNED);
     CHECK(strstr(err.message, "/commit?size=6000: HTTP 200 whose X-P2PRPC-Signature does not "
                               "match") != NULL);
 
@@ -997,7 +997,7 @@ TEST(blob_answers_must_be_signed)
     missing[64] = '\0';
     fx.st.sign = SIGN_NONE;
     fx.st.sign_match = NULL;
-    CHECK_EQ_INT(prpc_httpc_download_blob(h, missing, mine, &err), PRPC_EAUTH);
+    CHECK_EQ_INT(prpc_httpc_download_blob(h, missing, mine, &err), PRPC_EUNSIGNED);
     CHECK(strstr(err.message, "HTTP 404 without X-P2PRPC-Signature") != NULL);
     fx.st.sign = SIGN_OK;
     CHECK_EQ_INT(prpc_httpc_download_blob(h, missing, mine, &err), PRPC_ENOTFOUND);
