@@ -54,7 +54,7 @@ $(VENV)/.tools: requirements-test.txt
 venv: $(VENV)/.tools
 
 # Installed as a user does it: build isolation on, requirements from pyproject.toml.
-$(VENV)/.installed: $(VENV)/.tools setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h p2prpc/*.py p2prpc/*.pyi p2prpc/templates/*)
+$(VENV)/.installed: $(VENV)/.tools setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h p2prpc/*.py p2prpc/_client/*.py p2prpc/*.pyi p2prpc/templates/*)
 	$(VPY) -m pip install -q .
 	touch $@
 

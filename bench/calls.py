@@ -271,7 +271,7 @@ def run_breakdown(app, noop, base, n, timeout):
     """Where one sequential call's time goes, from the client's side. Timers wrap
     this app's broker connection pool and result cache (instance attributes only,
     removed afterwards); the broker's own timestamps come from each call record."""
-    broker = app.find_broker()
+    broker = app.brokers.find_broker()
     spans = {}
 
     def classify_request(method, path, body=None, timeout_ms=30000):

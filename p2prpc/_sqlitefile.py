@@ -1,5 +1,5 @@
 """A client-side SQLite file that is only ever a cache: the content-hash index
-(_hashindex.py) and the result cache (_client.py ResultCache) keep their rows
+(_hashindex.py) and the result cache (_client/cache.py ResultCache) keep their rows
 in one each.
 
 What they share: WAL with synchronous=NORMAL (a row lost to a power cut only

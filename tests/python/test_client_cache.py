@@ -413,14 +413,14 @@ def test_network_get_sends_its_own_call_and_others_can_act_on_it(network):
     assert time.monotonic() - started < 10
     # A sequential run: every call's get() sends it, one request each.
     sent = []
-    orig = app.submit_many
-    app.submit_many = lambda broker, prepared, wait_ms=0: (
+    orig = app.sender.submit_many
+    app.sender.submit_many = lambda broker, prepared, wait_ms=0: (
         sent.append((len(prepared), wait_ms)) or orig(broker, prepared, wait_ms))
     try:
         for k in range(6):
             assert fns["p2prpc_sleeps"](seconds=0.001 * k).get(timeout=30) == {"x": 1}
     finally:
-        del app.submit_many
+        del app.sender.submit_many
     assert [n for n, _ in sent] == [1] * 6 and all(w > 0 for _, w in sent), sent
 
 
