@@ -150,8 +150,8 @@ class Sender:
         if code == "EVERSION":
             return FunctionVersionMismatch("%s: function versions differ, this client has "
                                            "version %s: %s" % (what, spec.version, message))
-        if code == "ENOTFOUND" and "not registered" in (message or ""):
-            served = self._served_functions(broker)
+        served = self._served_functions(broker) if code == "ENOTFOUND" else None
+        if served is not None and spec.name not in served:
             return NotFoundError("%s: the broker does not serve function %s (it serves: %s); "
                                  "start it with this function's file"
                                  % (what, spec.name, ", ".join(served or []) or "nothing"))

@@ -32,6 +32,8 @@ from ..errors import (
     P2PRPCError,
     ProtocolError,
     StorageError,
+    UnsignedAnswerError,
+    error_for_answer,
 )
 
 log = logging.getLogger("p2prpc.client")
@@ -75,17 +77,18 @@ def _error_fields(body):
 
 
 def raise_for_status(status, body, what):
-    """Raise the p2prpc error for a non-2xx answer: the engine code of the
-    broker's {"error": {"code", "message"}} through errors.ENGINE_ERRORS
-    (401: AuthenticationError), prefixed by `what`."""
+    """Raise the p2prpc error for a non-2xx answer, prefixed by `what`: the
+    class of the engine code in the broker's {"error": {"code", "message"}},
+    else of what its status means (errors.error_for_answer, from the engine's
+    one table, csrc/error_map.h)."""
     code, message = _error_fields(body)
-    if status == 401 or code == "EAUTH":
+    cls = error_for_answer(status, code)
+    if cls is AuthenticationError:
         raise AuthenticationError(
             "%s: the broker refused our credentials (%s); check the password given to "
-            "create_p2p_client_app" % (what, message or "HTTP 401"))
-    cls = ENGINE_ERRORS.get(code)
-    if cls is None:
-        raise ProtocolError("%s: the broker answered HTTP %d %s" % (what, status, message))
+            "create_p2p_client_app" % (what, message or "HTTP %d" % status))
+    if code not in ENGINE_ERRORS:
+        raise cls("%s: the broker answered HTTP %d %s" % (what, status, message))
     raise cls("%s: %s" % (what, message or code))
 
 
@@ -163,13 +166,13 @@ class _Broker:
             out = fn(conn)
             ok = True
             return out
+        except UnsignedAnswerError as e:
+            # ok stays False: whatever is on this connection is not trusted.
+            raise UnsignedAnswerError(
+                "the answer from %s does not come from a broker that knows this client's "
+                "password: a wrong broker address, a broker started with another password "
+                "(or none), or someone in between (%s)" % (self.address, e)) from None
         except AuthenticationError as e:
-            if "not signed by a holder of the password" in str(e):
-                # ok stays False: whatever is on this connection is not trusted.
-                raise AuthenticationError(
-                    "the answer from %s does not come from a broker that knows this client's "
-                    "password: a wrong broker address, a broker started with another password "
-                    "(or none), or someone in between (%s)" % (self.address, e)) from None
             ok = True  # the broker answered 401: the connection itself is fine
             raise AuthenticationError(
                 "broker %s refused our credentials (%s); check the password given to "
