@@ -2,7 +2,7 @@
  * store.h - the broker's durable truth: calls, leases, blob references and
  * expiry, behind one interface with two backends.
  *
- * A call is named by its content (64 lowercase hex, see DESIGN.md section 3),
+ * A call is named by its content (64 lowercase hex, see docs/IDENTITY.md),
  * so submitting the same id twice is the same call. Its life:
  *
  *     queued -> leased -> done | failed | terminated
