@@ -58,7 +58,14 @@ $(VENV)/.installed: $(VENV)/.tools setup.py pyproject.toml $(wildcard csrc/*.c c
 	$(VPY) -m pip install -q .
 	touch $@
 
+# Python run from the repository root (the README's commands) imports the source
+# folder p2prpc/, not .venv's copy, so the engine must be there too: install puts
+# the very file pip built beside the sources (p2prpc/_core*.so, gitignored). A
+# copy, not a second build (build_ext --inplace): one compile, and the two cannot
+# differ. pytest still tests the installed package (tests/python/test_import.py).
 install: $(VENV)/.installed
+	@rm -f p2prpc/_core*.so
+	@cp "$$($(VPY) -c 'import sysconfig; print(sysconfig.get_path("platlib"))')"/p2prpc/_core*.so p2prpc/
 
 build/c/%.o: csrc/%.c $(wildcard csrc/*.h)
 	@mkdir -p build/c
@@ -98,4 +105,4 @@ bench: install
 	-$(VPY) bench/files.py $(if $(QUICK),--quick)
 
 clean:
-	rm -rf build $(VENV) *.egg-info
+	rm -rf build $(VENV) *.egg-info p2prpc/_core*.so

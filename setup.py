@@ -2,10 +2,12 @@
 
 Switches (environment): P2PRPC_DEBUG=1 builds -O0 -g; P2PRPC_SANITIZE=1 adds
 ASan+UBSan (load libasan first with LD_PRELOAD to import it).
-CUDA is never linked: the GPU probe dlopen()s it at run time.
+CUDA is never linked: the GPU probe dlopen()s it at run time. The package's
+version is read from csrc/version.h, its one source.
 """
 import glob
 import os
+import re
 import shlex
 import subprocess
 
@@ -26,6 +28,15 @@ def pkg_config(*args):
             % (" ".join(args[2:]), e.stderr.strip())
         )
     return shlex.split(out.stdout)
+
+
+def read_version():
+    """The version, from its one source: csrc/version.h (see there why)."""
+    with open(os.path.join("csrc", "version.h"), encoding="utf-8") as f:
+        m = re.search(r'^#define PRPC_VERSION "([^"]+)"$', f.read(), re.M)
+    if m is None:
+        raise SystemExit("p2prpc: csrc/version.h has no line #define PRPC_VERSION \"X.Y.Z\"")
+    return m.group(1)
 
 
 def have(pkg):
@@ -72,4 +83,4 @@ core = Extension(
     extra_link_args=ldflags,
 )
 
-setup(ext_modules=[core])
+setup(version=read_version(), ext_modules=[core])

@@ -163,10 +163,12 @@ void prpc_nonce_cache_free(prpc_nonce_cache_t *c)
     free(c);
 }
 
+#ifdef PRPC_UNITTEST
 size_t prpc_nonce_cache_size(const prpc_nonce_cache_t *c)
 {
     return c->used;
 }
+#endif
 
 static size_t nonce_hash(const uint8_t nonce[16])
 {

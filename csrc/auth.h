@@ -60,8 +60,11 @@ void prpc_nonce_cache_free(prpc_nonce_cache_t *c); /* accepts NULL */
 int prpc_nonce_cache_add(prpc_nonce_cache_t *c, const char *nonce_hex, int64_t request_time_ms,
                          int64_t now_ms, prpc_error_t *err);
 
-/* Live entries (for tests and metrics). */
+#ifdef PRPC_UNITTEST
+/* Live entries. For tests/c and tests/fuzz only (built with -DPRPC_UNITTEST): the engine
+ * never calls it, so the extension does not carry it. */
 size_t prpc_nonce_cache_size(const prpc_nonce_cache_t *c);
+#endif
 
 /* Wall-clock unix time in milliseconds. */
 int64_t prpc_now_ms(void);

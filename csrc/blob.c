@@ -305,7 +305,8 @@ static int write_all(int fd, const void *data, size_t len, uint64_t offset)
 
 /* ---- the blob writer ------------------------------------------------- */
 
-uint8_t *prpc_blob_stage_new(void)
+/* A PRPC_BLOB_STAGE-byte buffer aligned for O_DIRECT, or NULL. free() it. */
+static uint8_t *stage_new(void)
 {
     void *p = NULL;
     if (posix_memalign(&p, PRPC_BLOB_DIRECT_ALIGN, PRPC_BLOB_STAGE) != 0)
@@ -320,7 +321,7 @@ void prpc_blob_writer_init(prpc_blob_writer_t *w, int fd, uint64_t offset, uint8
     w->off = offset;
     w->stage = stage;
     if (stage == NULL) {
-        w->stage = prpc_blob_stage_new();
+        w->stage = stage_new();
         w->own_stage = w->stage != NULL;
     }
     w->no_direct = w->stage == NULL;
@@ -455,7 +456,7 @@ static int write_through(prpc_blobdir_t *bd, int fd, const void *data, size_t le
     prpc_blob_writer_t w;
     int mine = pthread_mutex_trylock(&bd->stage_lock) == 0, rc;
     if (mine && bd->stage == NULL)
-        bd->stage = prpc_blob_stage_new();
+        bd->stage = stage_new();
     prpc_blob_writer_init(&w, fd, offset, mine ? bd->stage : NULL);
     if (atomic_load_explicit(&bd->no_direct, memory_order_relaxed))
         w.no_direct = 1;
@@ -710,6 +711,7 @@ int prpc_blobdir_partial_read(prpc_blobdir_t *bd, const char *sha, int *fd, uint
     return open_partial(bd, sha, O_RDONLY, fd, size, err);
 }
 
+#ifdef PRPC_UNITTEST
 int prpc_blobdir_import_fd(prpc_blobdir_t *bd, int fd, const char *sha, char sha_out[65],
                            uint64_t *size, prpc_error_t *err)
 {
@@ -770,6 +772,7 @@ out:
     }
     return rc;
 }
+#endif
 
 int prpc_blobdir_verify(prpc_blobdir_t *bd, const char *sha, prpc_error_t *err)
 {

@@ -60,11 +60,14 @@ int prpc_blobdir_write_chunk(prpc_blobdir_t *bd, const char *sha, uint64_t offse
  * already present returns 0. */
 int prpc_blobdir_commit(prpc_blobdir_t *bd, const char *sha, uint64_t size, prpc_error_t *err);
 
+#ifdef PRPC_UNITTEST
 /* Copy a local file into the directory, streaming in bounded chunks, verifying
  * it hashes to sha (when sha is not NULL) and writing the blob's name into
- * sha_out. Used for outputs a function produced and for downloads. */
+ * sha_out. For tests/c and tests/fuzz only (built with -DPRPC_UNITTEST): the engine
+ * never calls it, so the extension does not carry it. */
 int prpc_blobdir_import_fd(prpc_blobdir_t *bd, int fd, const char *sha, char sha_out[65],
                            uint64_t *size, prpc_error_t *err);
+#endif
 
 /* Open sha's partial file for a download to append to (resuming after
  * *offset bytes already there). The caller writes at *offset onwards, fsyncs,
@@ -126,9 +129,6 @@ int prpc_blob_writer_flush(prpc_blob_writer_t *w, prpc_error_t *err);
 /* Release the stage (staged bytes not flushed are dropped) and put fd back in
  * buffered mode. */
 void prpc_blob_writer_cleanup(prpc_blob_writer_t *w);
-
-/* A PRPC_BLOB_STAGE-byte buffer aligned for O_DIRECT, or NULL. free() it. */
-uint8_t *prpc_blob_stage_new(void);
 
 /* Open sha's partial file read-only: *fd and the bytes it holds now. For a
  * download that follows an upload still arriving; the fd stays valid when the

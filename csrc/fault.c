@@ -55,12 +55,14 @@ static void load_locked(void)
     atomic_store(&nrules, n);
 }
 
+#ifdef PRPC_UNITTEST
 void prpc_fault_reload(void)
 {
     pthread_mutex_lock(&lock);
     load_locked();
     pthread_mutex_unlock(&lock);
 }
+#endif
 
 static double draw(void)
 {

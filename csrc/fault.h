@@ -40,8 +40,11 @@
  * 0. *delay_ms (may be NULL) gets the fault's milliseconds parameter. */
 int prpc_fault(const char *name, int *delay_ms);
 
+#ifdef PRPC_UNITTEST
 /* Re-read P2PRPC_FAULTS and P2PRPC_FAULTS_SEED (tests change them between
- * cases); every thread's stream starts again from the seed, if one is set. */
+ * cases); every thread's stream starts again from the seed, if one is set.
+ * For tests/c only (-DPRPC_UNITTEST): the engine reads them once. */
 void prpc_fault_reload(void);
+#endif
 
 #endif

@@ -484,13 +484,6 @@ void prpc_httpd_send_error(h2o_req_t *req, int status, int code, const char *fmt
     prpc_httpd_send_json(req, status, body, (size_t)n);
 }
 
-void prpc_httpd_send_file(h2o_req_t *req, const char *path)
-{
-    if (h2o_file_send(req, 200, "OK", path, h2o_iovec_init(H2O_STRLIT("application/octet-stream")),
-                      H2O_FILE_FLAG_NO_ETAG) != 0)
-        prpc_httpd_send_error(req, 404, PRPC_ENOTFOUND, "no such blob");
-}
-
 const char *prpc_httpd_header(h2o_req_t *req, const char *name)
 {
     ssize_t i = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);

@@ -72,8 +72,6 @@ void prpc_httpd_free(prpc_httpd_t *h);
 void prpc_httpd_send_json(h2o_req_t *req, int status, const char *json, size_t len);
 void prpc_httpd_send_error(h2o_req_t *req, int status, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Serve a file with Range support; 404 JSON when it cannot be opened. */
-void prpc_httpd_send_file(h2o_req_t *req, const char *path);
 
 /* A request header's value, NUL-terminated in the request's pool, or NULL. */
 const char *prpc_httpd_header(h2o_req_t *req, const char *name);

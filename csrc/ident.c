@@ -219,6 +219,7 @@ int prpc_ident_add_int(prpc_ident_t *id, const char *name, int negative, const u
     return feed_arg(id, name, PRPC_IDENT_TAG_INT, head, sizeof(head), magnitude, len, err);
 }
 
+#ifdef PRPC_UNITTEST
 int prpc_ident_add_int64(prpc_ident_t *id, const char *name, int64_t value, prpc_error_t *err)
 {
     /* Negate in unsigned arithmetic: -INT64_MIN does not fit in int64_t. */
@@ -227,6 +228,7 @@ int prpc_ident_add_int64(prpc_ident_t *id, const char *name, int64_t value, prpc
     put_u64be(be, mag);
     return prpc_ident_add_int(id, name, value < 0, be, sizeof(be), err);
 }
+#endif
 
 int prpc_ident_add_float(prpc_ident_t *id, const char *name, double value, prpc_error_t *err)
 {

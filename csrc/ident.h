@@ -58,8 +58,11 @@ prpc_ident_t *prpc_ident_new(const char *function, const char *version_hex, uint
 int prpc_ident_add_int(prpc_ident_t *id, const char *name, int negative, const uint8_t *magnitude,
                        size_t len, prpc_error_t *err);
 
-/* Convenience for integers that fit in int64_t; encodes as prpc_ident_add_int. */
+#ifdef PRPC_UNITTEST
+/* An integer that fits in int64_t; encodes as prpc_ident_add_int. For tests/c
+ * only (-DPRPC_UNITTEST): the engine's integers arrive as magnitudes. */
 int prpc_ident_add_int64(prpc_ident_t *id, const char *name, int64_t value, prpc_error_t *err);
+#endif
 
 /* A binary64 float by its exact bit pattern: -0.0 and 0.0 differ, each NaN
  * payload is its own value. */

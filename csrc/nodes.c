@@ -109,7 +109,9 @@ prpc_nodes_t *prpc_nodes_new(const char *self, const char *const *peers, const u
     return n;
 }
 
-void prpc_nodes_seen(prpc_nodes_t *n, const char *addr, int answered, int64_t now_ms)
+/* Record that addr answered at now_ms; a node that did not answer keeps its
+ * last answer's time, so it ages out (PRPC_NODES_ALIVE_MS). */
+static void nodes_seen(prpc_nodes_t *n, const char *addr, int answered, int64_t now_ms)
 {
     node_t *x;
     pthread_mutex_lock(&n->lock);
@@ -119,7 +121,8 @@ void prpc_nodes_seen(prpc_nodes_t *n, const char *addr, int answered, int64_t no
     pthread_mutex_unlock(&n->lock);
 }
 
-void prpc_nodes_merge(prpc_nodes_t *n, const char *json, size_t len, int64_t now_ms)
+/* Merge the addresses of a /v1/nodes answer (JSON text). */
+static void nodes_merge(prpc_nodes_t *n, const char *json, size_t len, int64_t now_ms)
 {
     bson_t *doc = bson_new_from_json((const uint8_t *)json, (ssize_t)len, NULL);
     bson_iter_t it, arr;
@@ -205,9 +208,9 @@ static void *gossip_main(void *arg)
             int ok = h != NULL && prpc_httpc_request(h, "GET", path, NULL, 0, 2000, &status,
                                                      &body, &len, NULL) == 0 &&
                      status == 200;
-            prpc_nodes_seen(n, addrs[i], ok, prpc_now_ms());
+            nodes_seen(n, addrs[i], ok, prpc_now_ms());
             if (ok)
-                prpc_nodes_merge(n, body, len, prpc_now_ms());
+                nodes_merge(n, body, len, prpc_now_ms());
             free(body);
             prpc_httpc_free(h);
         }

@@ -41,11 +41,4 @@ void prpc_nodes_free(prpc_nodes_t *n);
 /* The /v1/nodes answer: {"nodes": [self, live others...]}; caller frees. */
 char *prpc_nodes_json(prpc_nodes_t *n, size_t *len, prpc_error_t *err);
 
-/* Merge the addresses of a /v1/nodes answer (JSON text) learned from `from`.
- * Exposed for tests; the gossip thread uses it. */
-void prpc_nodes_merge(prpc_nodes_t *n, const char *json, size_t len, int64_t now_ms);
-
-/* Mark addr as having answered (1) or not (0) at now_ms. */
-void prpc_nodes_seen(prpc_nodes_t *n, const char *addr, int answered, int64_t now_ms);
-
 #endif

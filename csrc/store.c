@@ -210,11 +210,6 @@ void prpc_store_close(prpc_store_t *s)
         s->ops->close(s);
 }
 
-const char *prpc_store_backend(const prpc_store_t *s)
-{
-    return s != NULL ? s->ops->name : "none";
-}
-
 /* The store_write fault (fault.h): a write that fails before it reaches the
  * backend, as a full or failing disk would make it. */
 static int injected_write_failure(const char *what, prpc_error_t *err)
@@ -223,30 +218,6 @@ static int injected_write_failure(const char *what, prpc_error_t *err)
         return 0;
     prpc_error_set(err, PRPC_EIO, "store: %s failed (injected fault)", what);
     return 1;
-}
-
-int prpc_store_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
-                           prpc_call_t *current, prpc_error_t *err)
-{
-    /* One call is a batch of one: the same checks, the same transaction. */
-    prpc_submit_item_t item;
-    int rc;
-    memset(&item, 0, sizeof(item));
-    item.call = c;
-    if (current != NULL)
-        memset(current, 0, sizeof(*current));
-    if (created != NULL)
-        *created = 0;
-    if (check_store(s, err) == 0 && c == NULL)
-        return prpc_error_set(err, PRPC_EINVAL, "call is NULL");
-    rc = prpc_store_call_submit_many(s, &item, 1, now_ms, err);
-    if (rc == 0 && created != NULL)
-        *created = item.created;
-    if (rc == 0 && current != NULL)
-        *current = item.current;
-    else
-        prpc_call_cleanup(&item.current);
-    return rc;
 }
 
 int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
@@ -486,17 +457,6 @@ int prpc_store_leases_expire(prpc_store_t *s, int64_t now_ms, int max_attempts, 
     return rc;
 }
 
-int prpc_store_next_lease_deadline(prpc_store_t *s, int64_t *deadline_ms, prpc_error_t *err)
-{
-    int rc = check_store(s, err);
-    if (rc == 0 && deadline_ms == NULL)
-        rc = prpc_error_set(err, PRPC_EINVAL, "deadline_ms is NULL");
-    if (rc < 0)
-        return rc;
-    *deadline_ms = 0;
-    return s->ops->next_lease_deadline(s, deadline_ms, err);
-}
-
 int prpc_store_blob_add(prpc_store_t *s, const char *sha256_hex, uint64_t size, int64_t now_ms,
                         prpc_error_t *err)
 {
@@ -657,6 +617,49 @@ int prpc_store_function_stats(prpc_store_t *s, const char *function,
     return s->ops->function_stats(s, function, counts, err);
 }
 
+#ifdef PRPC_UNITTEST
+/* For tests/c only (store.h says why). */
+
+const char *prpc_store_backend(const prpc_store_t *s)
+{
+    return s != NULL ? s->ops->name : "none";
+}
+
+int prpc_store_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
+                           prpc_call_t *current, prpc_error_t *err)
+{
+    /* One call is a batch of one: the same checks, the same transaction. */
+    prpc_submit_item_t item;
+    int rc;
+    memset(&item, 0, sizeof(item));
+    item.call = c;
+    if (current != NULL)
+        memset(current, 0, sizeof(*current));
+    if (created != NULL)
+        *created = 0;
+    if (check_store(s, err) == 0 && c == NULL)
+        return prpc_error_set(err, PRPC_EINVAL, "call is NULL");
+    rc = prpc_store_call_submit_many(s, &item, 1, now_ms, err);
+    if (rc == 0 && created != NULL)
+        *created = item.created;
+    if (rc == 0 && current != NULL)
+        *current = item.current;
+    else
+        prpc_call_cleanup(&item.current);
+    return rc;
+}
+
+int prpc_store_next_lease_deadline(prpc_store_t *s, int64_t *deadline_ms, prpc_error_t *err)
+{
+    int rc = check_store(s, err);
+    if (rc == 0 && deadline_ms == NULL)
+        rc = prpc_error_set(err, PRPC_EINVAL, "deadline_ms is NULL");
+    if (rc < 0)
+        return rc;
+    *deadline_ms = 0;
+    return s->ops->next_lease_deadline(s, deadline_ms, err);
+}
+
 int prpc_store_check_integrity(prpc_store_t *s, prpc_error_t *err)
 {
     int rc = check_store(s, err);
@@ -664,3 +667,4 @@ int prpc_store_check_integrity(prpc_store_t *s, prpc_error_t *err)
         return rc;
     return s->ops->check_integrity(s, err);
 }
+#endif

@@ -2,7 +2,7 @@
  * store.h - the broker's durable truth: calls, leases, blob references and
  * expiry, behind one interface with two backends.
  *
- * A call is named by its content (64 lowercase hex, see DESIGN.md section 3),
+ * A call is named by its content (64 lowercase hex, see docs/IDENTITY.md),
  * so submitting the same id twice is the same call. Its life:
  *
  *     queued -> leased -> done | failed | terminated
@@ -110,22 +110,9 @@ prpc_store_t *prpc_store_open(const char *uri, const prpc_store_options_t *opts,
 /* Close the handle. Accepts NULL. */
 void prpc_store_close(prpc_store_t *s);
 
-/* "sqlite" or "mongodb". Static string. */
-const char *prpc_store_backend(const prpc_store_t *s);
-
-/* Insert c (id, function, version, args_json; other fields are ignored) as a
- * queued call created at now_ms, unless a call with that id exists: then
- * nothing changes, whatever its state (a failed or terminated call is not
- * restarted; use prpc_store_call_restart). *created (may be NULL) is 1 when
- * inserted. current (may be NULL) receives the stored record either way.
- * Errors: EINVAL (bad field, named), ELIMIT (args_json too long), EEXIST (the
- * id is stored for another function or version), EIO/ENOSPC/ECORRUPT. */
-int prpc_store_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
-                           prpc_call_t *current, prpc_error_t *err);
-
 /* One call of a prpc_store_call_submit_many batch. */
 typedef struct prpc_submit_item {
-    const prpc_call_t *call;       /* as for prpc_store_call_submit */
+    const prpc_call_t *call;       /* id, function, version, args_json; other fields ignored */
     const char (*blobs)[PRPC_CALL_ID_HEX + 1]; /* blobs the call references (linked if created) */
     size_t nblobs;
     int created;                   /* out: 1 when inserted */
@@ -133,9 +120,15 @@ typedef struct prpc_submit_item {
 } prpc_submit_item_t;
 
 /* Submit n calls and link each new one to its blobs in ONE durable
- * transaction (one fsync for all: group commit). All or nothing: on error
- * nothing is stored and the message names the call that failed. Every
- * referenced blob must be known (prpc_store_blob_add): ENOTFOUND otherwise. */
+ * transaction (one fsync for all: group commit). Each call is inserted as
+ * queued, created at now_ms, unless a call with its id exists: then nothing
+ * changes, whatever its state (a failed or terminated call is not restarted;
+ * use prpc_store_call_restart). .current gets the stored record either way.
+ * All or nothing: on error nothing is stored and the message names the call
+ * that failed. Errors: EINVAL (bad field, named), ELIMIT (args_json too long),
+ * EEXIST (the id is stored for another function or version), ENOTFOUND (a
+ * referenced blob is not known: prpc_store_blob_add it first),
+ * EIO/ENOSPC/ECORRUPT. */
 int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size_t n,
                                 int64_t now_ms, prpc_error_t *err);
 
@@ -207,10 +200,6 @@ int prpc_store_call_delete(prpc_store_t *s, const char *id, prpc_error_t *err);
 int prpc_store_leases_expire(prpc_store_t *s, int64_t now_ms, int max_attempts, int *requeued,
                              int *failed, prpc_error_t *err);
 
-/* The earliest deadline among leased calls, for the broker's expiry timer.
- * ENOTFOUND when no call is leased. */
-int prpc_store_next_lease_deadline(prpc_store_t *s, int64_t *deadline_ms, prpc_error_t *err);
-
 /* Record blob sha256_hex (64 lowercase hex) of size bytes. Idempotent; EEXIST
  * if it is recorded with another size. */
 int prpc_store_blob_add(prpc_store_t *s, const char *sha256_hex, uint64_t size, int64_t now_ms,
@@ -280,9 +269,27 @@ int prpc_store_calls_expire(prpc_store_t *s, int64_t finished_before_ms, int *re
 int prpc_store_function_stats(prpc_store_t *s, const char *function,
                               int64_t counts[PRPC_CALL_NSTATES], prpc_error_t *err);
 
+#ifdef PRPC_UNITTEST
+/* For tests/c only (-DPRPC_UNITTEST): the engine never calls these, so the
+ * extension does not carry them. */
+
+/* "sqlite" or "mongodb". Static string. */
+const char *prpc_store_backend(const prpc_store_t *s);
+
+/* prpc_store_call_submit_many of the one call c. *created and current may be
+ * NULL. Errors as prpc_store_call_submit_many. */
+int prpc_store_call_submit(prpc_store_t *s, const prpc_call_t *c, int64_t now_ms, int *created,
+                           prpc_call_t *current, prpc_error_t *err);
+
+/* The earliest deadline among leased calls. ENOTFOUND when no call is leased.
+ * (The broker does not need it: its tick runs prpc_store_leases_expire every
+ * EXPIRE_EVERY_MS.) */
+int prpc_store_next_lease_deadline(prpc_store_t *s, int64_t *deadline_ms, prpc_error_t *err);
+
 /* Full consistency check of the stored data (SQLite: PRAGMA integrity_check).
  * ECORRUPT with the first problem found. */
 int prpc_store_check_integrity(prpc_store_t *s, prpc_error_t *err);
+#endif
 
 /*
  * Backend interface, for store.c and store_<backend>.c only. A backend's

@@ -1,6 +1,6 @@
 /*
  * store_mongo.c - the MongoDB store backend, for deployments where several
- * brokers share one replica set (DESIGN.md section 7).
+ * brokers share one replica set.
  *
  * Not implemented yet: this build answers every "mongodb://" uri with
  * ENOTSUP, naming the reason, so a broker configured for MongoDB fails at

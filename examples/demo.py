@@ -56,13 +56,11 @@ def main():
             procs.append(start(["worker", function_file, "--discovery", discovery,
                                 "--data-dir", os.path.join(RUN, "worker")], log))
         print("demo: worker started (it opens no port; it pulls work from the broker)")
-        env = dict(os.environ, P2PRPC_DEMO_DISCOVERY=discovery,
-                   P2PRPC_DEMO_CACHE=os.path.join(RUN, "clientdb"),
-                   PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        # clientapp.py reads discovery.txt and keeps clientdb/ in the folder it runs in.
         for attempt in ("first call (runs on the worker)", "same call again (client cache)"):
             t = time.time()
             print("demo: %s:" % attempt)
-            subprocess.run([sys.executable, os.path.join(HERE, "clientapp.py")], env=env,
+            subprocess.run([sys.executable, os.path.join(HERE, "clientapp.py")],
                            cwd=RUN, check=True, timeout=120)
             print("demo:   answered in %.3f s" % (time.time() - t))
     finally:

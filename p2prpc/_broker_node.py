@@ -30,11 +30,8 @@ def read_password(password_file=None, password=None):
 
 def gpu_available():
     """True when the GPU probe finds at least one device (never raises)."""
-    probe = getattr(_core, "gpu_probe", None)
-    if probe is None:
-        return False
     try:
-        return len(probe()) > 0
+        return len(_core.gpu_probe()) > 0
     except Exception:
         return False
 

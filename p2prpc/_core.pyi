@@ -3,6 +3,8 @@ bindings add their section below."""
 import os
 from typing import Dict, List, Literal, Optional, Tuple, Union
 
+__version__: str  # the version the engine was built as (csrc/version.h); p2prpc.__version__
+
 # hashing and identity
 # (csrc/py_hash.c; the encoding is specified in docs/IDENTITY.md)
 

@@ -19,12 +19,10 @@ from ._spec import FunctionSpec, read_function
 __all__ = ["call_identifier", "spec_of", "FileDigest", "PreparedCall", "file_digests",
            "prepare_call"]
 
-_TAGS = {"int": "i", "float": "f", "bool": "b", "str": "s", "file": "F"}
-
-# Tag for a file given by its precomputed SHA-256 (64 hex). Older engines only
-# take 'F' (fd or path); probed once, see _digest_tag_supported().
+# The engine's argument tags (docs/IDENTITY.md). A file goes as "H", its
+# SHA-256 (64 hex) computed here, so it is hashed once for the id and the upload.
+_TAGS = {"int": "i", "float": "f", "bool": "b", "str": "s"}
 _DIGEST_TAG = "H"
-_digest_tag = None
 
 
 class FileDigest(NamedTuple):
@@ -109,33 +107,16 @@ def file_digests(spec: FunctionSpec, bound: Dict[str, object],
 def prepare_call(spec: FunctionSpec, bound: Dict[str, object],
                  files: Optional[Dict[str, FileDigest]] = None,
                  index: IndexArg = None) -> PreparedCall:
-    """Hash the file arguments (unless `files` already holds their digests)
-    and compute the call id. `bound` is the output of spec.bind(); index as
+    """Hash the file arguments (unless `files` already holds the digest of
+    every one) and compute the call id. `bound` is the output of spec.bind(); index as
     for file_digests()."""
     if files is None:
-        files = file_digests(spec, bound, index) if _digest_tag_supported() else {}
+        files = file_digests(spec, bound, index)
     raw = []
     for a in spec.args:
         if a.kind == "file":
-            d = files.get(a.name)
-            if d is not None and _digest_tag_supported():
-                raw.append((a.name, _DIGEST_TAG, d.sha))
-            else:
-                raw.append((a.name, "F", bound[a.name].fileno()))
+            raw.append((a.name, _DIGEST_TAG, files[a.name].sha))
         else:
             raw.append((a.name, _TAGS[a.kind], bound[a.name]))
     call_id = _core.call_identifier_raw(spec.name, spec.version, raw)
-    if len(files) != sum(1 for a in spec.args if a.kind == "file"):
-        files = file_digests(spec, bound, index)
     return PreparedCall(call_id, spec, bound, files)
-
-
-def _digest_tag_supported() -> bool:
-    global _digest_tag
-    if _digest_tag is None:
-        try:
-            _core.call_identifier_raw("p2prpc_probe", "0" * 64, [("f", _DIGEST_TAG, "0" * 64)])
-            _digest_tag = True
-        except Exception:
-            _digest_tag = False
-    return _digest_tag

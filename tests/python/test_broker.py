@@ -206,7 +206,8 @@ def parked(broker, make_client, method, path, body=None):
 
 def test_health_functions_nodes(broker, client):
     r = client.get("/v1/health")
-    assert r.status == 200 and r.json() == {"ok": True, "node": "broker", "version": "0.1.0"}
+    assert r.status == 200 and r.json() == {"ok": True, "node": "broker",
+                                            "version": _core.__version__}
     assert r.headers["content-type"].startswith("application/json")
     r = client.get("/v1/functions")
     assert r.status == 200
