@@ -5,7 +5,6 @@
 #include "py_module.h"
 
 #include "broker.h"
-#include "version.h"
 
 typedef struct {
     PyObject_HEAD
@@ -214,9 +213,5 @@ static PyType_Spec broker_spec = {
 
 int pyprpc_broker_exec(PyObject *module)
 {
-    /* The version this engine was built as, the one its broker reports at
-     * /v1/health; p2prpc.__version__ is this string (version.h). */
-    if (PyModule_AddStringConstant(module, "__version__", PRPC_VERSION) < 0)
-        return -1;
     return pyprpc_add_type(module, &broker_spec, "Broker");
 }

@@ -6,6 +6,7 @@
 #include "py_module.h"
 
 #include "ident.h"
+#include "version.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -79,6 +80,10 @@ static int module_exec(PyObject *m)
         return -1;
     }
     Py_DECREF(errors);
+    /* The version this engine was built as, the one its broker reports at
+     * /v1/health; p2prpc.__version__ is this string (version.h). */
+    if (PyModule_AddStringConstant(m, "__version__", PRPC_VERSION) < 0)
+        return -1;
     /* libcurl's global init is not thread-safe; do it once, here, before any
      * engine thread exists. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -117,7 +122,7 @@ static PyModuleDef_Slot module_slots[] = {
     {0, NULL},
 };
 
-struct PyModuleDef pyprpc_module_def = {
+static struct PyModuleDef pyprpc_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "p2prpc._core",
     .m_doc = "The p2prpc engine: hashing, transport, store, broker and worker loops.",

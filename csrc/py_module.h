@@ -16,8 +16,6 @@ typedef struct pyprpc_state {
     PyObject *base_error;    /* p2prpc.errors.P2PRPCError */
 } pyprpc_state_t;
 
-extern struct PyModuleDef pyprpc_module_def;
-
 /* The module's state, from the module object or from an instance of one of
  * its heap types. */
 pyprpc_state_t *pyprpc_state(PyObject *module);

@@ -165,21 +165,39 @@ class OutOfMemoryError(P2PRPCError, MemoryError):
     """The engine could not allocate memory (engine code ENOMEM)."""
 
 
-# The engine's table (csrc/error_map.h) is read last: p2prpc._core, as it
-# loads, looks up each class it names in this module, so they must exist.
-from . import _core  # noqa: E402
+def _table():
+    """ENGINE_ERRORS and HTTP_STATUS, built once from the engine's table
+    (csrc/error_map.h through p2prpc._core.ERRORS). Read on first use, not at
+    import: p2prpc._core looks up the classes above in this module as it loads,
+    so this module must load without it."""
+    built = globals().get("_built")
+    if built is None:
+        from . import _core
 
-# Engine code name ("EINVAL") -> exception class, and -> the HTTP status a
-# broker answers with; both from csrc/error_map.h through _core.ERRORS.
-ENGINE_ERRORS = {row[0]: globals()[row[4]] for row in _core.ERRORS}
-HTTP_STATUS = {row[0]: row[2] for row in _core.ERRORS}
+        built = ({row[0]: globals()[row[4]] for row in _core.ERRORS},
+                 {row[0]: row[2] for row in _core.ERRORS})
+        globals()["_built"] = built
+    return built
+
+
+def __getattr__(name):
+    # ENGINE_ERRORS: engine code name ("EINVAL") -> exception class;
+    # HTTP_STATUS: engine code name -> the HTTP status a broker answers with.
+    if name == "ENGINE_ERRORS":
+        return _table()[0]
+    if name == "HTTP_STATUS":
+        return _table()[1]
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 def error_for_answer(status, code):
     """The exception class for a failed answer: by the engine code it carries
     (`code`, e.g. "ENOTFOUND"), else by what its HTTP status means
     (csrc/error_map.h's primary code of that status). Never by message text."""
-    cls = ENGINE_ERRORS.get(code)
+    from . import _core
+
+    engine_errors = _table()[0]
+    cls = engine_errors.get(code)
     if cls is None:
-        cls = ENGINE_ERRORS[_core.code_for_http_status(status)]
+        cls = engine_errors[_core.code_for_http_status(status)]
     return cls
