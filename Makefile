@@ -114,7 +114,7 @@ clean:
 # WHEEL=path tests that file instead of building one (e.g. build/wheel/plain/*.whl, which fails).
 WHEEL_TOOLS := build/wheel-tools
 WHEEL_PLAT  ?= auto
-WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/p2prpc
+WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/p2prpc-build
 
 .PHONY: wheel test-wheel test-long
 

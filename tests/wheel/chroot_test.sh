@@ -20,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 [ $# -ge 1 ] && [ -f "$1" ] || { echo "usage: $0 WHEEL [CACHE_DIR]" >&2; exit 2; }
 wheel=$(realpath "$1")
-cache=${2:-${XDG_CACHE_HOME:-$HOME/.cache}/p2prpc}
+cache=${2:-${XDG_CACHE_HOME:-$HOME/.cache}/p2prpc-build}
 auditwheel=${AUDITWHEEL:-$repo/build/wheel-tools/bin/auditwheel}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 tarball=$cache/bookworm-minbase-python3.tar.gz

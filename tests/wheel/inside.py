@@ -5,6 +5,7 @@ Checks, each reported, exit status 1 if any failed:
 - `ldd` of the installed p2prpc._core: every library resolves, and each one is in the wheel's
   p2prpc.libs/ or is glibc's (libc, libm, libpthread, libdl, librt, libresolv, ld-linux) or libz,
   which the python3 binary itself links (and the manylinux policies assume present);
+- p2prpc._core hashes like hashlib with the system OpenSSL loaded too, and the p2prpc command runs;
 - the seed's example, examples/demo.py (a broker, a worker, clientapp.py twice), gives
   res_var 1600 both times.
 """
@@ -61,6 +62,23 @@ if cores:
         elif name not in ALLOWED_OUTSIDE:
             check(False, "%s comes from the wheel or glibc, not %s" % (name, target))
     check(n_bundled > 0, "%d libraries resolved from p2prpc.libs/" % n_bundled)
+
+print("inside: the bundled OpenSSL beside the system's (Python's ssl module loads that one first)",
+      flush=True)
+probe = subprocess.run([sys.executable, "-c", """if True:
+    import hashlib, ssl, sys
+    from p2prpc import _core
+    with open(sys.executable, "rb") as f:
+        want = hashlib.sha256(f.read()).hexdigest()
+    got = _core.sha256_file(sys.executable)
+    print("sha256", got, ssl.OPENSSL_VERSION)
+    sys.exit(0 if got == want else 1)
+"""], capture_output=True, text=True)
+print(probe.stdout + probe.stderr, end="")
+check(probe.returncode == 0, "p2prpc._core.sha256_file agrees with hashlib after `import ssl`")
+cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "p2prpc"), "--help"],
+                     capture_output=True, text=True)
+check(cli.returncode == 0 and "broker" in cli.stdout, "the p2prpc command runs (--help)")
 
 print("inside: the seed's example (examples/demo.py)", flush=True)
 try:
