@@ -106,3 +106,45 @@ bench: install
 
 clean:
 	rm -rf build $(VENV) *.egg-info p2prpc/_core*.so
+
+# ---- A wheel that installs without a compiler (docs/PLATFORMS.md) ----------------------------
+# `make wheel`: dist/p2prpc-<version>-cp3XX-cp3XX-manylinux_2_NN_x86_64.whl and the sdist it was
+# built from. `pip install` of the wheel needs Python and nothing else: no compiler, no -dev
+# packages, no root. python -m build makes the sdist and the plain linux_x86_64 wheel from it
+# (a clean tree: never build/'s objects, never a debug or sanitizer build); auditwheel copies
+# every library the extension needs except glibc's and libz (which CPython itself links) into
+# p2prpc.libs/ and tags the wheel with the most portable policy this build allows
+# (WHEEL_PLAT=auto; on Debian 12 that is manylinux_2_34); scripts/wheel_licenses.py adds those
+# libraries' copyright files. Tools pinned in requirements-wheel.txt, in build/wheel-tools.
+# `make test-wheel` (slow: a Debian chroot, see tests/wheel/chroot_test.sh): installs the wheel
+# in a clean Debian 12 that has python3 and nothing else, checks ldd and runs the example there.
+# WHEEL=path tests that file instead of building one (e.g. build/wheel/plain/*.whl, which fails).
+WHEEL_TOOLS := build/wheel-tools
+WHEEL_PLAT  ?= auto
+WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/p2prpc-build
+
+.PHONY: wheel test-wheel test-long
+
+$(WHEEL_TOOLS)/.tools: requirements-wheel.txt
+	[ -x $(WHEEL_TOOLS)/bin/python ] || $(PYTHON) -m venv $(WHEEL_TOOLS)
+	$(WHEEL_TOOLS)/bin/python -m pip install -q -r requirements-wheel.txt
+	touch $@
+
+wheel: deps $(WHEEL_TOOLS)/.tools
+	rm -rf build/wheel
+	env -u P2PRPC_DEBUG -u P2PRPC_SANITIZE -u P2PRPC_TEST_BUILD \
+	  $(WHEEL_TOOLS)/bin/python -m build -o build/wheel/plain .
+	PATH="$(CURDIR)/$(WHEEL_TOOLS)/bin:$$PATH" $(WHEEL_TOOLS)/bin/auditwheel repair \
+	  --plat $(WHEEL_PLAT) -w build/wheel/repaired build/wheel/plain/*.whl
+	$(WHEEL_TOOLS)/bin/python scripts/wheel_licenses.py build/wheel/repaired/*.whl dist
+	cp build/wheel/plain/*.tar.gz dist/
+	cd build/wheel/repaired && ls *.whl | sed 's|^|dist/|' > ../latest
+	$(WHEEL_TOOLS)/bin/auditwheel show $$(cat build/wheel/latest)
+	@echo "make wheel: $$(cat build/wheel/latest) ($$(du -h $$(cat build/wheel/latest) | cut -f1))"
+
+test-wheel: $(if $(WHEEL),$(WHEEL_TOOLS)/.tools,wheel)
+	@command -v debootstrap >/dev/null || (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq debootstrap >/dev/null)
+	$(SUDO) tests/wheel/chroot_test.sh $(or $(WHEEL),$$(cat build/wheel/latest)) $(WHEEL_CACHE)
+
+# The long tests include the wheel's (a prerequisite only: the target's recipe, if any, is elsewhere).
+test-long: test-wheel
