@@ -26,6 +26,51 @@
 #define RETENTION_EVERY_MS 10000    /* finished calls and unused blobs, this often */
 #define RETENTION_DEFAULT_MS (7LL * 24 * 3600 * 1000)
 
+/* ---- the route table ---------------------------------------------------- */
+
+/* A route's handler: arg is the path's {parameter}, NULL when it has none. */
+typedef void (*handler_fn)(prpc_broker_t *b, h2o_req_t *req, const char *arg);
+
+static void on_health(prpc_broker_t *b, h2o_req_t *req, const char *unused);
+static void on_functions(prpc_broker_t *b, h2o_req_t *req, const char *unused);
+static void on_metrics(prpc_broker_t *b, h2o_req_t *req, const char *unused);
+static void on_nodes(prpc_broker_t *b, h2o_req_t *req, const char *unused);
+
+typedef struct route {
+    const char *method;
+    const char *pattern;
+    handler_fn handler;
+    int open; /* answered before authentication, and not counted */
+} route_t;
+
+/* Every route of docs/API.md, and what answers it: a prpc__on_* handler is
+ * declared in the broker_<layer>.h of the file that defines it, the others
+ * are below. params[] says what a {parameter} matches. No two patterns
+ * match the same request, so their order does not matter. */
+static const route_t routes[] = {
+    {"GET", "/v1/health", on_health, 1},
+    {"POST", "/v1/calls", prpc__on_submit, 0},
+    {"POST", "/v1/calls/batch", prpc__on_submit_batch, 0},
+    {"POST", "/v1/calls/wait", prpc__on_wait, 0},
+    {"GET", "/v1/calls/{call}", prpc__on_get_call, 0},
+    {"DELETE", "/v1/calls/{call}", prpc__on_delete, 0},
+    {"POST", "/v1/calls/{call}/terminate", prpc__on_terminate, 0},
+    {"POST", "/v1/calls/{call}/restart", prpc__on_restart, 0},
+    {"POST", "/v1/leases", prpc__on_lease, 0},
+    {"POST", "/v1/leases/{lease}/heartbeat", prpc__on_heartbeat, 0},
+    {"POST", "/v1/leases/{lease}/result", prpc__on_result, 0},
+    {"POST", "/v1/leases/{lease}/outputs", prpc__on_outputs, 0},
+    {"POST", "/v1/leases/{lease}/checkpoints", prpc__on_checkpoint, 0},
+    {"HEAD", "/v1/blobs/{blob}", prpc__on_blob_head, 0},
+    {"GET", "/v1/blobs/{blob}", prpc__on_blob_get, 0},
+    {"PUT", "/v1/blobs/{blob}", prpc__on_blob_put, 0},
+    {"POST", "/v1/blobs/{blob}/commit", prpc__on_blob_commit, 0},
+    {"GET", "/v1/functions", on_functions, 0},
+    {"GET", "/v1/functions/{name}/stats", prpc__on_stats, 0},
+    {"GET", "/v1/metrics", on_metrics, 0},
+    {"GET", "/v1/nodes", on_nodes, 0},
+};
+
 /* ---- the broker's own routes ------------------------------------------- */
 
 static void on_health(prpc_broker_t *b, h2o_req_t *req, const char *unused)
@@ -89,7 +134,7 @@ static void on_nodes(prpc_broker_t *b, h2o_req_t *req, const char *unused)
     }
 }
 
-/* ---- the route table ---------------------------------------------------- */
+/* ---- routing ------------------------------------------------------------ */
 
 static int valid_call(const char *id)
 {
@@ -123,41 +168,6 @@ static const param_t params[] = {
     {"{blob}", PRPC_CALL_ID_HEX, prpc_blob_valid_sha, "a blob is named by 64 lowercase hex digits",
      NULL, 1, 405, PRPC_EINVAL, "method not allowed on a blob"},
     {"{name}", 0, NULL, NULL, NULL, 0, 0, 0, NULL},
-};
-
-/* A route's handler: arg is the path's {parameter}, NULL when it has none. */
-typedef void (*handler_fn)(prpc_broker_t *b, h2o_req_t *req, const char *arg);
-
-typedef struct route {
-    const char *method;
-    const char *pattern;
-    handler_fn handler;
-    int open; /* answered before authentication, and not counted */
-} route_t;
-
-/* Every route of docs/API.md, and what answers it. */
-static const route_t routes[] = {
-    {"GET", "/v1/health", on_health, 1},
-    {"POST", "/v1/calls", prpc__on_submit, 0},
-    {"POST", "/v1/calls/batch", prpc__on_submit_batch, 0},
-    {"POST", "/v1/calls/wait", prpc__on_wait, 0},
-    {"GET", "/v1/calls/{call}", prpc__on_get_call, 0},
-    {"DELETE", "/v1/calls/{call}", prpc__on_delete, 0},
-    {"POST", "/v1/calls/{call}/terminate", prpc__on_terminate, 0},
-    {"POST", "/v1/calls/{call}/restart", prpc__on_restart, 0},
-    {"POST", "/v1/leases", prpc__on_lease, 0},
-    {"POST", "/v1/leases/{lease}/heartbeat", prpc__on_heartbeat, 0},
-    {"POST", "/v1/leases/{lease}/result", prpc__on_result, 0},
-    {"POST", "/v1/leases/{lease}/outputs", prpc__on_outputs, 0},
-    {"POST", "/v1/leases/{lease}/checkpoints", prpc__on_checkpoint, 0},
-    {"HEAD", "/v1/blobs/{blob}", prpc__on_blob_head, 0},
-    {"GET", "/v1/blobs/{blob}", prpc__on_blob_get, 0},
-    {"PUT", "/v1/blobs/{blob}", prpc__on_blob_put, 0},
-    {"POST", "/v1/blobs/{blob}/commit", prpc__on_blob_commit, 0},
-    {"GET", "/v1/functions", on_functions, 0},
-    {"GET", "/v1/functions/{name}/stats", prpc__on_stats, 0},
-    {"GET", "/v1/metrics", on_metrics, 0},
-    {"GET", "/v1/nodes", on_nodes, 0},
 };
 
 static int is_method(h2o_req_t *req, const char *method)

@@ -158,7 +158,7 @@ static int blob_defer(prpc_broker_t *b, blob_job_t *j)
     j->defer_until_ms = blob_clock_ms() + BROKER_DEFER_MS;
     h2o_linklist_insert(&b->blob_deferred, &j->link);
     b->ndeferred++;
-    pthread_cond_broadcast(&b->blob_cv); /* the queue changed: on_stop may be waiting */
+    pthread_cond_broadcast(&b->blob_cv); /* the queue changed: prpc__blobs_drain may be waiting */
     return 1;
 }
 
