@@ -8,9 +8,6 @@
 
 #include "common.h"
 
-#define PRPC_BROKER_WAIT_MAX_MS 60000 /* longest long-poll */
-#define PRPC_BROKER_BATCH_MAX 1000    /* calls in one batch submit or wait */
-
 typedef struct prpc_broker prpc_broker_t;
 
 typedef struct prpc_broker_config {
