@@ -16,6 +16,7 @@
 #include "broker_serve.h"
 #include "broker_waiters.h"
 #include "hash.h"
+#include "version.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,7 +76,8 @@ static const route_t routes[] = {
 
 static void on_health(prpc_broker_t *b, h2o_req_t *req, const char *unused)
 {
-    static const char ok[] = "{\"ok\": true, \"node\": \"broker\", \"version\": \"0.1.0\"}";
+    static const char ok[] =
+        "{\"ok\": true, \"node\": \"broker\", \"version\": \"" PRPC_VERSION "\"}";
     PRPC_UNUSED(b);
     PRPC_UNUSED(unused);
     prpc_httpd_send_json(req, 200, ok, sizeof(ok) - 1);

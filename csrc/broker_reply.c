@@ -8,32 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int status_of(int code)
-{
-    switch (code) {
-    case PRPC_EINVAL:
-    case PRPC_ECORRUPT:
-        return 400;
-    case PRPC_EAUTH:
-        return 401;
-    case PRPC_ENOTFOUND:
-        return 404;
-    case PRPC_ESTATE:
-    case PRPC_EVERSION:
-    case PRPC_EEXIST:
-        return 409;
-    case PRPC_ELIMIT:
-        return 413; /* a body or batch too big (lease limits answer 429) */
-    case PRPC_ENOSPC:
-        return 507;
-    default:
-        return 500;
-    }
-}
-
 void prpc__send_err(h2o_req_t *req, const prpc_error_t *err)
 {
-    prpc_httpd_send_error(req, status_of(err->code), err->code, "%s", err->message);
+    /* The status comes from error_map.h; lease limits answer 429 themselves. */
+    prpc_httpd_send_error(req, prpc_error_http_status(err->code), err->code, "%s",
+                          err->message);
 }
 
 void prpc__send_buf(h2o_req_t *req, int status, prpc_buf_t *b)
