@@ -3,6 +3,11 @@ bindings add their section below."""
 import os
 from typing import Dict, List, Literal, Optional, Tuple, Union
 
+# build
+# (csrc/py_module.c) True in a test build (P2PRPC_TEST_BUILD=1): P2PRPC_FAULTS is honoured
+# (csrc/fault.h). A release build refuses to import while P2PRPC_FAULTS is set.
+fault_injection: bool
+
 # hashing and identity
 # (csrc/py_hash.c; the encoding is specified in docs/IDENTITY.md)
 
