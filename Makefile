@@ -114,7 +114,7 @@ bench: install-release
 	@dpkg-query -W -f='$${Status}' redis-server 2>/dev/null | grep -q "install ok installed" || \
 	  (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null)
 	$(VPY) -m pip install -q -r bench/requirements.txt
-	-$(VPY) bench/hash.py
+	-$(VPY) bench/hash.py $(if $(QUICK),--quick)
 	-$(VPY) bench/calls.py $(if $(QUICK),--quick)
 	-$(VPY) bench/files.py $(if $(QUICK),--quick)
 
