@@ -2,7 +2,8 @@
 #   make demo   run the seed's example end to end on this machine
 #   make test   C unit tests (ASan+UBSan) then pytest
 # Each installs what it needs: Debian packages (only when missing), a .venv with
-# the project installed the way users install it (pip install .), test tools.
+# the project installed the way users install it (pip install .; the test build,
+# with fault injection, for `make test`), test tools.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -18,7 +19,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) $(MONGO))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) $(MONGO)) -lssl -lpthread -ldl
 
 SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-CFLAGS := -std=c11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -DPRPC_UNITTEST $(if $(MONGO),-DPRPC_HAVE_MONGOC) \
+CFLAGS := -std=c11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -DPRPC_UNITTEST -DPRPC_FAULT_INJECTION $(if $(MONGO),-DPRPC_HAVE_MONGOC) \
           -Wall -Wextra -Werror -g -O1 $(SAN) -Icsrc
 
 ENGINE_SRC := $(filter-out csrc/py_%.c,$(wildcard csrc/*.c))
@@ -31,7 +32,7 @@ export LSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressio
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
 .SECONDARY:
-.PHONY: all deps venv install ctest pytest test demo bench fuzz fuzz-smoke clean
+.PHONY: all deps venv install install-test ctest pytest test demo bench fuzz fuzz-smoke clean
 
 all: install
 
@@ -54,18 +55,34 @@ $(VENV)/.tools: requirements-test.txt
 venv: $(VENV)/.tools
 
 # Installed as a user does it: build isolation on, requirements from pyproject.toml.
-$(VENV)/.installed: $(VENV)/.tools setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h p2prpc/*.py p2prpc/_client/*.py p2prpc/*.pyi p2prpc/templates/*)
+# Two builds take turns in .venv (installing one replaces the other): `install` puts in the
+# release build, exactly what users' `pip install .` makes, which the README's commands, demo
+# and bench use; `install-test` the test build (P2PRPC_TEST_BUILD=1: fault injection compiled
+# in, csrc/fault.h), which pytest, the chaos suite and tests run by hand need.
+#
+# Python run from the repository root (the README's commands) imports the source folder
+# p2prpc/, not .venv's copy, so the engine must be there too: each install puts the very file
+# pip built beside the sources (p2prpc/_core*.so, gitignored). A copy, not a second build
+# (build_ext --inplace): one compile, and the two cannot differ (tests/python/test_import.py).
+PKG_FILES := setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h p2prpc/*.py p2prpc/_client/*.py p2prpc/*.pyi p2prpc/templates/*)
+INPLACE = @rm -f p2prpc/_core*.so && \
+	cp "$$($(VPY) -c 'import sysconfig; print(sysconfig.get_path("platlib"))')"/p2prpc/_core*.so p2prpc/
+
+$(VENV)/.installed: $(VENV)/.tools $(PKG_FILES)
+	rm -f $(VENV)/.installed-test
 	$(VPY) -m pip install -q .
 	touch $@
 
-# Python run from the repository root (the README's commands) imports the source
-# folder p2prpc/, not .venv's copy, so the engine must be there too: install puts
-# the very file pip built beside the sources (p2prpc/_core*.so, gitignored). A
-# copy, not a second build (build_ext --inplace): one compile, and the two cannot
-# differ. pytest still tests the installed package (tests/python/test_import.py).
+$(VENV)/.installed-test: $(VENV)/.tools $(PKG_FILES)
+	rm -f $(VENV)/.installed
+	P2PRPC_TEST_BUILD=1 $(VPY) -m pip install -q .
+	touch $@
+
 install: $(VENV)/.installed
-	@rm -f p2prpc/_core*.so
-	@cp "$$($(VPY) -c 'import sysconfig; print(sysconfig.get_path("platlib"))')"/p2prpc/_core*.so p2prpc/
+	$(INPLACE)
+
+install-test: $(VENV)/.installed-test
+	$(INPLACE)
 
 build/c/%.o: csrc/%.c $(wildcard csrc/*.h)
 	@mkdir -p build/c
@@ -76,10 +93,18 @@ build/c/test_%: tests/c/test_%.c $(wildcard tests/c/*.h) $(ENGINE_OBJ)
 	@echo "  CCLD    $@"
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/c $< $(ENGINE_OBJ) -o $@ $(PKG_LIBS)
 
+# Each test binary may run CTEST_TIMEOUT seconds; skips (tests/c/test.h) are totalled at the end.
+CTEST_TIMEOUT ?= 300
 ctest: deps $(CTEST_BIN)
-	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
+	@set -e; log=build/c/skipped.log; : > $$log; \
+	for t in $(CTEST_BIN); do echo "== $$t"; \
+	  PRPC_TEST_SKIP_LOG=$(CURDIR)/$$log timeout -k 10 $(CTEST_TIMEOUT) $$t || { rc=$$?; \
+	    [ $$rc -ne 124 ] && [ $$rc -ne 137 ] || echo "$$t: stopped after $(CTEST_TIMEOUT) s (CTEST_TIMEOUT)"; \
+	    exit $$rc; }; \
+	done; \
+	echo "== C tests: $$(wc -l < $$log) skipped"; sed 's/^/  skip /' $$log
 
-pytest: install
+pytest: install-test
 	$(VENV)/bin/pytest -q -rs tests/python
 
 test: ctest fuzz-smoke pytest
@@ -100,7 +125,7 @@ bench: install
 	@dpkg-query -W -f='$${Status}' redis-server 2>/dev/null | grep -q "install ok installed" || \
 	  (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null)
 	$(VPY) -m pip install -q -r bench/requirements.txt
-	-$(VPY) bench/hash.py
+	-$(VPY) bench/hash.py $(if $(QUICK),--quick)
 	-$(VPY) bench/calls.py $(if $(QUICK),--quick)
 	-$(VPY) bench/files.py $(if $(QUICK),--quick)
 

@@ -1,7 +1,12 @@
 """Builds the engine extension p2prpc._core from csrc/*.c via pkg-config.
 
 Switches (environment): P2PRPC_DEBUG=1 builds -O0 -g; P2PRPC_SANITIZE=1 adds
-ASan+UBSan (load libasan first with LD_PRELOAD to import it).
+ASan+UBSan (load libasan first with LD_PRELOAD to import it); P2PRPC_TEST_BUILD=1
+compiles in fault injection (csrc/fault.h: P2PRPC_FAULTS, for the test suites).
+Without it (a plain `pip install .`) the release build has none, and refuses to
+import while P2PRPC_FAULTS is set. Each combination of switches builds in its
+own build/py-<variant> folder: setuptools skips an extension whose .so is newer
+than its sources, so a shared folder would hand one variant's .so to another.
 CUDA is never linked: the GPU probe dlopen()s it at run time. The package's
 version is read from csrc/version.h, its one source.
 """
@@ -63,13 +68,21 @@ libraries += ["ssl", "pthread", "dl"]
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
 ldflags = []
+variant = []
+if os.environ.get("P2PRPC_TEST_BUILD") == "1":
+    macros.append(("PRPC_FAULT_INJECTION", "1"))
+    variant.append("test")
 if os.environ.get("P2PRPC_DEBUG") == "1":
     cflags += ["-O0", "-g"]
+    variant.append("debug")
 else:
     cflags += ["-O2"]
 if os.environ.get("P2PRPC_SANITIZE") == "1":
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     ldflags += ["-fsanitize=address,undefined"]
+    variant.append("sanitize")
+if "PRPC_HAVE_MONGOC" not in dict(macros):
+    variant.append("nomongo")
 
 core = Extension(
     "p2prpc._core",
@@ -83,4 +96,5 @@ core = Extension(
     extra_link_args=ldflags,
 )
 
-setup(version=read_version(), ext_modules=[core])
+setup(version=read_version(), ext_modules=[core],
+      options={"build": {"build_base": os.path.join("build", "py-" + ("-".join(variant) or "release"))}})

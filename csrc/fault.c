@@ -6,6 +6,8 @@
  */
 #include "fault.h"
 
+#ifdef PRPC_FAULT_INJECTION /* test builds only (fault.h) */
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -101,3 +103,5 @@ int prpc_fault(const char *name, int *delay_ms)
     }
     return 0;
 }
+
+#endif /* PRPC_FAULT_INJECTION */

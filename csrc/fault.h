@@ -2,6 +2,13 @@
  * fault.h - the fault-injection hook used by the reliability tests: off
  * unless the environment variable P2PRPC_FAULTS names faults.
  *
+ * Compiled in only by test builds (PRPC_FAULT_INJECTION: the Makefile's C test
+ * flags, and setup.py with P2PRPC_TEST_BUILD=1). In a release build
+ * prpc_fault is a constant 0 that the compiler removes with its call sites,
+ * fault.c compiles to nothing, and the extension refuses to import while
+ * P2PRPC_FAULTS is set (py_module.c), so no inherited variable is ignored
+ * silently.
+ *
  * P2PRPC_FAULTS is a comma-separated list of name=probability[:milliseconds],
  * e.g. "drop_reply=0.25,delay_request=0.1:200,store_write=0.05". Names in use:
  *   drop_reply       httpc: the broker acted, but its answer is thrown away and
@@ -36,6 +43,8 @@
 #define PRPC_FAULTS_ENV "P2PRPC_FAULTS"
 #define PRPC_FAULTS_SEED_ENV "P2PRPC_FAULTS_SEED"
 
+#ifdef PRPC_FAULT_INJECTION
+
 /* 1 when the named fault fires this time (drawn with its probability), else
  * 0. *delay_ms (may be NULL) gets the fault's milliseconds parameter. */
 int prpc_fault(const char *name, int *delay_ms);
@@ -45,6 +54,19 @@ int prpc_fault(const char *name, int *delay_ms);
  * cases); every thread's stream starts again from the seed, if one is set.
  * For tests/c only (-DPRPC_UNITTEST): the engine reads them once. */
 void prpc_fault_reload(void);
+#endif
+
+#else /* a release build: no fault ever fires */
+
+static inline int prpc_fault(const char *name, int *delay_ms)
+{
+    PRPC_UNUSED(name);
+    PRPC_UNUSED(delay_ms);
+    return 0;
+}
+
+static inline void prpc_fault_reload(void) {}
+
 #endif
 
 #endif

@@ -5,11 +5,32 @@
  */
 #include "py_module.h"
 
+#include "fault.h"
 #include "ident.h"
 #include "version.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+/* A release build has no fault injection (fault.h): asked for faults, it
+ * refuses to load rather than run without them as if they were on. Returns 0,
+ * or -1 with ImportError naming the variable. */
+static int refuse_faults_without_injection(void)
+{
+#ifndef PRPC_FAULT_INJECTION
+    const char *faults = getenv(PRPC_FAULTS_ENV);
+    if (faults != NULL && faults[0] != '\0') {
+        PyErr_Format(PyExc_ImportError,
+                     "p2prpc._core: %s is set (%.200s) but this is a release build, without "
+                     "fault injection: unset %s, or install the test build "
+                     "(P2PRPC_TEST_BUILD=1 pip install .)",
+                     PRPC_FAULTS_ENV, faults, PRPC_FAULTS_ENV);
+        return -1;
+    }
+#endif
+    return 0;
+}
 
 /* _core.ERRORS, the rows of error_map.h as (name, code, http_status, primary,
  * class name, default message), and the code -> class dict pyprpc_raise uses,
@@ -71,7 +92,18 @@ static PyMethodDef module_methods[] = {
 static int module_exec(PyObject *m)
 {
     pyprpc_state_t *st = PyModule_GetState(m);
-    PyObject *errors = PyImport_ImportModule("p2prpc.errors");
+    PyObject *errors;
+#ifdef PRPC_FAULT_INJECTION
+    const int fault_injection = 1;
+#else
+    const int fault_injection = 0;
+#endif
+    if (refuse_faults_without_injection() < 0)
+        return -1;
+    /* True in test builds: P2PRPC_FAULTS is honoured (csrc/fault.h). */
+    if (PyModule_AddObjectRef(m, "fault_injection", fault_injection ? Py_True : Py_False) < 0)
+        return -1;
+    errors = PyImport_ImportModule("p2prpc.errors");
     if (errors == NULL)
         return -1;
     st->base_error = PyObject_GetAttrString(errors, "P2PRPCError");

@@ -4,6 +4,16 @@ import os
 from typing import Dict, List, Literal, Optional, Tuple, Union
 
 __version__: str  # the version the engine was built as (csrc/version.h); p2prpc.__version__
+# (csrc/py_module.c) True in a test build (P2PRPC_TEST_BUILD=1): P2PRPC_FAULTS is honoured
+# (csrc/fault.h). A release build refuses to import while P2PRPC_FAULTS is set.
+fault_injection: bool
+
+# errors (csrc/error_map.h, the one table; csrc/py_module.c)
+# Each row: (name, code, http_status, primary, class name in p2prpc.errors, default message).
+ERRORS: Tuple[Tuple[str, int, int, int, str, str], ...]
+
+def code_for_http_status(status: int, /) -> str:
+    """The engine code name an HTTP status means in an answer carrying no code of its own."""
 
 # hashing and identity
 # (csrc/py_hash.c; the encoding is specified in docs/IDENTITY.md)

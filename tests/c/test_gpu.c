@@ -1,11 +1,15 @@
-/* test_gpu.c - the GPU probe: this machine (no driver) and fake NVML/CUDA
- * libraries compiled by the test, loaded through P2PRPC_NVML_PATH and
- * P2PRPC_CUDA_PATH. The fake's behaviour is picked by FAKE_GPU_MODE. */
+/* test_gpu.c - the GPU probe: this machine, whatever it has (the expectation
+ * is asked of the host itself, so the test holds on a GPU host and on one
+ * without a driver alike), and fake NVML/CUDA libraries compiled by the test,
+ * loaded through P2PRPC_NVML_PATH and P2PRPC_CUDA_PATH. The fake's behaviour
+ * is picked by FAKE_GPU_MODE. */
 #include "common.h"
 #include "gpu.h"
 #include "test.h"
 
+#include <dlfcn.h>
 #include <ftw.h>
+#include <glob.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -76,18 +80,106 @@ static void reset_env(void)
     unsetenv("FAKE_GPU_MODE");
 }
 
-TEST(no_driver_is_zero_gpus)
+/* What this host's NVIDIA library says, asked directly (not through gpu.c):
+ * the number of devices, or -1 when neither NVML nor libcuda loads. A library
+ * that loads but cannot initialise (no kernel driver, the toolkit's stub) says
+ * zero. *source gets "nvml", "cuda" or "none". */
+static int host_library_count(const char **source)
+{
+    void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    *source = "none";
+    if (lib != NULL) {
+        int (*init)(void) = (int (*)(void))dlsym(lib, "nvmlInit_v2");
+        int (*count)(unsigned *) = (int (*)(unsigned *))dlsym(lib, "nvmlDeviceGetCount_v2");
+        int (*shutdown)(void) = (int (*)(void))dlsym(lib, "nvmlShutdown");
+        unsigned n = 0;
+        if (init != NULL && count != NULL && shutdown != NULL && init() == 0) {
+            int rc = count(&n);
+            shutdown();
+            dlclose(lib);
+            *source = "nvml";
+            return rc == 0 ? (int)n : 0;
+        }
+        dlclose(lib); /* NVML without a driver: the probe falls back to libcuda */
+    }
+    lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib != NULL) {
+        int (*init)(unsigned) = (int (*)(unsigned))dlsym(lib, "cuInit");
+        int (*count)(int *) = (int (*)(int *))dlsym(lib, "cuDeviceGetCount");
+        int n = 0;
+        *source = "cuda";
+        /* Kept loaded, as gpu.c keeps it: an initialised driver may run threads. */
+        if (init == NULL || count == NULL || init(0) != 0 || count(&n) != 0)
+            return 0;
+        return n;
+    }
+    return -1;
+}
+
+/* GPUs listed by `nvidia-smi -L` (lines "GPU i: ..."; MIG lines are indented),
+ * or -1 when the command is missing or fails. */
+static int nvidia_smi_count(void)
+{
+    char line[512];
+    int n = 0;
+    FILE *p = popen("nvidia-smi -L 2>/dev/null", "r");
+    if (p == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), p) != NULL)
+        n += strncmp(line, "GPU ", 4) == 0;
+    return pclose(p) == 0 ? n : -1;
+}
+
+static int device_nodes(void)
+{
+    glob_t gl;
+    int n = glob("/dev/nvidia[0-9]*", 0, NULL, &gl) == 0 ? (int)gl.gl_pathc : 0;
+    globfree(&gl);
+    return n;
+}
+
+TEST(probe_matches_this_host)
+{
+    static prpc_gpu_info_t g[PRPC_GPU_MAX], again[PRPC_GPU_MAX];
+    prpc_error_t err;
+    const char *source;
+    size_t n = 99, m = 99;
+    int lib_n, smi_n, nodes;
+    reset_env();
+    lib_n = host_library_count(&source);
+    smi_n = nvidia_smi_count();
+    nodes = device_nodes();
+    CHECK_EQ_INT(prpc_gpu_probe(g, PRPC_GPU_MAX, &n, &err), 0);
+    printf("# this host: %d /dev/nvidia[0-9]* node(s); library %s says %d; nvidia-smi -L %d; "
+           "probe %zu\n", nodes, source, lib_n, smi_n, n);
+    if (lib_n < 0) {
+        CHECK_EQ_INT(n, 0); /* no NVIDIA library: zero, whatever /dev holds */
+        return;
+    }
+    CHECK_EQ_INT(n, lib_n);
+    if (smi_n >= 0)
+        CHECK_EQ_INT(n, smi_n);
+    /* Consistency: every device described, the same devices on a second probe. */
+    CHECK_EQ_INT(prpc_gpu_probe(again, PRPC_GPU_MAX, &m, &err), 0);
+    CHECK_EQ_INT(m, n);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_STR(g[i].source, source);
+        CHECK(g[i].name[0] != '\0');
+        CHECK(g[i].total_bytes > 0);
+        CHECK(!g[i].free_known || g[i].free_bytes <= g[i].total_bytes);
+        CHECK_EQ_INT(again[i].index, g[i].index);
+        CHECK_EQ_STR(again[i].uuid, g[i].uuid);
+    }
+}
+
+TEST(libraries_that_do_not_load_are_zero_gpus)
 {
     prpc_gpu_info_t g[4];
     prpc_error_t err;
     size_t n = 99;
     reset_env();
-    CHECK_EQ_INT(prpc_gpu_probe(g, 4, &n, &err), 0);
-    CHECK_EQ_INT(n, 0);
-    /* Paths that do not load behave the same. */
     setenv("P2PRPC_NVML_PATH", "/nonexistent/libnvidia-ml.so.1", 1);
     setenv("P2PRPC_CUDA_PATH", "/nonexistent/libcuda.so.1", 1);
-    n = 99;
     CHECK_EQ_INT(prpc_gpu_probe(g, 4, &n, &err), 0);
     CHECK_EQ_INT(n, 0);
     reset_env();
@@ -191,7 +283,8 @@ TEST(cleanup)
         CHECK_EQ_INT(nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS), 0);
 }
 
-TEST_MAIN(TEST_ENTRY(no_driver_is_zero_gpus), TEST_ENTRY(bad_arguments_are_einval),
+TEST_MAIN(TEST_ENTRY(probe_matches_this_host),
+          TEST_ENTRY(libraries_that_do_not_load_are_zero_gpus), TEST_ENTRY(bad_arguments_are_einval),
           TEST_ENTRY(nvml_devices_are_read), TEST_ENTRY(max_bounds_the_output),
           TEST_ENTRY(cuda_fallback_when_nvml_has_no_driver),
           TEST_ENTRY(cuda_stub_library_is_zero_gpus), TEST_ENTRY(cleanup))

@@ -991,10 +991,9 @@ TEST(sqlite_conformance)
 
 TEST(mongo_conformance)
 {
-    if (getenv("P2PRPC_TEST_MONGO_URI") == NULL) {
-        printf("# skip mongo_conformance: P2PRPC_TEST_MONGO_URI is not set\n");
-        return;
-    }
+    /* Opt-in, not an environment CI has: it needs a MongoDB server to empty. */
+    if (getenv("P2PRPC_TEST_MONGO_URI") == NULL)
+        SKIP_OPTIN("P2PRPC_TEST_MONGO_URI is not set (a MongoDB whose database each case may empty)");
     test_failed_ = run_conformance("mongodb", open_mongo_case);
 }
 

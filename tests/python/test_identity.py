@@ -11,8 +11,8 @@ import os
 import pathlib
 import re
 import struct
+import sys
 import threading
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -318,32 +318,35 @@ def test_sha256_file_non_utf8_path_in_message(tmp_path):
 
 
 def test_sha256_file_releases_the_gil(tmp_path):
+    """No clock: a switch interval of an hour means a thread waiting for the GIL
+    gets it only when the holder lets go of it by itself. The main thread holds
+    it from releasing the gate on, and only sha256_file stands between that and
+    the check, so the waiting thread can have run only if sha256_file released
+    the GIL. Each call is one chance for the OS to schedule it; a build that
+    holds the GIL fails on every call."""
     p = tmp_path / "big.bin"
-    with open(p, "wb") as fh:
-        for _ in range(128):
-            fh.write(os.urandom(1 << 20))
-    _core.sha256_file(p)  # warm the page cache
-    window, stamps, done = [], [], threading.Event()
+    p.write_bytes(os.urandom(8 << 20))
+    gate, ran = threading.Lock(), []
+    gate.acquire()
 
-    def hasher():
-        for _ in range(3):
-            t0 = time.perf_counter()
+    def waiter():
+        with gate:
+            ran.append(True)
+
+    t = threading.Thread(target=waiter)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(3600.0)
+    try:
+        t.start()
+        gate.release()  # the waiter wakes, but needs the GIL that this thread holds
+        calls = 0
+        while not ran and calls < 200:
             _core.sha256_file(p)
-            window.append((t0, time.perf_counter()))
-        done.set()
-
-    t = threading.Thread(target=hasher)
-    t.start()
-    while not done.is_set():
-        stamps.append(time.perf_counter())
-        time.sleep(0.001)
-    t.join()
-    # Only the part of each call well inside C counts: a GIL switch may land
-    # just before or after the call.
-    inside = [s for a, b in window if b - a > 0.06 for s in stamps if a + 0.02 < s < b - 0.02]
-    if not any(b - a > 0.06 for a, b in window):
-        pytest.skip("hashing 128 MiB took under 60 ms; the window is too small to observe")
-    assert inside, "the main thread never ran while sha256_file hashed"
+            calls += 1
+        assert ran, "no other thread ran during %d sha256_file calls: the GIL is held" % calls
+    finally:
+        sys.setswitchinterval(old)
+        t.join()
 
 
 # ---- call_identifier_raw errors ----
