@@ -25,6 +25,7 @@
 #include "json.h"
 #include "nodes.h"
 #include "store.h"
+#include "util.h"
 #include "wire.h"
 
 #include <bson/bson.h>

@@ -23,6 +23,7 @@
 
 #include "auth.h"
 #include "hash.h"
+#include "util.h"
 
 #include <bson/bson.h>
 #include <curl/curl.h>
@@ -228,7 +229,7 @@ static void header_signature(sink_t *s, const char *p, size_t n)
     if (n != PRPC_AUTH_SIG_HEX - 1)
         return;
     for (i = 0; i < n; i++)
-        if (!isxdigit((unsigned char)p[i]))
+        if (prpc_hex_digit((unsigned char)p[i]) < 0)
             return;
     memcpy(s->sig, p, n);
     s->sig[n] = '\0';

@@ -5,6 +5,7 @@
 #include "auth.h"
 #include "httpc.h"
 #include "json.h"
+#include "util.h"
 
 #include <bson/bson.h>
 #include <pthread.h>

@@ -5,7 +5,7 @@
  */
 #include "py_module.h"
 
-#include "ident.h"
+#include "util.h"
 
 #include <curl/curl.h>
 #include <stdio.h>

@@ -8,6 +8,7 @@
  */
 #include "store.h"
 #include "fault.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,36 +42,14 @@ void prpc_call_cleanup(prpc_call_t *c)
     memset(c, 0, sizeof(*c));
 }
 
-/* Lowercase hex of exactly `len` characters (len 0: 1..max characters). */
-static int check_hex(const char *s, size_t len, size_t max, const char *field, prpc_error_t *err)
-{
-    size_t n;
-    if (s == NULL)
-        return prpc_error_set(err, PRPC_EINVAL, "%s is missing", field);
-    n = strnlen(s, max + 1);
-    if (n > max)
-        return prpc_error_set(err, PRPC_EINVAL, "%s is longer than %zu characters", field, max);
-    if (n == 0 || (len != 0 && n != len))
-        return prpc_error_set(err, PRPC_EINVAL, "%s must be %zu lowercase hex characters, got %zu",
-                              field, len != 0 ? len : max, n);
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-            return prpc_error_set(err, PRPC_EINVAL,
-                                  "%s must be lowercase hex, got \"%.*s\" (bad character at %zu)",
-                                  field, (int)n, s, i);
-    }
-    return 0;
-}
-
 static int check_id(const char *s, const char *field, prpc_error_t *err)
 {
-    return check_hex(s, PRPC_CALL_ID_HEX, PRPC_CALL_ID_HEX, field, err);
+    return prpc_check_hex(s, PRPC_CALL_ID_HEX, PRPC_CALL_ID_HEX, field, err);
 }
 
 static int check_lease_id(const char *s, prpc_error_t *err)
 {
-    return check_hex(s, PRPC_LEASE_ID_HEX, PRPC_LEASE_ID_HEX, "lease_id", err);
+    return prpc_check_hex(s, PRPC_LEASE_ID_HEX, PRPC_LEASE_ID_HEX, "lease_id", err);
 }
 
 /* Function and worker names: stored and echoed in messages, so no control
@@ -147,15 +126,10 @@ static int check_deadline(int64_t now_ms, int64_t lease_ms, int64_t *deadline, p
 
 static int new_lease_id(char out[PRPC_LEASE_ID_HEX + 1], prpc_error_t *err)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char raw[PRPC_LEASE_ID_HEX / 2];
     if (RAND_bytes(raw, (int)sizeof(raw)) != 1)
         return prpc_error_set(err, PRPC_EIO, "the random generator failed to make a lease id");
-    for (size_t i = 0; i < sizeof(raw); i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
-    }
-    out[PRPC_LEASE_ID_HEX] = '\0';
+    prpc_hex_encode(raw, sizeof(raw), out);
     return 0;
 }
 
@@ -265,7 +239,7 @@ int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size
         if (rc == 0)
             rc = check_name(c->function, "function", err);
         if (rc == 0)
-            rc = check_hex(c->version, 0, PRPC_CALL_ID_HEX, "version", err);
+            rc = prpc_check_hex(c->version, 0, PRPC_CALL_ID_HEX, "version", err);
         if (rc == 0)
             rc = check_json(c->args_json, "args_json", err);
         for (size_t j = 0; rc == 0 && j < items[i].nblobs; j++)
@@ -339,7 +313,7 @@ int prpc_store_lease_next(prpc_store_t *s, const char *const *functions,
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = check_name(functions[i], "function", err);
         if (rc == 0)
-            rc = check_hex(versions[i], 0, PRPC_CALL_ID_HEX, "version", err);
+            rc = prpc_check_hex(versions[i], 0, PRPC_CALL_ID_HEX, "version", err);
     }
     if (rc == 0)
         rc = check_name(worker, "worker", err);

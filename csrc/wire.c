@@ -4,6 +4,7 @@
 #include "wire.h"
 #include "blob.h"
 #include "hash.h"
+#include "util.h"
 
 #include <openssl/bn.h>
 #include <stdio.h>
@@ -90,16 +91,6 @@ bson_t *prpc_json_parse(const char *data, size_t len, const char *what, prpc_err
 {
     return prpc_json_parse_max(data, len, PRPC_WIRE_META_MAX, "the most a document may be",
                                what, err);
-}
-
-int prpc_valid_hex(const char *s, size_t n)
-{
-    if (s == NULL || strlen(s) != n)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
 }
 
 /* ---- function specs --------------------------------------------------- */

@@ -94,7 +94,4 @@ bson_t *prpc_json_parse_max(const char *data, size_t len, size_t max, const char
 const char *prpc_doc_str(const bson_t *d, const char *key);
 int prpc_doc_num(const bson_t *d, const char *key, double *out);
 
-/* 1 when s is exactly n lowercase hex digits. */
-int prpc_valid_hex(const char *s, size_t n);
-
 #endif

@@ -32,6 +32,7 @@
 #include "gpu.h"
 #include "hash.h"
 #include "httpc.h"
+#include "util.h"
 
 #include <bson/bson.h>
 #include <errno.h>
@@ -132,13 +133,6 @@ static void wlog(prpc_worker_t *w, int level, const char *fmt, ...)
         fprintf(stderr, "p2prpc worker %s: %s\n", w->name, msg);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void abs_deadline(struct timespec *ts, int64_t ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
@@ -222,7 +216,7 @@ static int transfer_again(slot_t *s, unsigned *seed, int rc, int attempt, int64_
     pthread_mutex_lock(&w->mu);
     stale = s->stale;
     pthread_mutex_unlock(&w->mu);
-    if (stale || mono_ms() - started_ms >= PRPC_WORKER_TRANSFER_RETRY_MS)
+    if (stale || prpc_mono_ms() - started_ms >= PRPC_WORKER_TRANSFER_RETRY_MS)
         return 0;
     /* Capped low: the broker answers, only some of its replies go missing. */
     backoff_seeded(w, seed, attempt < 3 ? attempt : 3);
@@ -500,7 +494,7 @@ prpc_worker_t *prpc_worker_new(const prpc_worker_config_t *cfg, prpc_error_t *er
         slot_t *s = &w->slots[i];
         s->w = w;
         s->index = i;
-        s->seed = (unsigned)(mono_ms() ^ (getpid() << 8) ^ (i * 7919));
+        s->seed = (unsigned)(prpc_mono_ms() ^ (getpid() << 8) ^ (i * 7919));
         s->ck_seed = s->seed ^ 0x5bd1e995u;
         if (cond_init_monotonic(&s->hb_cv) != 0) {
             w->concurrency = i; /* only earlier slots hold a condition variable */
@@ -692,7 +686,7 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, int64_t follo
     }
 
     {
-        int64_t started = mono_ms();
+        int64_t started = prpc_mono_ms();
         uint64_t had = 0, has = 0;
         for (int attempt = 1;; attempt++) {
             prpc_blobdir_partial(w->blobs, sha, &had, NULL);
@@ -702,7 +696,7 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, int64_t follo
              * long transfer (or one following a slow upload) cut late is
              * resumed, not given up. */
             if (rc != 0 && prpc_blobdir_partial(w->blobs, sha, &has, NULL) == 0 && has > had) {
-                started = mono_ms();
+                started = prpc_mono_ms();
                 attempt = 1;
             }
             if (rc == 0 || atomic_load(&w->stopping) ||
@@ -720,18 +714,11 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, int64_t follo
     return rc;
 }
 
-static int64_t real_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* Keep the blob cache under its bound after a call: evict the least recently
  * used blobs, never one used since the oldest running call began. */
 static void trim_cache(prpc_worker_t *w)
 {
-    int64_t before = real_ns();
+    int64_t before = prpc_now_ns();
     uint64_t freed = 0;
     prpc_error_t err;
     pthread_mutex_lock(&w->mu);
@@ -916,7 +903,7 @@ static int upload_output(slot_t *s, prpc_httpc_t *h, int fd, const char *sha, ui
                          uint64_t until, int *complete, const prpc_chunk_digests_t *cd,
                          prpc_error_t *err)
 {
-    int64_t started = mono_ms();
+    int64_t started = prpc_mono_ms();
     int rc;
     for (int attempt = 1;; attempt++) {
         *complete = 1;
@@ -1228,7 +1215,7 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
 
     pthread_mutex_lock(&w->mu);
     s->active = 1;
-    s->job_started_ns = real_ns();
+    s->job_started_ns = prpc_now_ns();
     s->broker = b;
     snprintf(s->call_id, sizeof(s->call_id), "%s", cid);
     snprintf(s->lease_id, sizeof(s->lease_id), "%s", lid);
@@ -1540,7 +1527,7 @@ int prpc_worker_checkpoint_save(prpc_worker_t *w, const char *call_id, const cha
     if (rc == 0)
         rc = prpc_hash_fd(fd, digest, &size, err);
     if (rc == 0) {
-        int64_t started = mono_ms();
+        int64_t started = prpc_mono_ms();
         prpc_hex_encode(digest, sizeof(digest), sha);
         for (int attempt = 1;; attempt++) {
             rc = prpc_httpc_upload_blob(h, fd, sha, size, err);

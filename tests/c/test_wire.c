@@ -5,6 +5,7 @@
 #include "hash.h"
 #include "ident.h"
 #include "test.h"
+#include "util.h"
 #include "wire.h"
 
 #define V_ALL "abababababababababababababababababababababababababababababababab"

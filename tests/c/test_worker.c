@@ -4,6 +4,7 @@
 #include "blob.h"
 #include "common.h"
 #include "hash.h"
+#include "util.h"
 #include "worker.h"
 #include "test.h"
 
