@@ -698,6 +698,23 @@ static int code_by_name(const char *name)
     return 0;
 }
 
+int prpc_httpc_retryable_status(long status)
+{
+    return status == 500 || status == 502 || status == 503 || status == 504;
+}
+
+int64_t prpc_httpc_backoff_ms(int attempt, int64_t first_ms, int64_t max_ms, double u)
+{
+    int64_t ms = first_ms > 0 ? first_ms : 1;
+    for (int i = 1; i < attempt && ms < max_ms; i++)
+        ms *= 2;
+    if (ms > max_ms)
+        ms = max_ms;
+    if (!(u >= 0 && u < 1))
+        u = 0;
+    return ms / 2 + (int64_t)(u * (double)(ms - ms / 2));
+}
+
 int prpc_httpc_status_error(long status, const char *body, size_t len, const char *what,
                             prpc_error_t *err)
 {

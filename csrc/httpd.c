@@ -7,6 +7,7 @@
  */
 #include "httpd.h"
 #include "util.h"
+#include "wire.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -440,16 +441,19 @@ void prpc_httpd_send_json(h2o_req_t *req, int status, const char *json, size_t l
 
 void prpc_httpd_send_error(h2o_req_t *req, int status, int code, const char *fmt, ...)
 {
-    char msg[PRPC_ERROR_MSG_MAX], esc[PRPC_ERROR_MSG_MAX * 6 + 8], body[sizeof(esc) + 128];
+    static const char nomem[] =
+        "{\"error\": {\"code\": \"ENOMEM\", \"message\": \"out of memory\"}}";
+    char msg[PRPC_ERROR_MSG_MAX];
+    prpc_buf_t body = PRPC_BUF_INIT;
     va_list ap;
-    int n;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    prpc_json_escape(esc, sizeof(esc), msg, strlen(msg), NULL);
-    n = snprintf(body, sizeof(body), "{\"error\": {\"code\": \"%s\", \"message\": \"%s\"}}",
-                 prpc_strerror(code), esc);
-    prpc_httpd_send_json(req, status, body, (size_t)n);
+    if (prpc_wire_write_error(&body, code, msg) == 0)
+        prpc_httpd_send_json(req, status, body.data, body.len);
+    else
+        prpc_httpd_send_json(req, 500, nomem, sizeof(nomem) - 1);
+    prpc_buf_cleanup(&body);
 }
 
 void prpc_httpd_send_file(h2o_req_t *req, const char *path)

@@ -9,6 +9,7 @@
 #include "store.h"
 #include "fault.h"
 #include "util.h"
+#include "wire.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -67,30 +68,6 @@ static int check_name(const char *s, const char *field, prpc_error_t *err)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
             return prpc_error_set(err, PRPC_EINVAL, "%s has a control character at byte %zu",
                                   field, i);
-    return 0;
-}
-
-/* Checkpoint keys name files and travel in URLs and JSON: a short, plain
- * alphabet keeps them safe everywhere without escaping. */
-static int check_key(const char *s, prpc_error_t *err)
-{
-    size_t n;
-    if (s == NULL || s[0] == '\0')
-        return prpc_error_set(err, PRPC_EINVAL, "checkpoint key is empty");
-    n = strnlen(s, PRPC_CHECKPOINT_KEY_MAX + 1);
-    if (n > PRPC_CHECKPOINT_KEY_MAX)
-        return prpc_error_set(err, PRPC_EINVAL,
-                              "checkpoint key \"%.40s...\" is longer than %d bytes", s,
-                              PRPC_CHECKPOINT_KEY_MAX);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return prpc_error_set(err, PRPC_EINVAL,
-                                  "checkpoint key \"%.*s\" has a character outside "
-                                  "[A-Za-z0-9._-] at byte %zu",
-                                  (int)n, s, i);
-    }
     return 0;
 }
 
@@ -563,7 +540,7 @@ int prpc_store_checkpoint_put(prpc_store_t *s, const char *call_id, const char *
     if (rc == 0)
         rc = check_lease_id(lease_id, err);
     if (rc == 0)
-        rc = check_key(key, err);
+        rc = prpc_wire_check_checkpoint_key(key, err);
     if (rc == 0)
         rc = check_id(sha256_hex, "blob sha256", err);
     if (rc == 0 && size > (uint64_t)INT64_MAX)

@@ -42,7 +42,6 @@
 #define PRPC_WORKER_RESULT_TRIES 10          /* pushes of one result before giving up */
 #define PRPC_WORKER_TRANSFER_RETRY_MS 60000  /* a failing blob transfer is retried this long */
 #define PRPC_WORKER_DEFAULT_HEARTBEAT_MS 5000 /* when a lease names none */
-#define PRPC_WORKER_CHECKPOINT_KEY_MAX 128   /* bytes of [A-Za-z0-9._-] */
 
 /* Log levels, numerically those of Python's logging module. */
 #define PRPC_LOG_DEBUG 10
@@ -151,8 +150,8 @@ int prpc_worker_report_progress(prpc_worker_t *w, const char *call_id, double pc
  * Any thread, while run is in progress for call_id (not from the heartbeat
  * callbacks); saves of one call are serialised. Must not race
  * prpc_worker_free.
- * Errors: PRPC_EINVAL (bad call id or key: 1 to
- * PRPC_WORKER_CHECKPOINT_KEY_MAX bytes of [A-Za-z0-9._-]), PRPC_ENOTFOUND (no
+ * Errors: PRPC_EINVAL (bad call id or key: wire.h's checkpoint key rule, 1
+ * to PRPC_CHECKPOINT_KEY_MAX bytes of [A-Za-z0-9._-]), PRPC_ENOTFOUND (no
  * slot runs call_id), PRPC_ESTATE (the lease lapsed or was replaced: the call
  * belongs to another worker now), PRPC_ELIMIT (too many keys for one call),
  * PRPC_EIO naming the file, transport codes (PRPC_ECONN, PRPC_ETIMEDOUT) once
