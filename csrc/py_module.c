@@ -28,7 +28,7 @@ static int module_exec(PyObject *m)
         return -1;
     }
     if (pyprpc_hash_exec(m) < 0 || pyprpc_broker_exec(m) < 0 || pyprpc_httpc_exec(m) < 0 ||
-        pyprpc_worker_exec(m) < 0)
+        pyprpc_worker_exec(m) < 0 || pyprpc_wire_exec(m) < 0)
         return -1;
     return 0;
 }

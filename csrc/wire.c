@@ -1240,7 +1240,8 @@ static int canon_value(const wire_field_t *f, const bson_iter_t *it, where_t *w,
             prpc_buf_puts(out, bson_iter_bool(it) ? "true" : "false");
         return 0;
     case K_INT:
-        if (!num || !(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
+        if (!num || (BSON_ITER_HOLDS_DOUBLE(it) &&
+                     !(d >= -9223372036854775808.0 && d < 9223372036854775808.0)))
             return lax ? 1 : broken(w, err, "must be a number");
         if (out != NULL)
             prpc_buf_printf(out, "%lld",

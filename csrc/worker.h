@@ -16,16 +16,17 @@
  * call prpc_worker_report_progress. If prpc_worker_new or prpc_worker_start
  * returns an error, no callback is ever called.
  *
- * Wire: docs/API.md "Leases" and "Blobs". Brokers are tried in the order
+ * Wire: docs/API.md "Leases" and "Blobs", through wire.h. Brokers are tried in the order
  * given; after a transport failure a slot backs off (bounded, with jitter)
  * and moves on to the next broker. A lease is served entirely by the broker
  * that granted it.
  *
  * Retries: every request is safe to repeat, so a lost reply costs nothing but
- * time. A result push is retried on transport errors and 5xx answers (the
- * broker failed to store it, it did not refuse it) up to
- * PRPC_WORKER_RESULT_TRIES times with the slot's backoff; a 409 (the lease
- * lapsed or was replaced) or another 4xx ends it. Blob transfers resume where
+ * time. A result push is retried on transport errors and answers that say
+ * the broker failed to store it rather than refused it (500, 502, 503, 504:
+ * httpc.h's prpc_httpc_retryable_status) up to PRPC_WORKER_RESULT_TRIES
+ * times with the slot's backoff (prpc_httpc_backoff_ms); a 409 (the lease
+ * lapsed or was replaced) or another status ends it. Blob transfers resume where
  * the last try stopped and are retried on transport errors and broker-side
  * EIO/5xx for up to PRPC_WORKER_TRANSFER_RETRY_MS, with short jittered waits,
  * unless the lease is lost meanwhile. Heartbeats need no retry of their own:
