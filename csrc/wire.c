@@ -821,7 +821,7 @@ typedef struct wire_field {
 
 typedef struct wire_doc {
     const char *name;
-    const char *needs; /* how errors start */
+    const char *needs; /* how errors start; NULL in a nested object: its parent's words */
     const wire_field_t *fields;
     size_t n;
 } wire_doc_t;
@@ -1043,18 +1043,17 @@ static const wire_doc_t DOCS[PRPC_WIRE_NDOCS] = {
     [PRPC_WIRE_STATS] = {"stats", "function stats", FIELDS(STATS_F)},
     [PRPC_WIRE_NODES] = {"nodes", "a node list", FIELDS(NODES_F)},
     [PRPC_WIRE_METRICS] = {"metrics", "metrics", FIELDS(METRICS_F)},
-    [PRPC_WIRE_ERROR_CODE] = {"error_code", "an error", FIELDS(ERROR_CODE_F)},
-    [PRPC_WIRE_ERROR_RECORD] = {"error_record", "an error record", FIELDS(ERROR_RECORD_F)},
-    [PRPC_WIRE_BATCH_ENTRY] = {"batch_entry", "a batch answer's entry", FIELDS(BATCH_ENTRY_F)},
+    [PRPC_WIRE_ERROR_CODE] = {"error_code", NULL, FIELDS(ERROR_CODE_F)},
+    [PRPC_WIRE_ERROR_RECORD] = {"error_record", NULL, FIELDS(ERROR_RECORD_F)},
+    [PRPC_WIRE_BATCH_ENTRY] = {"batch_entry", NULL, FIELDS(BATCH_ENTRY_F)},
     [PRPC_WIRE_FUNCTION_REF] = {"function_ref",
                                 "each function of a lease request needs a name and a version",
                                 FIELDS(FUNCTION_REF_F)},
-    [PRPC_WIRE_GPU] = {"gpu", "a GPU", FIELDS(GPU_F)},
-    [PRPC_WIRE_LEASE_HEAD] = {"lease_head", "a lease", FIELDS(LEASE_HEAD_F)},
-    [PRPC_WIRE_CHECKPOINT_ENTRY] = {"checkpoint_entry", "a checkpoint entry",
-                                    FIELDS(CHECKPOINT_ENTRY_F)},
-    [PRPC_WIRE_FUNCTION] = {"function", "a function", FIELDS(FUNCTION_F)},
-    [PRPC_WIRE_DECL] = {"decl", "a declared argument or result", FIELDS(DECL_F)},
+    [PRPC_WIRE_GPU] = {"gpu", NULL, FIELDS(GPU_F)},
+    [PRPC_WIRE_LEASE_HEAD] = {"lease_head", NULL, FIELDS(LEASE_HEAD_F)},
+    [PRPC_WIRE_CHECKPOINT_ENTRY] = {"checkpoint_entry", NULL, FIELDS(CHECKPOINT_ENTRY_F)},
+    [PRPC_WIRE_FUNCTION] = {"function", NULL, FIELDS(FUNCTION_F)},
+    [PRPC_WIRE_DECL] = {"decl", NULL, FIELDS(DECL_F)},
 };
 
 const char *prpc_wire_doc_name(int doc)
@@ -1126,6 +1125,19 @@ static void put_key(prpc_buf_t *out, int *first, const char *name)
 
 static int canon_doc(int doc, const bson_t *d, where_t *w, prpc_buf_t *out, prpc_error_t *err);
 
+/* A nested object: errors inside it start with its own words when it has
+ * some (a lease request's function entries), else with its parent's. */
+static int canon_nested(int doc, const bson_t *d, where_t *w, prpc_buf_t *out, prpc_error_t *err)
+{
+    const char *parent = w->needs;
+    int rc;
+    if (DOCS[doc].needs != NULL)
+        w->needs = DOCS[doc].needs;
+    rc = canon_doc(doc, d, w, out, err);
+    w->needs = parent;
+    return rc;
+}
+
 /* Check (and write, when out) the list at it: its count and each entry. */
 static int canon_list(const wire_field_t *f, const bson_iter_t *it, where_t *w, prpc_buf_t *out,
                       prpc_error_t *err)
@@ -1166,7 +1178,7 @@ static int canon_list(const wire_field_t *f, const bson_iter_t *it, where_t *w, 
         } else {
             if (!iter_doc(&arr, &sub))
                 return broken(w, err, "must be an object");
-            if ((rc = canon_doc(f->sub, &sub, w, out, err)) != 0)
+            if ((rc = canon_nested(f->sub, &sub, w, out, err)) != 0)
                 return rc;
         }
         path_pop(w, at);
@@ -1267,7 +1279,7 @@ static int canon_value(const wire_field_t *f, const bson_iter_t *it, where_t *w,
     case K_OBJ:
         if (!iter_doc(it, &sub))
             return lax ? 1 : broken(w, err, "must be an object");
-        return canon_doc(f->sub, &sub, w, out, err);
+        return canon_nested(f->sub, &sub, w, out, err);
     default:
         if (lax && !BSON_ITER_HOLDS_ARRAY(it))
             return 1;
@@ -1353,7 +1365,7 @@ int prpc_wire_canonical(prpc_wire_doc_t doc, const bson_t *d, int code, prpc_buf
     if ((int)doc < 0 || doc >= PRPC_WIRE_NDOCS || d == NULL)
         return prpc_error_set(err, PRPC_EINVAL, "no such document (%d)", (int)doc);
     memset(&w, 0, sizeof(w));
-    w.needs = DOCS[doc].needs;
+    w.needs = DOCS[doc].needs != NULL ? DOCS[doc].needs : DOCS[doc].name;
     w.doc = DOCS[doc].name;
     w.code = code;
     return canon_doc(doc, d, &w, out, err);

@@ -319,6 +319,7 @@ MALFORMED = [
     ("lease_request", {"worker": "", "functions": [{"name": "f", "version": "v"}]},
      '"worker" must be a name'),
     ("lease_request", {"worker": "w", "functions": [{"name": "f"}]},
+     'each function of a lease request needs a name and a version: '
      '"functions[0].version" is missing'),
     ("partial", {"partial": 1.5}, '"partial" must be a byte count'),
     ("stats", {"function": "f", "queued": 1, "leased": 1, "done": 1, "failed": 1},
