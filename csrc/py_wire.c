@@ -231,7 +231,8 @@ static PyMethodDef wire_functions[] = {
     {"wire_path_lease", (PyCFunction)(void (*)(void))wire_path_lease, METH_VARARGS | METH_KEYWORDS,
      "wire_path_lease(lease_id, op) -> '/v1/leases/{lease}/{op}'."},
     {"wire_path_leases", (PyCFunction)(void (*)(void))wire_path_leases,
-     METH_VARARGS | METH_KEYWORDS, "wire_path_leases(request_id=None) -> '/v1/leases[?request=ID]'."},
+     METH_VARARGS | METH_KEYWORDS,
+     "wire_path_leases(request_id=None) -> '/v1/leases[?request=ID]'."},
     {NULL, NULL, 0, NULL},
 };
 

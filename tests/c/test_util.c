@@ -94,7 +94,8 @@ TEST(json_escape_bytes)
     CHECK_EQ_STR(escape(out, sizeof(out), "a\nb\rc\td", 7, NULL), "a\\nb\\rc\\td");
     CHECK_EQ_STR(escape(out, sizeof(out), "\x01\x1f", 2, NULL), "\\u0001\\u001f");
     CHECK_EQ_STR(escape(out, sizeof(out), "a\0b", 3, NULL), "a\\u0000b");
-    CHECK_EQ_STR(escape(out, sizeof(out), "h\xc3\xa9 \xe2\x98\x83", 7, NULL), "h\xc3\xa9 \xe2\x98\x83");
+    CHECK_EQ_STR(escape(out, sizeof(out), "h\xc3\xa9 \xe2\x98\x83", 7, NULL),
+                 "h\xc3\xa9 \xe2\x98\x83");
     /* Bytes that are not UTF-8 (a path, a message cut mid-character) are '?'. */
     CHECK_EQ_STR(escape(out, sizeof(out), "a\xff" "b\xc3", 4, NULL), "a?b?");
     CHECK_EQ_INT(prpc_json_escaped_len("a\xff" "b\xc3", 4), 4);

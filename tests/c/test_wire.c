@@ -659,7 +659,8 @@ TEST(identifier_rules)
     CHECK(prpc_wire_valid_checkpoint_key("epoch-1.model_A"));
     CHECK_ERR(prpc_wire_check_checkpoint_key("a/b", &err), err, PRPC_EINVAL,
               "checkpoint key \"a/b\" has a character outside [A-Za-z0-9._-] at byte 1");
-    CHECK_ERR(prpc_wire_check_checkpoint_key("", &err), err, PRPC_EINVAL, "checkpoint key is empty");
+    CHECK_ERR(prpc_wire_check_checkpoint_key("", &err), err, PRPC_EINVAL,
+              "checkpoint key is empty");
     memset(k129, 'k', 129);
     k129[129] = '\0';
     CHECK_ERR(prpc_wire_check_checkpoint_key(k129, &err), err, PRPC_EINVAL,
@@ -1103,7 +1104,8 @@ TEST(malformed_documents_name_the_field)
                       "{\"call\": {\"id\": \"" CID "\", \"function\": \"f\", \"version\": \"" V_ALL
                       "\", \"state\": \"waiting\"}}",
                       &err),
-              err, PRPC_EPROTO, "\"call.state\" must be queued, leased, done, failed or terminated");
+              err, PRPC_EPROTO,
+              "\"call.state\" must be queued, leased, done, failed or terminated");
     CHECK_ERR(refused(PRPC_WIRE_CALL_ANSWER, PRPC_EPROTO, "[1, 2]", &err), err, PRPC_EPROTO,
               "\"call\" is missing");
     CHECK_ERR(refused(PRPC_WIRE_CALL_ANSWER, PRPC_EPROTO, "{\"call\": ", &err), err, PRPC_EPROTO,

@@ -65,9 +65,11 @@ static int field_is(const char *json, const char *dotted, const char *want)
 {
     bson_t *d = json != NULL ? bson_new_from_json((const uint8_t *)json, -1, NULL) : NULL;
     bson_iter_t it, f;
-    int yes = d != NULL && bson_iter_init(&it, d) && bson_iter_find_descendant(&it, dotted, &f) &&
-              (want == NULL ? BSON_ITER_HOLDS_ARRAY(&f)
-                            : BSON_ITER_HOLDS_UTF8(&f) && strcmp(bson_iter_utf8(&f, NULL), want) == 0);
+    int yes = d != NULL && bson_iter_init(&it, d) && bson_iter_find_descendant(&it, dotted, &f);
+    if (yes && want == NULL)
+        yes = BSON_ITER_HOLDS_ARRAY(&f);
+    else if (yes)
+        yes = BSON_ITER_HOLDS_UTF8(&f) && strcmp(bson_iter_utf8(&f, NULL), want) == 0;
     if (d != NULL)
         bson_destroy(d);
     return yes;
@@ -115,7 +117,8 @@ static void broker_handler(void *ud, const fake_req_t *req, fake_resp_t *resp)
         else
             fake_body(resp, b->hb_mode == HB_TERMINATE ? "{\"terminate\": true}"
                                                        : "{\"terminate\": false}");
-    } else if (strncmp(req->path, "/v1/leases/", 11) == 0 && strstr(req->path, "/result") != NULL) {
+    } else if (strncmp(req->path, "/v1/leases/", 11) == 0 &&
+               strstr(req->path, "/result") != NULL) {
         b->results++;
         free(b->result);
         b->result = strdup(req->body);
