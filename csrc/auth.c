@@ -6,6 +6,7 @@
  */
 #include "auth.h"
 #include "hash.h"
+#include "util.h"
 
 #include <openssl/crypto.h>
 #include <stdint.h>
@@ -15,16 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static const char KDF_SALT[] = "p2prpc.v1";
-
-int64_t prpc_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int prpc_auth_derive_key(const char *password, size_t len, uint8_t key[PRPC_AUTH_KEY_LEN],
                          prpc_error_t *err)

@@ -66,7 +66,4 @@ int prpc_nonce_cache_add(prpc_nonce_cache_t *c, const char *nonce_hex, int64_t r
 size_t prpc_nonce_cache_size(const prpc_nonce_cache_t *c);
 #endif
 
-/* Wall-clock unix time in milliseconds. */
-int64_t prpc_now_ms(void);
-
 #endif

@@ -12,10 +12,10 @@
 #include "blob.h"
 #include "fault.h"
 #include "hash.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <ctype.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <fcntl.h>
@@ -52,14 +52,7 @@ struct prpc_blobdir {
 
 int prpc_blob_valid_sha(const char *sha)
 {
-    if (sha == NULL)
-        return 0;
-    for (int i = 0; i < 64; i++) {
-        char c = sha[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return 0;
-    }
-    return sha[64] == '\0';
+    return prpc_valid_hex(sha, PRPC_SHA256_HEX_LEN);
 }
 
 static int mkdir_p(const char *path, prpc_error_t *err)
@@ -862,8 +855,8 @@ int prpc_blobdir_trim(prpc_blobdir_t *bd, uint64_t max_bytes, int64_t used_befor
         char sub[PRPC_BLOB_PATH_MAX];
         DIR *d;
         struct dirent *e;
-        if (strlen(de->d_name) != 2 || !isxdigit((unsigned char)de->d_name[0]) ||
-            !isxdigit((unsigned char)de->d_name[1]))
+        if (strlen(de->d_name) != 2 || prpc_hex_digit((unsigned char)de->d_name[0]) < 0 ||
+            prpc_hex_digit((unsigned char)de->d_name[1]) < 0)
             continue;
         snprintf(sub, sizeof(sub), "%s/%s", bd->dir, de->d_name);
         if ((d = opendir(sub)) == NULL)

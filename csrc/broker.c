@@ -17,6 +17,7 @@
 #include "broker_waiters.h"
 #include "hash.h"
 #include "version.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

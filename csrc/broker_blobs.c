@@ -9,6 +9,7 @@
  */
 #include "broker_blobs.h"
 #include "broker_reply.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,14 +134,6 @@ void prpc__drop_corrupt_blob(prpc_broker_t *b, const char *sha, const char *why)
 
 /* ---- the blob thread -------------------------------------------------- */
 
-/* Milliseconds on the clock blob_cv waits by, which wall-clock steps do not move. */
-static int64_t blob_clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* An uploader keeps two chunks on the wire at once (httpc.c), on two
  * connections: the second may be whole here before the first. Rather than
  * refuse it (409, and the uploader starts over from the broker's copy), it
@@ -155,7 +148,7 @@ static int blob_defer(prpc_broker_t *b, blob_job_t *j)
         j->offset != have + PRPC_BLOB_UPLOAD_CHUNK)
         return 0; /* not the chunk right after a whole chunk still on its way */
     j->deferred = 1;
-    j->defer_until_ms = blob_clock_ms() + BROKER_DEFER_MS;
+    j->defer_until_ms = prpc_mono_ms() + BROKER_DEFER_MS;
     h2o_linklist_insert(&b->blob_deferred, &j->link);
     b->ndeferred++;
     pthread_cond_broadcast(&b->blob_cv); /* the queue changed: prpc__blobs_drain may be waiting */
@@ -186,7 +179,7 @@ static void blob_undefer(prpc_broker_t *b, const char *sha, uint64_t partial, in
 static int64_t blob_expire_deferred(prpc_broker_t *b, int all)
 {
     h2o_linklist_t *node = b->blob_deferred.next;
-    int64_t now = blob_clock_ms(), next = 0;
+    int64_t now = prpc_mono_ms(), next = 0;
     while (node != &b->blob_deferred) {
         blob_job_t *d = H2O_STRUCT_FROM_MEMBER(blob_job_t, link, node);
         node = node->next;
@@ -479,7 +472,7 @@ void prpc__blobs_init(prpc_broker_t *b)
     pthread_mutex_init(&b->blob_mu, NULL);
     pthread_mutex_init(&b->blob_gc_mu, NULL);
     pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC); /* blob_clock_ms */
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC); /* prpc_mono_ms */
     pthread_cond_init(&b->blob_cv, &a);
     pthread_condattr_destroy(&a);
 }

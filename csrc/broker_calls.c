@@ -7,6 +7,7 @@
 #include "broker_blobs.h"
 #include "broker_reply.h"
 #include "broker_waiters.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,7 +153,7 @@ void prpc__on_submit(prpc_broker_t *b, h2o_req_t *req, const char *unused)
         w->until_end = 1;
         w->created = created;
         w->deadline_ms =
-            prpc_now_ms() + (wait_ms > PRPC_BROKER_WAIT_MAX_MS ? PRPC_BROKER_WAIT_MAX_MS : wait_ms);
+            prpc_now_ms() + (wait_ms > PRPC_WIRE_WAIT_MAX_MS ? PRPC_WIRE_WAIT_MAX_MS : wait_ms);
         h2o_linklist_insert(&b->call_waiters, &w->link);
     } else {
         /* One call: its answer object is the whole body. */
@@ -185,9 +186,9 @@ void prpc__on_submit_batch(prpc_broker_t *b, h2o_req_t *req, const char *unused)
     }
     while (bson_iter_next(&arr))
         n++;
-    if (n == 0 || n > PRPC_BROKER_BATCH_MAX) {
+    if (n == 0 || n > PRPC_WIRE_BATCH_MAX) {
         prpc_error_set(&err, PRPC_ELIMIT, "a batch holds 1 to %d calls, got %zu",
-                       PRPC_BROKER_BATCH_MAX, n);
+                       PRPC_WIRE_BATCH_MAX, n);
         goto fail;
     }
     subs = calloc(n, sizeof(*subs));
@@ -269,9 +270,9 @@ void prpc__on_wait(prpc_broker_t *b, h2o_req_t *req, const char *unused)
     }
     while (bson_iter_next(&arr))
         n++;
-    if (n == 0 || n > PRPC_BROKER_BATCH_MAX) {
+    if (n == 0 || n > PRPC_WIRE_BATCH_MAX) {
         prpc_httpd_send_error(req, 413, PRPC_ELIMIT, "a wait names 1 to %d calls, got %zu",
-                              PRPC_BROKER_BATCH_MAX, n);
+                              PRPC_WIRE_BATCH_MAX, n);
         goto out;
     }
     w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), prpc__batch_waiter_dispose);
@@ -288,7 +289,7 @@ void prpc__on_wait(prpc_broker_t *b, h2o_req_t *req, const char *unused)
         }
         memcpy(w->ids[w->n++], id, 65);
     }
-    w->deadline_ms = prpc_now_ms() + (wait > PRPC_BROKER_WAIT_MAX_MS ? PRPC_BROKER_WAIT_MAX_MS
+    w->deadline_ms = prpc_now_ms() + (wait > PRPC_WIRE_WAIT_MAX_MS ? PRPC_WIRE_WAIT_MAX_MS
                                       : wait > 0                    ? (int64_t)wait
                                                                     : 0);
     if (!prpc__answer_batch(b, req, w->ids, w->n, wait <= 0))
@@ -320,7 +321,7 @@ void prpc__on_get_call(prpc_broker_t *b, h2o_req_t *req, const char *id)
         memcpy(w->id, c.id, sizeof(w->id));
         w->since = since;
         w->deadline_ms =
-            prpc_now_ms() + (wait_ms > PRPC_BROKER_WAIT_MAX_MS ? PRPC_BROKER_WAIT_MAX_MS : wait_ms);
+            prpc_now_ms() + (wait_ms > PRPC_WIRE_WAIT_MAX_MS ? PRPC_WIRE_WAIT_MAX_MS : wait_ms);
         h2o_linklist_insert(&b->call_waiters, &w->link);
     } else {
         prpc__send_call_arriving(req, &c, NULL, prpc__arriving_for(b, &c));

@@ -43,9 +43,10 @@
 
 #include <pthread.h>
 
-#define PRPC_BROKER_WAIT_MAX_MS 60000 /* longest long-poll */
-#define PRPC_BROKER_BATCH_MAX 1000    /* calls in one batch submit or wait */
-#define GRANTED_MAX 1024              /* leases remembered for retried lease requests */
+/* The longest long-poll and the calls in one batch are the wire's limits
+ * (PRPC_WIRE_WAIT_MAX_MS, PRPC_WIRE_BATCH_MAX in wire.h), which the client
+ * reads from _core. */
+#define GRANTED_MAX 1024 /* leases remembered for retried lease requests */
 #define BROKER_ARRIVING_MAX 64        /* calls with announced outputs remembered */
 
 /* The same typedef as broker.h's (C11 allows the repetition). */

@@ -6,6 +6,7 @@
 #include "broker_blobs.h"
 #include "broker_reply.h"
 #include "broker_waiters.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,7 +111,7 @@ void prpc__on_lease(prpc_broker_t *b, h2o_req_t *req, const char *unused)
         w->versions[w->n] = h2o_strdup(&req->pool, version, SIZE_MAX).base;
         w->n++;
     }
-    w->deadline_ms = prpc_now_ms() + (wait > PRPC_BROKER_WAIT_MAX_MS ? PRPC_BROKER_WAIT_MAX_MS
+    w->deadline_ms = prpc_now_ms() + (wait > PRPC_WIRE_WAIT_MAX_MS ? PRPC_WIRE_WAIT_MAX_MS
                                       : wait > 0                    ? (int64_t)wait
                                                                     : 0);
     /* Park first, then dispatch: one path hands out work, waiting or not. */

@@ -3,6 +3,7 @@
  * (broker_reply.h): the lowest layer of broker_int.h.
  */
 #include "broker_reply.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,34 +34,11 @@ const prpc_fn_t *prpc__find_fn(const prpc_broker_t *b, const char *name)
     return prpc_functions_find(&b->functions, name);
 }
 
-/* The deepest nesting of [ and { in a JSON text (strings skipped). */
-static int json_depth(const char *p, size_t n)
-{
-    int depth = 0, deepest = 0, in_string = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
-        } else if (c == '[' || c == '{') {
-            if (++depth > deepest)
-                deepest = depth;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return deepest;
-}
-
 bson_t *prpc__parse_body(prpc_broker_t *b, h2o_req_t *req, const char *what,
                          prpc_error_t *err)
 {
     if (req->entity.len <= b->max_body) {
-        int depth = json_depth(req->entity.base, req->entity.len);
+        int depth = prpc_json_depth(req->entity.base, req->entity.len);
         if (depth > b->max_depth) {
             prpc_error_set(err, PRPC_ELIMIT,
                            "%s: JSON nested %d deep; the limit is %d (--max-depth)", what, depth,

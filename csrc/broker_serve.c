@@ -8,6 +8,7 @@
 #include "broker_blobs.h"
 #include "broker_reply.h"
 #include "hash.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>

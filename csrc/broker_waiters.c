@@ -9,6 +9,7 @@
  */
 #include "broker_waiters.h"
 #include "broker_reply.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,6 +9,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "hash.h"
 #include "fault.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -216,46 +217,6 @@ int prpc_sha256(const void *data, size_t len, uint8_t out[PRPC_SHA256_LEN], prpc
         rc = prpc_sha256_final(&h, out, err);
     prpc_sha256_cleanup(&h);
     return rc;
-}
-
-void prpc_hex_encode(const uint8_t *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 0x0f];
-    }
-    out[2 * len] = '\0';
-}
-
-int prpc_hex_digit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-int prpc_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t out_len,
-                    prpc_error_t *err)
-{
-    if (hex_len != 2 * out_len)
-        return prpc_error_set(err, PRPC_EINVAL, "hex: expected %zu hex digits, got %zu",
-                              2 * out_len, hex_len);
-    for (size_t i = 0; i < out_len; i++) {
-        int hi = prpc_hex_digit(hex[2 * i]), lo = prpc_hex_digit(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            size_t bad = hi < 0 ? 2 * i : 2 * i + 1;
-            return prpc_error_set(err, PRPC_EINVAL,
-                                  "hex: character %zu (0x%02x) is not a hex digit", bad,
-                                  (unsigned char)hex[bad]);
-        }
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
 }
 
 void prpc_chunk_digests_cleanup(prpc_chunk_digests_t *cd)

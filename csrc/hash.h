@@ -1,6 +1,6 @@
 /*
  * hash.h - SHA-256 for the engine: a streaming context over OpenSSL,
- * hex helpers, and whole-file hashing by fd or by path.
+ * and whole-file hashing by fd or by path.
  *
  * Everything that names content in p2prpc (call ids, blobs, chunks, function
  * versions) is a SHA-256, so this is the lowest layer above common.h.
@@ -64,19 +64,6 @@ void prpc_sha256_cleanup(prpc_sha256_t *h);
 
 /* One-shot digest of a memory buffer. Returns 0 or a PRPC_E* code. */
 int prpc_sha256(const void *data, size_t len, uint8_t out[PRPC_SHA256_LEN], prpc_error_t *err);
-
-/* Write len bytes as 2*len lowercase hex digits plus a NUL into out, which
- * must hold 2*len + 1 bytes. */
-void prpc_hex_encode(const uint8_t *in, size_t len, char *out);
-
-/* Decode exactly 2*out_len hex digits (either case) from hex[0..hex_len) into
- * out. Returns 0, or PRPC_EINVAL when hex_len != 2*out_len or a character is
- * not a hex digit; out is then unspecified. */
-/* The value of one hex digit (either case), or -1. */
-int prpc_hex_digit(int c);
-
-int prpc_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t out_len,
-                    prpc_error_t *err);
 
 /* SHA-256 of the whole content of the open file fd, from offset 0 to its end,
  * read with pread() in PRPC_HASH_CHUNK pieces: the fd's file position is never

@@ -23,6 +23,7 @@
 
 #include "auth.h"
 #include "hash.h"
+#include "util.h"
 
 #include <bson/bson.h>
 #include <curl/curl.h>
@@ -228,7 +229,7 @@ static void header_signature(sink_t *s, const char *p, size_t n)
     if (n != PRPC_AUTH_SIG_HEX - 1)
         return;
     for (i = 0; i < n; i++)
-        if (!isxdigit((unsigned char)p[i]))
+        if (prpc_hex_digit((unsigned char)p[i]) < 0)
             return;
     memcpy(s->sig, p, n);
     s->sig[n] = '\0';
@@ -686,6 +687,23 @@ out:
     curl_slist_free_all(hdrs);
     free(url);
     return rc;
+}
+
+int prpc_httpc_retryable_status(long status)
+{
+    return status == 500 || status == 502 || status == 503 || status == 504;
+}
+
+int64_t prpc_httpc_backoff_ms(int attempt, int64_t first_ms, int64_t max_ms, double u)
+{
+    int64_t ms = first_ms > 0 ? first_ms : 1;
+    for (int i = 1; i < attempt && ms < max_ms; i++)
+        ms *= 2;
+    if (ms > max_ms)
+        ms = max_ms;
+    if (!(u >= 0 && u < 1))
+        u = 0;
+    return ms / 2 + (int64_t)(u * (double)(ms - ms / 2));
 }
 
 int prpc_httpc_status_error(long status, const char *body, size_t len, const char *what,

@@ -113,6 +113,19 @@ int prpc_httpc_request(prpc_httpc_t *h, const char *method, const char *path_and
 int prpc_httpc_status_error(long status, const char *body, size_t len, const char *what,
                             prpc_error_t *err);
 
+/* The retry policy of every request a node repeats (all of docs/API.md's
+ * requests but restart are safe to repeat), for the worker here and the
+ * client through _core:
+ *  - prpc_httpc_retryable_status: 1 for an answer that says the broker
+ *    failed rather than refused (500, 502, 503, 504); another try may meet
+ *    a broker that works. Any other status is the broker's word, final.
+ *  - prpc_httpc_backoff_ms: the wait before try attempt+1 after attempt
+ *    failures in a row: first_ms doubled per failure up to max_ms, drawn in
+ *    its upper half by u in [0, 1), so nodes that failed together do not
+ *    come back together. */
+int prpc_httpc_retryable_status(long status);
+int64_t prpc_httpc_backoff_ms(int attempt, int64_t first_ms, int64_t max_ms, double u);
+
 /* Make the broker hold blob sha_hex (64 lowercase hex) whose content is the
  * first `size` bytes of fd. Asks first (HEAD): a blob the broker already holds
  * is not sent again, a partial one resumes where the broker's copy ends; then

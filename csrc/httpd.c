@@ -6,8 +6,8 @@
  * HTTP/2 security fixes since 2019, and HTTP/1.1 keep-alive is all we need.
  */
 #include "httpd.h"
-#include "hash.h"
-#include "ident.h"
+#include "util.h"
+#include "wire.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -184,18 +184,11 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     h2o_accept(&h->accept_ctx, sock);
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     prpc_httpd_t *h = H2O_STRUCT_FROM_MEMBER(prpc_httpd_t, tick_entry, entry);
     if (h->cfg.on_tick != NULL)
-        h->cfg.on_tick(h->cfg.ud, now_ms());
+        h->cfg.on_tick(h->cfg.ud, (uint64_t)prpc_now_ms());
     h2o_timeout_link(h->loop, &h->tick_timeout, &h->tick_entry);
 }
 
@@ -446,42 +439,21 @@ void prpc_httpd_send_json(h2o_req_t *req, int status, const char *json, size_t l
     h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
 }
 
-static size_t json_escape(char *out, size_t cap, const char *s)
-{
-    size_t o = 0, n = strlen(s), bad = prpc_utf8_invalid_at(s, n);
-    for (size_t i = 0; i < n && o + 7 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (i == bad) {
-            /* JSON is UTF-8: a byte of a path that is not is shown as '?'. */
-            out[o++] = '?';
-            bad = i + 1 + prpc_utf8_invalid_at(s + i + 1, n - i - 1);
-            continue;
-        }
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c < 0x20) {
-            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    out[o] = '\0';
-    return o;
-}
-
 void prpc_httpd_send_error(h2o_req_t *req, int status, int code, const char *fmt, ...)
 {
-    char msg[PRPC_ERROR_MSG_MAX], esc[PRPC_ERROR_MSG_MAX * 6 + 8], body[sizeof(esc) + 128];
+    static const char nomem[] =
+        "{\"error\": {\"code\": \"ENOMEM\", \"message\": \"out of memory\"}}";
+    char msg[PRPC_ERROR_MSG_MAX];
+    prpc_buf_t body = PRPC_BUF_INIT;
     va_list ap;
-    int n;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_escape(esc, sizeof(esc), msg);
-    n = snprintf(body, sizeof(body), "{\"error\": {\"code\": \"%s\", \"message\": \"%s\"}}",
-                 prpc_strerror(code), esc);
-    prpc_httpd_send_json(req, status, body, (size_t)n);
+    if (prpc_wire_write_error(&body, code, msg) == 0)
+        prpc_httpd_send_json(req, status, body.data, body.len);
+    else
+        prpc_httpd_send_json(req, 500, nomem, sizeof(nomem) - 1);
+    prpc_buf_cleanup(&body);
 }
 
 const char *prpc_httpd_header(h2o_req_t *req, const char *name)

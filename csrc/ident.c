@@ -6,6 +6,7 @@
  * is what lets a rejected add leave the builder untouched.
  */
 #include "ident.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -23,48 +24,6 @@ struct prpc_ident {
     int state;                          /* IDENT_OPEN until finished or a digest failure */
     char function[IDENT_LABEL_MAX + 1]; /* the function's name, for messages */
 };
-
-/* Unicode table 3-7 ("well-formed UTF-8 byte sequences"). */
-size_t prpc_utf8_invalid_at(const void *data, size_t len)
-{
-    const uint8_t *s = data;
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        uint8_t lo = 0x80, hi = 0xbf;
-        size_t need, k;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            if (c == 0xe0)
-                lo = 0xa0;
-            else if (c == 0xed)
-                hi = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            if (c == 0xf0)
-                lo = 0x90;
-            else if (c == 0xf4)
-                hi = 0x8f;
-        } else {
-            return i;
-        }
-        if (len - i - 1 < need)
-            return i;
-        for (k = 1; k <= need; k++) {
-            uint8_t b = s[i + k];
-            if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf))
-                return i;
-        }
-        i += need + 1;
-    }
-    return len;
-}
 
 static void put_u64be(uint8_t *p, uint64_t v)
 {

@@ -95,9 +95,4 @@ int prpc_ident_finish(prpc_ident_t *id, char out_hex[PRPC_SHA256_HEX_LEN + 1], p
 /* Release a builder; NULL is fine. */
 void prpc_ident_free(prpc_ident_t *id);
 
-/* Offset of the first byte of s[0..len) that is not well-formed UTF-8 (the
- * rule every name and string above is held to: no overlong forms, no
- * surrogates, nothing above U+10FFFF), or len when all of it is. */
-size_t prpc_utf8_invalid_at(const void *s, size_t len);
-
 #endif

@@ -1,7 +1,8 @@
 /*
- * json.c - the growable text buffer and JSON string escaping (json.h).
+ * json.c - the growable text buffer (json.h); escaping is util.c's.
  */
 #include "json.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,43 +76,14 @@ int prpc_buf_printf(prpc_buf_t *b, const char *fmt, ...)
 
 int prpc_buf_json_str(prpc_buf_t *b, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t start = b->len;
-    if (prpc_buf_append(b, "\"", 1) != 0)
-        return b->failed;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[7];
-        size_t n = 0;
-        switch (c) {
-        case '"': n = 2, esc[0] = '\\', esc[1] = '"'; break;
-        case '\\': n = 2, esc[0] = '\\', esc[1] = '\\'; break;
-        case '\n': n = 2, esc[0] = '\\', esc[1] = 'n'; break;
-        case '\r': n = 2, esc[0] = '\\', esc[1] = 'r'; break;
-        case '\t': n = 2, esc[0] = '\\', esc[1] = 't'; break;
-        default:
-            if (c < 0x20) {
-                memcpy(esc, "\\u00", 4);
-                esc[4] = hex[c >> 4];
-                esc[5] = hex[c & 15];
-                n = 6;
-            }
-        }
-        if (n == 0 ? prpc_buf_append(b, (const char *)&s[i], 1) : prpc_buf_append(b, esc, n)) {
-            if (b->data != NULL && start < b->cap) {
-                b->len = start;
-                b->data[start] = '\0';
-            }
-            return b->failed;
-        }
-    }
-    if (prpc_buf_append(b, "\"", 1) != 0) {
-        if (b->data != NULL && start < b->cap) {
-            b->len = start;
-            b->data[start] = '\0';
-        }
-        return b->failed;
-    }
+    size_t n = prpc_json_escaped_len(s, len);
+    if (n > SIZE_MAX - 3 || reserve(b, n + 2) != 0)
+        return b->failed ? b->failed : (b->failed = PRPC_ELIMIT);
+    b->data[b->len] = '"';
+    prpc_json_escape(b->data + b->len + 1, n + 1, s, len, NULL);
+    b->data[b->len + 1 + n] = '"';
+    b->len += n + 2;
+    b->data[b->len] = '\0';
     return 0;
 }
 

@@ -1,7 +1,7 @@
 /*
  * json.h - a growable text buffer and the JSON writing the wire needs.
- * Reading JSON is libbson's job (bson_new_from_json); writing goes through
- * here so escaping is done in one place.
+ * Reading JSON is libbson's job (bson_new_from_json); strings are escaped by
+ * util.h's prpc_json_escape, the one escaping rule.
  *
  * A buffer has a hard cap; appends past it fail with PRPC_ELIMIT and leave
  * the buffer as it was before the failing append.
@@ -26,7 +26,7 @@ typedef struct prpc_buf {
 int prpc_buf_append(prpc_buf_t *b, const char *s, size_t len);
 int prpc_buf_puts(prpc_buf_t *b, const char *s);
 int prpc_buf_printf(prpc_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Append s (len bytes, UTF-8) as a quoted, escaped JSON string. */
+/* Append s (len bytes) as a quoted JSON string (prpc_json_escape). */
 int prpc_buf_json_str(prpc_buf_t *b, const char *s, size_t len);
 /* Hand out the text (caller frees); NULL and PRPC_ENOMEM/ELIMIT in err when an
  * append failed. The buffer is reset either way. */

@@ -5,6 +5,8 @@
 #include "auth.h"
 #include "httpc.h"
 #include "json.h"
+#include "util.h"
+#include "wire.h"
 
 #include <bson/bson.h>
 #include <pthread.h>
@@ -163,19 +165,20 @@ static void age_locked(prpc_nodes_t *n, int64_t now_ms)
 char *prpc_nodes_json(prpc_nodes_t *n, size_t *len, prpc_error_t *err)
 {
     prpc_buf_t out = PRPC_BUF_INIT;
+    const char *addrs[PRPC_NODES_MAX + 1];
+    size_t count = 0;
     int64_t now = prpc_now_ms();
-    prpc_buf_puts(&out, "{\"nodes\": [");
-    prpc_buf_json_str(&out, n->self, strlen(n->self));
+    addrs[count++] = n->self;
     pthread_mutex_lock(&n->lock);
     for (size_t i = 0; i < n->n; i++) {
         const node_t *x = &n->nodes[i];
         if (x->last_ok_ms == 0 || now - x->last_ok_ms > PRPC_NODES_ALIVE_MS)
             continue;
-        prpc_buf_puts(&out, ", ");
-        prpc_buf_json_str(&out, x->addr, strlen(x->addr));
+        addrs[count++] = x->addr;
     }
+    /* Written under the lock: the addresses are the table's own. */
+    prpc_wire_write_nodes(&out, addrs, count);
     pthread_mutex_unlock(&n->lock);
-    prpc_buf_puts(&out, "]}");
     return prpc_buf_take(&out, len, err);
 }
 

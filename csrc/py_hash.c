@@ -12,6 +12,7 @@
 #include "blob.h"
 #include "hash.h"
 #include "ident.h"
+#include "util.h"
 
 #include <limits.h>
 #include <stdlib.h>

@@ -344,16 +344,77 @@ static PyObject *derive_key(PyObject *module, PyObject *args, PyObject *kwds)
     return PyBytes_FromStringAndSize((const char *)key, sizeof(key));
 }
 
+static PyObject *retryable_status(PyObject *module, PyObject *arg)
+{
+    long status = PyLong_AsLong(arg);
+    PRPC_UNUSED(module);
+    if (status == -1 && PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(prpc_httpc_retryable_status(status));
+}
+
+static PyObject *backoff_ms(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"attempt", "first_ms", "max_ms", "u", NULL};
+    int attempt;
+    long long first_ms, max_ms;
+    double u;
+    PRPC_UNUSED(module);
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iLLd:backoff_ms", kwlist, &attempt, &first_ms,
+                                     &max_ms, &u))
+        return NULL;
+    return PyLong_FromLongLong(prpc_httpc_backoff_ms(attempt, first_ms, max_ms, u));
+}
+
 static PyMethodDef httpc_functions[] = {
+    {"retryable_status", retryable_status, METH_O,
+     "retryable_status(status) -> bool\n\nWhether an HTTP answer says the broker failed rather\n"
+     "than refused (500, 502, 503, 504): a request is worth another try. The worker's rule."},
+    {"backoff_ms", (PyCFunction)(void (*)(void))backoff_ms, METH_VARARGS | METH_KEYWORDS,
+     "backoff_ms(attempt, first_ms, max_ms, u) -> int\n\nThe wait before another try after\n"
+     "attempt failures in a row: first_ms doubled per failure up to max_ms, drawn in its\n"
+     "upper half by u in [0, 1) (random.random()). The worker's policy."},
     {"derive_key", (PyCFunction)(void (*)(void))derive_key, METH_VARARGS | METH_KEYWORDS,
      "derive_key(password) -> bytes\n\nThe 32-byte network key of a password (PBKDF2-HMAC-"
      "SHA256, slow on purpose: call once). The GIL is released meanwhile."},
     {NULL, NULL, 0, NULL},
 };
 
+/* The statuses prpc_httpc_retryable_status accepts, as a tuple for `in`. */
+static PyObject *retry_statuses(void)
+{
+    PyObject *list = PyList_New(0), *tuple = NULL;
+    if (list == NULL)
+        return NULL;
+    for (long s = 100; s < 600; s++) {
+        PyObject *n;
+        if (!prpc_httpc_retryable_status(s))
+            continue;
+        n = PyLong_FromLong(s);
+        if (n == NULL || PyList_Append(list, n) < 0) {
+            Py_XDECREF(n);
+            goto out;
+        }
+        Py_DECREF(n);
+    }
+    tuple = PyList_AsTuple(list);
+out:
+    Py_DECREF(list);
+    return tuple;
+}
+
 int pyprpc_httpc_exec(PyObject *module)
 {
+    PyObject *statuses;
+    int rc;
     if (pyprpc_add_type(module, &conn_spec, "Connection") < 0)
         return -1;
-    return PyModule_AddFunctions(module, httpc_functions);
+    if (PyModule_AddFunctions(module, httpc_functions) < 0)
+        return -1;
+    statuses = retry_statuses();
+    if (statuses == NULL)
+        return -1;
+    rc = PyModule_AddObjectRef(module, "RETRY_STATUSES", statuses);
+    Py_DECREF(statuses);
+    return rc;
 }

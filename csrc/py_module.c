@@ -6,7 +6,7 @@
 #include "py_module.h"
 
 #include "fault.h"
-#include "ident.h"
+#include "util.h"
 #include "version.h"
 
 #include <curl/curl.h>
@@ -123,7 +123,7 @@ static int module_exec(PyObject *m)
         return -1;
     }
     if (pyprpc_hash_exec(m) < 0 || pyprpc_broker_exec(m) < 0 || pyprpc_httpc_exec(m) < 0 ||
-        pyprpc_worker_exec(m) < 0)
+        pyprpc_worker_exec(m) < 0 || pyprpc_wire_exec(m) < 0)
         return -1;
     return 0;
 }

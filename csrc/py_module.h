@@ -35,5 +35,6 @@ int pyprpc_hash_exec(PyObject *module);
 int pyprpc_broker_exec(PyObject *module);
 int pyprpc_httpc_exec(PyObject *module);
 int pyprpc_worker_exec(PyObject *module);
+int pyprpc_wire_exec(PyObject *module);
 
 #endif

@@ -8,6 +8,7 @@
  */
 #include "store.h"
 #include "fault.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,36 +42,14 @@ void prpc_call_cleanup(prpc_call_t *c)
     memset(c, 0, sizeof(*c));
 }
 
-/* Lowercase hex of exactly `len` characters (len 0: 1..max characters). */
-static int check_hex(const char *s, size_t len, size_t max, const char *field, prpc_error_t *err)
-{
-    size_t n;
-    if (s == NULL)
-        return prpc_error_set(err, PRPC_EINVAL, "%s is missing", field);
-    n = strnlen(s, max + 1);
-    if (n > max)
-        return prpc_error_set(err, PRPC_EINVAL, "%s is longer than %zu characters", field, max);
-    if (n == 0 || (len != 0 && n != len))
-        return prpc_error_set(err, PRPC_EINVAL, "%s must be %zu lowercase hex characters, got %zu",
-                              field, len != 0 ? len : max, n);
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-            return prpc_error_set(err, PRPC_EINVAL,
-                                  "%s must be lowercase hex, got \"%.*s\" (bad character at %zu)",
-                                  field, (int)n, s, i);
-    }
-    return 0;
-}
-
 static int check_id(const char *s, const char *field, prpc_error_t *err)
 {
-    return check_hex(s, PRPC_CALL_ID_HEX, PRPC_CALL_ID_HEX, field, err);
+    return prpc_check_hex(s, PRPC_CALL_ID_HEX, PRPC_CALL_ID_HEX, field, err);
 }
 
 static int check_lease_id(const char *s, prpc_error_t *err)
 {
-    return check_hex(s, PRPC_LEASE_ID_HEX, PRPC_LEASE_ID_HEX, "lease_id", err);
+    return prpc_check_hex(s, PRPC_LEASE_ID_HEX, PRPC_LEASE_ID_HEX, "lease_id", err);
 }
 
 /* Function and worker names: stored and echoed in messages, so no control
@@ -88,30 +67,6 @@ static int check_name(const char *s, const char *field, prpc_error_t *err)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
             return prpc_error_set(err, PRPC_EINVAL, "%s has a control character at byte %zu",
                                   field, i);
-    return 0;
-}
-
-/* Checkpoint keys name files and travel in URLs and JSON: a short, plain
- * alphabet keeps them safe everywhere without escaping. */
-static int check_key(const char *s, prpc_error_t *err)
-{
-    size_t n;
-    if (s == NULL || s[0] == '\0')
-        return prpc_error_set(err, PRPC_EINVAL, "checkpoint key is empty");
-    n = strnlen(s, PRPC_CHECKPOINT_KEY_MAX + 1);
-    if (n > PRPC_CHECKPOINT_KEY_MAX)
-        return prpc_error_set(err, PRPC_EINVAL,
-                              "checkpoint key \"%.40s...\" is longer than %d bytes", s,
-                              PRPC_CHECKPOINT_KEY_MAX);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return prpc_error_set(err, PRPC_EINVAL,
-                                  "checkpoint key \"%.*s\" has a character outside "
-                                  "[A-Za-z0-9._-] at byte %zu",
-                                  (int)n, s, i);
-    }
     return 0;
 }
 
@@ -147,15 +102,10 @@ static int check_deadline(int64_t now_ms, int64_t lease_ms, int64_t *deadline, p
 
 static int new_lease_id(char out[PRPC_LEASE_ID_HEX + 1], prpc_error_t *err)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char raw[PRPC_LEASE_ID_HEX / 2];
     if (RAND_bytes(raw, (int)sizeof(raw)) != 1)
         return prpc_error_set(err, PRPC_EIO, "the random generator failed to make a lease id");
-    for (size_t i = 0; i < sizeof(raw); i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
-    }
-    out[PRPC_LEASE_ID_HEX] = '\0';
+    prpc_hex_encode(raw, sizeof(raw), out);
     return 0;
 }
 
@@ -236,7 +186,7 @@ int prpc_store_call_submit_many(prpc_store_t *s, prpc_submit_item_t *items, size
         if (rc == 0)
             rc = check_name(c->function, "function", err);
         if (rc == 0)
-            rc = check_hex(c->version, 0, PRPC_CALL_ID_HEX, "version", err);
+            rc = prpc_check_hex(c->version, 0, PRPC_CALL_ID_HEX, "version", err);
         if (rc == 0)
             rc = check_json(c->args_json, "args_json", err);
         for (size_t j = 0; rc == 0 && j < items[i].nblobs; j++)
@@ -310,7 +260,7 @@ int prpc_store_lease_next(prpc_store_t *s, const char *const *functions,
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = check_name(functions[i], "function", err);
         if (rc == 0)
-            rc = check_hex(versions[i], 0, PRPC_CALL_ID_HEX, "version", err);
+            rc = prpc_check_hex(versions[i], 0, PRPC_CALL_ID_HEX, "version", err);
     }
     if (rc == 0)
         rc = check_name(worker, "worker", err);
@@ -549,7 +499,7 @@ int prpc_store_checkpoint_put(prpc_store_t *s, const char *call_id, const char *
     if (rc == 0)
         rc = check_lease_id(lease_id, err);
     if (rc == 0)
-        rc = check_key(key, err);
+        rc = prpc_store_check_checkpoint_key(key, err);
     if (rc == 0)
         rc = check_id(sha256_hex, "blob sha256", err);
     if (rc == 0 && size > (uint64_t)INT64_MAX)
@@ -668,3 +618,25 @@ int prpc_store_check_integrity(prpc_store_t *s, prpc_error_t *err)
     return s->ops->check_integrity(s, err);
 }
 #endif
+
+int prpc_store_check_checkpoint_key(const char *s, prpc_error_t *err)
+{
+    size_t n;
+    if (s == NULL || s[0] == '\0')
+        return prpc_error_set(err, PRPC_EINVAL, "checkpoint key is empty");
+    n = strnlen(s, PRPC_CHECKPOINT_KEY_MAX + 1);
+    if (n > PRPC_CHECKPOINT_KEY_MAX)
+        return prpc_error_set(err, PRPC_EINVAL,
+                              "checkpoint key \"%.40s...\" is longer than %d bytes", s,
+                              PRPC_CHECKPOINT_KEY_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return prpc_error_set(err, PRPC_EINVAL,
+                                  "checkpoint key \"%.*s\" has a character outside "
+                                  "[A-Za-z0-9._-] at byte %zu",
+                                  (int)n, s, i);
+    }
+    return 0;
+}

@@ -357,4 +357,11 @@ prpc_store_t *prpc__store_sqlite_open(const char *path, const prpc_store_options
 prpc_store_t *prpc__store_mongo_open(const char *uri, const prpc_store_options_t *opts,
                                      prpc_error_t *err);
 
+
+/* The checkpoint key rule, the one definition (the wire, the broker, the
+ * worker and Python's p2p_save use it): 1 to PRPC_CHECKPOINT_KEY_MAX bytes of
+ * [A-Za-z0-9._-] (keys name files and travel in URLs and JSON unescaped).
+ * PRPC_EINVAL with a message quoting the key otherwise. */
+int prpc_store_check_checkpoint_key(const char *key, prpc_error_t *err);
+
 #endif

@@ -8,10 +8,11 @@
  * slot sleeps a bounded, jittered backoff on the worker's condition variable,
  * so prpc_worker_stop() wakes it at once.
  *
- * JSON is read with libbson (bson_new_from_json) and the job/result bodies
- * are built as BSON and written out as relaxed extended JSON, which for the
- * types used here (strings, integers, booleans, null, documents, arrays) is
- * plain JSON.
+ * Every document sent to or read from a broker goes through wire.h (its
+ * encoders, its rules for ids and keys, its paths). The job handed to run
+ * and run's result are this engine's own: the job is built as BSON and
+ * written as relaxed extended JSON, which for the types used here (strings,
+ * integers, booleans, null, documents, arrays) is plain JSON.
  *
  * Checkpoints (prpc_worker_checkpoint_save) come from whatever thread the
  * embedding program calls from while run is in progress: each slot has a
@@ -32,6 +33,8 @@
 #include "gpu.h"
 #include "hash.h"
 #include "httpc.h"
+#include "util.h"
+#include "wire.h"
 
 #include <bson/bson.h>
 #include <errno.h>
@@ -52,7 +55,6 @@
 #define WORKER_LEASE_MARGIN_MS 15000 /* a long-poll's answer may take this much longer */
 #define WORKER_REQUEST_TIMEOUT_MS 30000
 #define WORKER_ANNOUNCED_FILES 16 /* file outputs of one call sent after the announcement */
-#define WORKER_LEASE_ID_MAX 64
 
 typedef struct slot {
     prpc_worker_t *w;
@@ -73,7 +75,7 @@ typedef struct slot {
     int active;                          /* a call is in progress */
     int broker;                          /* index of the broker that leased it */
     char call_id[PRPC_SHA256_HEX_LEN + 1];
-    char lease_id[WORKER_LEASE_ID_MAX + 1];
+    char lease_id[PRPC_LEASE_ID_HEX + 1];
     double progress;
     int hb_interval_ms;
     int hb_stop;           /* the heartbeat thread must leave the current call alone */
@@ -132,13 +134,6 @@ static void wlog(prpc_worker_t *w, int level, const char *fmt, ...)
         fprintf(stderr, "p2prpc worker %s: %s\n", w->name, msg);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void abs_deadline(struct timespec *ts, int64_t ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
@@ -166,15 +161,10 @@ static int cond_init_monotonic(pthread_cond_t *cv)
  * belongs to the calling thread. */
 static void backoff_seeded(prpc_worker_t *w, unsigned *seed, int failures)
 {
-    int64_t ms = PRPC_WORKER_BACKOFF_MIN_MS;
+    int64_t ms = prpc_httpc_backoff_ms(failures, PRPC_WORKER_BACKOFF_MIN_MS,
+                                       PRPC_WORKER_BACKOFF_MAX_MS,
+                                       (double)rand_r(seed) / ((double)RAND_MAX + 1.0));
     struct timespec ts;
-    for (int i = 1; i < failures && ms < PRPC_WORKER_BACKOFF_MAX_MS; i++)
-        ms *= 2;
-    if (ms > PRPC_WORKER_BACKOFF_MAX_MS)
-        ms = PRPC_WORKER_BACKOFF_MAX_MS;
-    /* Jitter in [ms/2, ms): workers that lost a broker together do not
-     * come back together. */
-    ms = ms / 2 + (int64_t)(rand_r(seed) % (unsigned)(ms / 2 + 1));
     abs_deadline(&ts, ms);
     pthread_mutex_lock(&w->mu);
     while (!atomic_load(&w->stopping))
@@ -222,77 +212,14 @@ static int transfer_again(slot_t *s, unsigned *seed, int rc, int attempt, int64_
     pthread_mutex_lock(&w->mu);
     stale = s->stale;
     pthread_mutex_unlock(&w->mu);
-    if (stale || mono_ms() - started_ms >= PRPC_WORKER_TRANSFER_RETRY_MS)
+    if (stale || prpc_mono_ms() - started_ms >= PRPC_WORKER_TRANSFER_RETRY_MS)
         return 0;
     /* Capped low: the broker answers, only some of its replies go missing. */
     backoff_seeded(w, seed, attempt < 3 ? attempt : 3);
     return 1;
 }
 
-/* ---- small BSON helpers ---- */
-
-static const char *doc_utf8(const bson_t *doc, const char *dotted)
-{
-    bson_iter_t it, d;
-    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, dotted, &d) &&
-        BSON_ITER_HOLDS_UTF8(&d))
-        return bson_iter_utf8(&d, NULL);
-    return NULL;
-}
-
-static int64_t doc_int(const bson_t *doc, const char *dotted, int64_t dflt)
-{
-    bson_iter_t it, d;
-    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, dotted, &d) &&
-        (BSON_ITER_HOLDS_INT32(&d) || BSON_ITER_HOLDS_INT64(&d) || BSON_ITER_HOLDS_DOUBLE(&d)))
-        return bson_iter_as_int64(&d);
-    return dflt;
-}
-
-static const char *iter_utf8(const bson_iter_t *it, const char *key)
-{
-    bson_iter_t sub;
-    const uint8_t *data;
-    uint32_t len;
-    bson_t d;
-    if (!BSON_ITER_HOLDS_DOCUMENT(it))
-        return NULL;
-    bson_iter_document(it, &len, &data);
-    if (!bson_init_static(&d, data, len) || !bson_iter_init_find(&sub, &d, key) ||
-        !BSON_ITER_HOLDS_UTF8(&sub))
-        return NULL;
-    return bson_iter_utf8(&sub, NULL);
-}
-
-/* The int64 field key of the document it points at, or -1. */
-static int64_t iter_int(const bson_iter_t *it, const char *key)
-{
-    bson_iter_t sub;
-    const uint8_t *data;
-    uint32_t len;
-    bson_t d;
-    if (!BSON_ITER_HOLDS_DOCUMENT(it))
-        return -1;
-    bson_iter_document(it, &len, &data);
-    if (!bson_init_static(&d, data, len) || !bson_iter_init_find(&sub, &d, key) ||
-        !(BSON_ITER_HOLDS_INT32(&sub) || BSON_ITER_HOLDS_INT64(&sub)))
-        return -1;
-    return bson_iter_as_int64(&sub);
-}
-
-static int valid_lease_id(const char *id)
-{
-    size_t n = id != NULL ? strlen(id) : 0;
-    if (n == 0 || n > WORKER_LEASE_ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = id[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '-' || c == '_'))
-            return 0;
-    }
-    return 1;
-}
+/* ---- the job and run's result: this engine's own JSON ---- */
 
 static char *to_json(const bson_t *doc, size_t *len, prpc_error_t *err)
 {
@@ -359,37 +286,21 @@ static int make_dir(const char *path, prpc_error_t *err)
 static int build_lease_body(prpc_worker_t *w, const prpc_worker_config_t *cfg, prpc_error_t *err)
 {
     prpc_gpu_info_t gpus[PRPC_GPU_MAX];
+    prpc_wire_function_ref_t *fns = calloc(cfg->n_functions, sizeof(*fns));
+    prpc_buf_t out = PRPC_BUF_INIT;
     size_t ngpu = 0;
-    bson_t doc = BSON_INITIALIZER, arr, item;
-    char key[16];
-    const char *k;
 
+    if (fns == NULL)
+        return prpc_error_set(err, PRPC_ENOMEM, "worker: out of memory");
     prpc_gpu_probe(gpus, PRPC_GPU_MAX, &ngpu, NULL);
-    BSON_APPEND_UTF8(&doc, "worker", w->name);
-    BSON_APPEND_ARRAY_BEGIN(&doc, "functions", &arr);
     for (size_t i = 0; i < cfg->n_functions; i++) {
-        bson_uint32_to_string((uint32_t)i, &k, key, sizeof(key));
-        bson_append_document_begin(&arr, k, -1, &item);
-        BSON_APPEND_UTF8(&item, "name", cfg->functions[i].name);
-        BSON_APPEND_UTF8(&item, "version", cfg->functions[i].version);
-        bson_append_document_end(&arr, &item);
+        fns[i].name = cfg->functions[i].name;
+        fns[i].version = cfg->functions[i].version;
     }
-    bson_append_array_end(&doc, &arr);
-    BSON_APPEND_INT64(&doc, "wait_ms", w->lease_wait_ms);
-    BSON_APPEND_ARRAY_BEGIN(&doc, "gpus", &arr);
-    for (size_t i = 0; i < ngpu; i++) {
-        bson_uint32_to_string((uint32_t)i, &k, key, sizeof(key));
-        bson_append_document_begin(&arr, k, -1, &item);
-        BSON_APPEND_INT32(&item, "index", gpus[i].index);
-        BSON_APPEND_UTF8(&item, "name", gpus[i].name);
-        BSON_APPEND_UTF8(&item, "uuid", gpus[i].uuid);
-        BSON_APPEND_INT64(&item, "total_bytes", (int64_t)gpus[i].total_bytes);
-        BSON_APPEND_INT64(&item, "free_bytes", (int64_t)gpus[i].free_bytes);
-        bson_append_document_end(&arr, &item);
-    }
-    bson_append_array_end(&doc, &arr);
-    w->lease_body = to_json(&doc, &w->lease_body_len, err);
-    bson_destroy(&doc);
+    prpc_wire_write_lease_request(&out, w->name, fns, cfg->n_functions, w->lease_wait_ms, gpus,
+                                  ngpu);
+    free(fns);
+    w->lease_body = prpc_buf_take(&out, &w->lease_body_len, err);
     return w->lease_body != NULL ? 0 : PRPC_ENOMEM;
 }
 
@@ -500,7 +411,7 @@ prpc_worker_t *prpc_worker_new(const prpc_worker_config_t *cfg, prpc_error_t *er
         slot_t *s = &w->slots[i];
         s->w = w;
         s->index = i;
-        s->seed = (unsigned)(mono_ms() ^ (getpid() << 8) ^ (i * 7919));
+        s->seed = (unsigned)(prpc_mono_ms() ^ (getpid() << 8) ^ (i * 7919));
         s->ck_seed = s->seed ^ 0x5bd1e995u;
         if (cond_init_monotonic(&s->hb_cv) != 0) {
             w->concurrency = i; /* only earlier slots hold a condition variable */
@@ -542,7 +453,8 @@ static void *heartbeat_main(void *arg)
 {
     slot_t *s = arg;
     prpc_worker_t *w = s->w;
-    char call_id[PRPC_SHA256_HEX_LEN + 1], lease_id[WORKER_LEASE_ID_MAX + 1], pq[128], body[160];
+    char call_id[PRPC_SHA256_HEX_LEN + 1], lease_id[PRPC_LEASE_ID_HEX + 1];
+    char pq[PRPC_WIRE_PATH_MAX];
     prpc_error_t err;
 
     pthread_mutex_lock(&w->mu);
@@ -552,9 +464,10 @@ static void *heartbeat_main(void *arg)
         unsigned gen;
         double progress;
         long status = 0;
-        char *resp = NULL;
-        size_t rlen = 0;
-        prpc_httpc_t *h;
+        char *resp = NULL, *body = NULL;
+        size_t rlen = 0, blen = 0;
+        prpc_buf_t out = PRPC_BUF_INIT;
+        prpc_httpc_t *h = NULL;
 
         while (!s->hb_exit && !(s->active && !s->hb_stop))
             pthread_cond_wait(&s->hb_cv, &w->mu);
@@ -573,29 +486,24 @@ static void *heartbeat_main(void *arg)
         progress = s->progress;
         snprintf(call_id, sizeof(call_id), "%s", s->call_id);
         snprintf(lease_id, sizeof(lease_id), "%s", s->lease_id);
-        snprintf(pq, sizeof(pq), "/v1/leases/%s/heartbeat", s->lease_id);
         pthread_mutex_unlock(&w->mu);
 
-        snprintf(body, sizeof(body), "{\"call_id\": \"%s\", \"progress\": %.2f}", call_id,
-                 progress);
-        h = handle_for(w, s->hb_handles, b, &err);
-        if (h == NULL) {
+        prpc_wire_write_heartbeat(&out, call_id, progress);
+        body = prpc_buf_take(&out, &blen, &err);
+        rc = body != NULL ? prpc_wire_path_lease(pq, lease_id, "heartbeat", &err) : err.code;
+        if (rc == 0)
+            h = handle_for(w, s->hb_handles, b, &err);
+        if (rc == 0 && h == NULL) {
             rc = err.code;
-        } else {
+        } else if (rc == 0) {
             prpc_httpc_set_cancel(h, &s->hb_abort);
-            rc = prpc_httpc_request(h, "POST", pq, body, strlen(body),
-                                    interval > 2000 ? interval : 2000, &status, &resp, &rlen,
-                                    &err);
+            rc = prpc_httpc_request(h, "POST", pq, body, blen, interval > 2000 ? interval : 2000,
+                                    &status, &resp, &rlen, &err);
             prpc_httpc_set_cancel(h, NULL);
         }
+        free(body);
         if (rc == 0 && status == 200) {
-            bson_t *doc = bson_new_from_json((const uint8_t *)resp, (ssize_t)rlen, NULL);
-            bson_iter_t it;
-            if (doc != NULL && bson_iter_init_find(&it, doc, "terminate") &&
-                BSON_ITER_HOLDS_BOOL(&it))
-                terminate = bson_iter_bool(&it);
-            if (doc != NULL)
-                bson_destroy(doc);
+            terminate = prpc_wire_heartbeat_terminates(resp, rlen);
         } else if (rc == 0 && (status == 409 || status == 404)) {
             /* 409: the lease lapsed or was replaced; 404: the call was
              * deleted (a client's delete terminates a running call). */
@@ -692,7 +600,7 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, int64_t follo
     }
 
     {
-        int64_t started = mono_ms();
+        int64_t started = prpc_mono_ms();
         uint64_t had = 0, has = 0;
         for (int attempt = 1;; attempt++) {
             prpc_blobdir_partial(w->blobs, sha, &had, NULL);
@@ -702,7 +610,7 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, int64_t follo
              * long transfer (or one following a slow upload) cut late is
              * resumed, not given up. */
             if (rc != 0 && prpc_blobdir_partial(w->blobs, sha, &has, NULL) == 0 && has > had) {
-                started = mono_ms();
+                started = prpc_mono_ms();
                 attempt = 1;
             }
             if (rc == 0 || atomic_load(&w->stopping) ||
@@ -720,18 +628,11 @@ static int fetch_blob(slot_t *s, prpc_httpc_t *h, const char *sha, int64_t follo
     return rc;
 }
 
-static int64_t real_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* Keep the blob cache under its bound after a call: evict the least recently
  * used blobs, never one used since the oldest running call began. */
 static void trim_cache(prpc_worker_t *w)
 {
-    int64_t before = real_ns();
+    int64_t before = prpc_now_ns();
     uint64_t freed = 0;
     prpc_error_t err;
     pthread_mutex_lock(&w->mu);
@@ -746,22 +647,6 @@ static void trim_cache(prpc_worker_t *w)
         wlog(w, PRPC_LOG_INFO, "blob cache: evicted %llu bytes (bound %llu)",
              (unsigned long long)freed, (unsigned long long)w->cache_max_bytes);
     pthread_mutex_unlock(&w->trim_mu);
-}
-
-/* 1 when key is a checkpoint key: 1..PRPC_WORKER_CHECKPOINT_KEY_MAX bytes of
- * [A-Za-z0-9._-] (the broker's rule too). */
-static int valid_checkpoint_key(const char *key)
-{
-    size_t n = key != NULL ? strnlen(key, PRPC_WORKER_CHECKPOINT_KEY_MAX + 1) : 0;
-    if (n == 0 || n > PRPC_WORKER_CHECKPOINT_KEY_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = key[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
 }
 
 /* Fetch the lease's checkpoints into the cache and list them in the job as
@@ -780,10 +665,11 @@ static int append_checkpoints(slot_t *s, prpc_httpc_t *h, const bson_t *lease,
     if (bson_iter_init_find(&it, lease, "checkpoints") && BSON_ITER_HOLDS_ARRAY(&it) &&
         bson_iter_recurse(&it, &sub)) {
         while (rc == 0 && bson_iter_next(&sub)) {
-            const char *key = iter_utf8(&sub, "key"), *sha = iter_utf8(&sub, "blob"), *k;
+            const char *key = prpc_iter_doc_str(&sub, "key"), *k;
+            const char *sha = prpc_iter_doc_str(&sub, "blob");
             char kbuf[16], path[PRPC_BLOB_PATH_MAX];
             prpc_error_t e;
-            if (!valid_checkpoint_key(key) || sha == NULL || !prpc_blob_valid_sha(sha)) {
+            if (!prpc_wire_valid_checkpoint_key(key) || !prpc_wire_valid_call_id(sha)) {
                 rc = prpc_error_set(err, PRPC_EPROTO,
                                     "lease for call %s: checkpoint %u has no valid key or blob",
                                     call_id, seen);
@@ -822,8 +708,8 @@ static char *build_job(slot_t *s, prpc_httpc_t *h, const bson_t *lease, const ch
 {
     bson_t job = BSON_INITIALIZER, arr;
     bson_iter_t it, sub;
-    const char *function = doc_utf8(lease, "call.function");
-    const char *version = doc_utf8(lease, "call.version");
+    const char *function = prpc_doc_str(lease, "call.function");
+    const char *version = prpc_doc_str(lease, "call.version");
     char *out = NULL;
     uint32_t i = 0;
     int ok = 1;
@@ -842,7 +728,7 @@ static char *build_job(slot_t *s, prpc_httpc_t *h, const bson_t *lease, const ch
     if (bson_iter_init(&it, lease) && bson_iter_find_descendant(&it, "call.args", &sub) &&
         BSON_ITER_HOLDS_ARRAY(&sub) && bson_iter_recurse(&sub, &it)) {
         while (ok && bson_iter_next(&it)) {
-            const char *kind = iter_utf8(&it, "kind"), *k;
+            const char *kind = prpc_iter_doc_str(&it, "kind"), *k;
             const uint8_t *data;
             uint32_t len;
             char key[16], path[PRPC_BLOB_PATH_MAX];
@@ -861,15 +747,18 @@ static char *build_job(slot_t *s, prpc_httpc_t *h, const bson_t *lease, const ch
                 continue;
             }
             {
-                const char *sha = iter_utf8(&it, "blob");
-                if (sha == NULL || !prpc_blob_valid_sha(sha)) {
+                const char *sha = prpc_iter_doc_str(&it, "blob");
+                double size = -1;
+                if (!prpc_wire_valid_call_id(sha)) {
                     ok = 0;
                     prpc_error_set(err, PRPC_EPROTO,
                                    "lease for call %s: file argument %u has no valid blob",
                                    call_id, i - 1);
                     break;
                 }
-                if (fetch_blob(s, h, sha, iter_int(&it, "size"), err) != 0 ||
+                if (!prpc_iter_doc_num(&it, "size", &size) || size != (double)(int64_t)size)
+                    size = -1;
+                if (fetch_blob(s, h, sha, (int64_t)size, err) != 0 ||
                     prpc_blobdir_path(s->w->blobs, sha, path, err) != 0) {
                     ok = 0;
                     break;
@@ -916,7 +805,7 @@ static int upload_output(slot_t *s, prpc_httpc_t *h, int fd, const char *sha, ui
                          uint64_t until, int *complete, const prpc_chunk_digests_t *cd,
                          prpc_error_t *err)
 {
-    int64_t started = mono_ms();
+    int64_t started = prpc_mono_ms();
     int rc;
     for (int attempt = 1;; attempt++) {
         *complete = 1;
@@ -989,35 +878,61 @@ static int put_output_file(slot_t *s, prpc_httpc_t *h, bson_t *arr, const char *
     return 0;
 }
 
-/* Tell the broker the outputs (body's "outputs") while the files in pend are
- * still being uploaded, so the call's readers start downloading them now.
- * Only a head start: whatever goes wrong here, the result still comes. */
+/* Tell the broker the outputs (outs, an array's entries) while the files in
+ * pend are still being uploaded, so the call's readers start downloading them
+ * now. Only a head start: whatever goes wrong here, the result still comes. */
 static void announce_outputs(slot_t *s, prpc_httpc_t *h, const char *lease_id,
-                             const char *call_id, const bson_t *body)
+                             const char *call_id, const bson_t *outs)
 {
-    bson_t doc = BSON_INITIALIZER;
-    bson_iter_t it;
-    char path[128], *json, *resp = NULL;
+    prpc_buf_t out = PRPC_BUF_INIT, list = PRPC_BUF_INIT;
+    char path[PRPC_WIRE_PATH_MAX], *json = NULL, *outputs, *resp = NULL;
     size_t len = 0, rlen = 0;
     long status = 0;
     prpc_error_t e;
 
-    BSON_APPEND_UTF8(&doc, "call_id", call_id);
-    if (bson_iter_init_find(&it, body, "outputs"))
-        bson_append_iter(&doc, "outputs", -1, &it);
-    json = to_json(&doc, &len, &e);
-    bson_destroy(&doc);
-    if (json == NULL)
-        return;
-    snprintf(path, sizeof(path), "/v1/leases/%s/outputs", lease_id);
-    if (prpc_httpc_request(h, "POST", path, json, len, WORKER_REQUEST_TIMEOUT_MS, &status, &resp,
-                           &rlen, &e) != 0)
+    prpc_wire_write_json_doc(&list, outs, 1);
+    outputs = prpc_buf_take(&list, NULL, &e);
+    if (outputs != NULL) {
+        prpc_wire_write_outputs(&out, call_id, outputs);
+        json = prpc_buf_take(&out, &len, &e);
+        free(outputs);
+    }
+    if (json == NULL || prpc_wire_path_lease(path, lease_id, "outputs", &e) != 0)
+        wlog(s->w, PRPC_LOG_DEBUG, "call %s: announcing its outputs: %s", call_id, e.message);
+    else if (prpc_httpc_request(h, "POST", path, json, len, WORKER_REQUEST_TIMEOUT_MS, &status,
+                                &resp, &rlen, &e) != 0)
         wlog(s->w, PRPC_LOG_DEBUG, "call %s: announcing its outputs: %s", call_id, e.message);
     else if (status != 200)
         wlog(s->w, PRPC_LOG_DEBUG, "call %s: announcing its outputs: HTTP %ld %.*s", call_id,
              status, (int)(rlen < 200 ? rlen : 200), resp ? resp : "");
     free(resp);
     free(json);
+}
+
+/* A result body (wire.h): state with outputs (JSON text, NULL: none) and
+ * error (JSON text, NULL: null). */
+static char *result_body(const char *call_id, const char *state, const char *outputs_json,
+                         const char *error_json, size_t *len, prpc_error_t *err)
+{
+    prpc_buf_t out = PRPC_BUF_INIT;
+    prpc_wire_write_result(&out, call_id, state, outputs_json, error_json);
+    return prpc_buf_take(&out, len, err);
+}
+
+/* The result of a call this worker failed itself: no outputs, and an error
+ * record of type saying why. */
+static char *failed_body(const char *call_id, const char *type, const char *message, size_t *len,
+                         prpc_error_t *err)
+{
+    prpc_buf_t rec = PRPC_BUF_INIT;
+    char *error_json, *out;
+    prpc_wire_write_error_record(&rec, type, message, "");
+    error_json = prpc_buf_take(&rec, NULL, err);
+    if (error_json == NULL)
+        return NULL;
+    out = result_body(call_id, "failed", NULL, error_json, len, err);
+    free(error_json);
+    return out;
 }
 
 /* Turn run's answer into the result body, uploading output files: each file
@@ -1029,11 +944,12 @@ static char *build_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, cons
 {
     pending_output_t pend[WORKER_ANNOUNCED_FILES];
     size_t npend = 0;
-    bson_t *res = NULL, body = BSON_INITIALIZER, arr;
+    bson_t *res = NULL, outs = BSON_INITIALIZER; /* the outputs, as an array's entries */
     bson_iter_t it, sub;
+    prpc_buf_t list = PRPC_BUF_INIT, rec = PRPC_BUF_INIT;
     const char *state = NULL;
     char msg[PRPC_ERROR_MSG_MAX + 64];
-    char *out = NULL;
+    char *out = NULL, *outputs_json = NULL, *error_json = NULL;
     int failed = 0;
     uint32_t i = 0;
 
@@ -1045,7 +961,7 @@ static char *build_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, cons
         res = bson_new_from_json((const uint8_t *)result_json, -1, &be);
         if (res == NULL)
             snprintf(msg, sizeof(msg), "the executor's result is not JSON: %s", be.message);
-        else if ((state = doc_utf8(res, "state")) == NULL ||
+        else if ((state = prpc_doc_str(res, "state")) == NULL ||
                  (strcmp(state, "done") != 0 && strcmp(state, "failed") != 0 &&
                   strcmp(state, "terminated") != 0))
             snprintf(msg, sizeof(msg), "the executor's result has no valid state");
@@ -1053,15 +969,14 @@ static char *build_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, cons
     if (msg[0] == '\0' && terminated && strcmp(state, "done") != 0)
         state = "terminated";
 
-    BSON_APPEND_UTF8(&body, "call_id", call_id);
     if (msg[0] == '\0') {
         /* Only a result that will be "done" has outputs worth announcing. */
         int early = strcmp(state, "done") == 0;
-        BSON_APPEND_ARRAY_BEGIN(&body, "outputs", &arr);
         if (bson_iter_init_find(&it, res, "outputs") && BSON_ITER_HOLDS_ARRAY(&it) &&
             bson_iter_recurse(&it, &sub)) {
             while (bson_iter_next(&sub)) {
-                const char *kind = iter_utf8(&sub, "kind"), *path = iter_utf8(&sub, "path"), *k;
+                const char *kind = prpc_iter_doc_str(&sub, "kind"), *k;
+                const char *path = prpc_iter_doc_str(&sub, "path");
                 const uint8_t *data;
                 uint32_t dlen;
                 char key[16];
@@ -1073,8 +988,8 @@ static char *build_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, cons
                 bson_init_static(&view, data, dlen);
                 bson_uint32_to_string(i++, &k, key, sizeof(key));
                 if (kind == NULL || strcmp(kind, "file") != 0 || path == NULL) {
-                    bson_append_document(&arr, k, -1, &view);
-                } else if (put_output_file(s, h, &arr, k, &view, path,
+                    bson_append_document(&outs, k, -1, &view);
+                } else if (put_output_file(s, h, &outs, k, &view, path,
                                            early && npend < WORKER_ANNOUNCED_FILES ? &pend[npend]
                                                                                   : NULL,
                                            &e) != 0) {
@@ -1087,10 +1002,9 @@ static char *build_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, cons
                 }
             }
         }
-        bson_append_array_end(&body, &arr);
     }
     if (msg[0] == '\0' && npend > 0)
-        announce_outputs(s, h, lease_id, call_id, &body);
+        announce_outputs(s, h, lease_id, call_id, &outs);
     for (size_t j = 0; j < npend; j++) {
         prpc_error_t e;
         int complete = 1;
@@ -1105,25 +1019,27 @@ static char *build_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, cons
         prpc_chunk_digests_cleanup(&pend[j].cd);
     }
     if (msg[0] != '\0') {
-        /* Start again: outputs of a failed delivery are not reported. */
-        bson_reinit(&body);
-        BSON_APPEND_UTF8(&body, "call_id", call_id);
-        BSON_APPEND_UTF8(&body, "state", "failed");
-        BSON_APPEND_ARRAY_BEGIN(&body, "outputs", &arr);
-        bson_append_array_end(&body, &arr);
-        append_error(&body, failed ? "OutputError" : "WorkerError", msg);
+        /* Outputs of a failed delivery are not reported. */
+        out = failed_body(call_id, failed ? "OutputError" : "WorkerError", msg, len, err);
         wlog(s->w, PRPC_LOG_ERROR, "call %s failed on this worker: %s", call_id, msg);
-    } else {
-        BSON_APPEND_UTF8(&body, "state", state);
-        if (bson_iter_init_find(&it, res, "error") && BSON_ITER_HOLDS_DOCUMENT(&it))
-            bson_append_iter(&body, "error", -1, &it);
-        else if (strcmp(state, "failed") == 0)
-            append_error(&body, "WorkerError", "the call failed without an error record");
-        else
-            BSON_APPEND_NULL(&body, "error");
+        goto done;
     }
-    out = to_json(&body, len, err);
-    bson_destroy(&body);
+    prpc_wire_write_json_doc(&list, &outs, 1);
+    if ((outputs_json = prpc_buf_take(&list, NULL, err)) == NULL)
+        goto done;
+    if (bson_iter_init_find(&it, res, "error") && BSON_ITER_HOLDS_DOCUMENT(&it))
+        prpc_wire_write_json_iter(&rec, &it);
+    else if (strcmp(state, "failed") == 0)
+        prpc_wire_write_error_record(&rec, "WorkerError", "the call failed without an error record",
+                                     "");
+    if (rec.len > 0 && (error_json = prpc_buf_take(&rec, NULL, err)) == NULL)
+        goto done;
+    out = result_body(call_id, state, outputs_json, error_json, len, err);
+done:
+    prpc_buf_cleanup(&rec);
+    free(outputs_json);
+    free(error_json);
+    bson_destroy(&outs);
     if (res != NULL)
         bson_destroy(res);
     return out;
@@ -1134,37 +1050,26 @@ static int result_is_terminated(const char *result_json)
 {
     bson_t *res = result_json != NULL ? bson_new_from_json((const uint8_t *)result_json, -1, NULL)
                                       : NULL;
-    const char *state = res != NULL ? doc_utf8(res, "state") : NULL;
+    const char *state = res != NULL ? prpc_doc_str(res, "state") : NULL;
     int yes = state != NULL && strcmp(state, "terminated") == 0;
     if (res != NULL)
         bson_destroy(res);
     return yes;
 }
 
-/* The result of a call the broker terminated before it started here. */
-static char *terminated_body(const char *call_id, size_t *len, prpc_error_t *err)
-{
-    bson_t doc = BSON_INITIALIZER, arr;
-    char *out;
-    BSON_APPEND_UTF8(&doc, "call_id", call_id);
-    BSON_APPEND_UTF8(&doc, "state", "terminated");
-    BSON_APPEND_ARRAY_BEGIN(&doc, "outputs", &arr);
-    bson_append_array_end(&doc, &arr);
-    BSON_APPEND_NULL(&doc, "error");
-    out = to_json(&doc, len, err);
-    bson_destroy(&doc);
-    return out;
-}
-
-/* Push a result; retried on transport errors and 5xx answers (worker.h). A
- * retry of a result the broker already took answers 200. */
+/* Push a result; retried on transport errors and answers that say the broker
+ * failed (prpc_httpc_retryable_status; worker.h). A retry of a result the
+ * broker already took answers 200. */
 static void push_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, const char *call_id,
                         const char *body, size_t len)
 {
     prpc_worker_t *w = s->w;
-    char pq[128];
+    char pq[PRPC_WIRE_PATH_MAX];
     prpc_error_t err;
-    snprintf(pq, sizeof(pq), "/v1/leases/%s/result", lease_id);
+    if (prpc_wire_path_lease(pq, lease_id, "result", &err) != 0) {
+        wlog(w, PRPC_LOG_ERROR, "call %s: result lost: %s", call_id, err.message);
+        return;
+    }
     for (int attempt = 1; attempt <= PRPC_WORKER_RESULT_TRIES; attempt++) {
         long status = 0;
         char *resp = NULL;
@@ -1179,7 +1084,7 @@ static void push_result(slot_t *s, prpc_httpc_t *h, const char *lease_id, const 
         if (rc == 0) {
             prpc_httpc_status_error(status, resp, rlen, "pushing the result", &err);
             free(resp);
-            if (status < 500) {
+            if (!prpc_httpc_retryable_status(status)) {
                 wlog(w, PRPC_LOG_ERROR, "call %s: broker refused the result: %s", call_id,
                      err.message);
                 return;
@@ -1200,8 +1105,8 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
 {
     prpc_worker_t *w = s->w;
     bson_t *lease = bson_new_from_json((const uint8_t *)resp, (ssize_t)rlen, NULL);
-    const char *lease_id, *call_id;
-    char work_dir[WORKER_PATH_MAX], cid[PRPC_SHA256_HEX_LEN + 1], lid[WORKER_LEASE_ID_MAX + 1];
+    prpc_wire_lease_t head;
+    char work_dir[WORKER_PATH_MAX], cid[PRPC_SHA256_HEX_LEN + 1], lid[PRPC_LEASE_ID_HEX + 1];
     char *job = NULL, *result = NULL, *body = NULL;
     size_t body_len = 0;
     prpc_error_t err;
@@ -1213,29 +1118,27 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
              w->brokers[b]);
         return;
     }
-    lease_id = doc_utf8(lease, "lease.id");
-    call_id = doc_utf8(lease, "lease.call_id");
-    if (!valid_lease_id(lease_id) || call_id == NULL || !prpc_blob_valid_sha(call_id)) {
-        wlog(w, PRPC_LOG_ERROR, "broker %s answered a lease without a valid lease or call id",
-             w->brokers[b]);
+    if (prpc_wire_decode_lease(lease, &head, &err) != 0) {
+        wlog(w, PRPC_LOG_ERROR, "broker %s answered a lease without a valid lease or call id (%s)",
+             w->brokers[b], err.message);
         bson_destroy(lease);
         return;
     }
-    snprintf(cid, sizeof(cid), "%s", call_id);
-    snprintf(lid, sizeof(lid), "%s", lease_id);
+    memcpy(cid, head.call_id, sizeof(cid));
+    memcpy(lid, head.id, sizeof(lid));
     snprintf(work_dir, sizeof(work_dir), "%s/%s", w->jobs_dir, cid);
     wlog(w, PRPC_LOG_INFO, "call %s: leased from %s", cid, w->brokers[b]);
 
     pthread_mutex_lock(&w->mu);
     s->active = 1;
-    s->job_started_ns = real_ns();
+    s->job_started_ns = prpc_now_ns();
     s->broker = b;
     snprintf(s->call_id, sizeof(s->call_id), "%s", cid);
     snprintf(s->lease_id, sizeof(s->lease_id), "%s", lid);
     s->progress = 0;
-    s->hb_interval_ms = (int)doc_int(lease, "lease.heartbeat_ms", PRPC_WORKER_DEFAULT_HEARTBEAT_MS);
-    if (s->hb_interval_ms < 100 || s->hb_interval_ms > 600000)
-        s->hb_interval_ms = PRPC_WORKER_DEFAULT_HEARTBEAT_MS;
+    s->hb_interval_ms = head.heartbeat_ms >= 100 && head.heartbeat_ms <= 600000
+                            ? (int)head.heartbeat_ms
+                            : PRPC_WORKER_DEFAULT_HEARTBEAT_MS;
     s->hb_stop = s->running = s->cancel_sent = s->terminate_ordered = s->stale = 0;
     s->hb_gen++;
     atomic_store(&s->hb_abort, 0);
@@ -1281,7 +1184,7 @@ static void work_lease(slot_t *s, int b, prpc_httpc_t *h, const char *resp, size
                result_is_terminated(result)) {
         wlog(w, PRPC_LOG_INFO, "call %s: stopped with the worker; its lease will lapse", cid);
     } else {
-        body = skip ? terminated_body(cid, &body_len, &err)
+        body = skip ? result_body(cid, "terminated", NULL, NULL, &body_len, &err)
                     : build_result(s, h, lid, cid, result, run_rc, terminated, &body_len,
                                    &err);
         if (body != NULL)
@@ -1314,7 +1217,7 @@ static void *slot_main(void *arg)
     slot_t *s = arg;
     prpc_worker_t *w = s->w;
     int b = 0, failures = 0;
-    char request[PRPC_AUTH_NONCE_HEX] = "", path[64];
+    char request[PRPC_AUTH_NONCE_HEX] = "", path[PRPC_WIRE_PATH_MAX];
 
     while (!atomic_load(&w->stopping)) {
         prpc_error_t err;
@@ -1331,9 +1234,10 @@ static void *slot_main(void *arg)
              * transport error: a lease whose answer was lost comes back. */
             if (request[0] == '\0' && prpc_auth_nonce(request, NULL) != 0)
                 request[0] = '\0';
-            snprintf(path, sizeof(path), "/v1/leases?request=%s", request);
+            if (prpc_wire_path_leases(path, request, NULL) != 0)
+                prpc_wire_path_leases(path, NULL, NULL);
             prpc_httpc_set_cancel(h, &w->stopping);
-            rc = prpc_httpc_request(h, "POST", request[0] ? path : "/v1/leases", w->lease_body,
+            rc = prpc_httpc_request(h, "POST", path, w->lease_body,
                                     w->lease_body_len, w->lease_wait_ms + WORKER_LEASE_MARGIN_MS,
                                     &status, &resp, &rlen, &err);
             prpc_httpc_set_cancel(h, NULL);
@@ -1464,9 +1368,10 @@ int prpc_worker_report_progress(prpc_worker_t *w, const char *call_id, double pc
 static int post_checkpoint(slot_t *s, prpc_httpc_t *h, const char *lease_id, const char *body,
                            prpc_error_t *err)
 {
-    char pq[128];
-    int rc = 0;
-    snprintf(pq, sizeof(pq), "/v1/leases/%s/checkpoints", lease_id);
+    char pq[PRPC_WIRE_PATH_MAX];
+    int rc = prpc_wire_path_lease(pq, lease_id, "checkpoints", err);
+    if (rc != 0)
+        return rc;
     for (int attempt = 1; attempt <= PRPC_WORKER_RESULT_TRIES; attempt++) {
         long status = 0;
         char *resp = NULL;
@@ -1480,7 +1385,7 @@ static int post_checkpoint(slot_t *s, prpc_httpc_t *h, const char *lease_id, con
         if (rc == 0) {
             rc = prpc_httpc_status_error(status, resp, rlen, "saving a checkpoint", err);
             free(resp);
-            if (status < 500)
+            if (!prpc_httpc_retryable_status(status))
                 return rc;
         } else if (!transport_error(rc)) {
             return rc;
@@ -1497,17 +1402,18 @@ int prpc_worker_checkpoint_save(prpc_worker_t *w, const char *call_id, const cha
     slot_t *s = NULL;
     prpc_httpc_t *h;
     uint8_t digest[PRPC_SHA256_LEN];
-    char sha[PRPC_SHA256_HEX_LEN + 1], lease_id[WORKER_LEASE_ID_MAX + 1], body[512];
+    char sha[PRPC_SHA256_HEX_LEN + 1], lease_id[PRPC_LEASE_ID_HEX + 1], *body;
+    prpc_buf_t out = PRPC_BUF_INIT;
     uint64_t size = 0;
     int b = 0, fd = -1, rc = 0, stale = 0;
 
-    if (w == NULL || call_id == NULL || !prpc_blob_valid_sha(call_id))
+    if (w == NULL || !prpc_wire_valid_call_id(call_id))
         return prpc_error_set(err, PRPC_EINVAL, "checkpoint_save: a call id (64 hex) is needed");
-    if (!valid_checkpoint_key(key))
+    if (!prpc_wire_valid_checkpoint_key(key))
         return prpc_error_set(err, PRPC_EINVAL,
                               "checkpoint key \"%.140s\" is not 1 to %d characters of "
                               "[A-Za-z0-9._-]",
-                              key != NULL ? key : "(null)", PRPC_WORKER_CHECKPOINT_KEY_MAX);
+                              key != NULL ? key : "(null)", PRPC_CHECKPOINT_KEY_MAX);
     if (path == NULL || path[0] == '\0')
         return prpc_error_set(err, PRPC_EINVAL, "checkpoint %s: no file given", key);
     pthread_mutex_lock(&w->mu);
@@ -1540,7 +1446,7 @@ int prpc_worker_checkpoint_save(prpc_worker_t *w, const char *call_id, const cha
     if (rc == 0)
         rc = prpc_hash_fd(fd, digest, &size, err);
     if (rc == 0) {
-        int64_t started = mono_ms();
+        int64_t started = prpc_mono_ms();
         prpc_hex_encode(digest, sizeof(digest), sha);
         for (int attempt = 1;; attempt++) {
             rc = prpc_httpc_upload_blob(h, fd, sha, size, err);
@@ -1549,11 +1455,10 @@ int prpc_worker_checkpoint_save(prpc_worker_t *w, const char *call_id, const cha
         }
     }
     if (rc == 0) {
-        snprintf(body, sizeof(body),
-                 "{\"call_id\": \"%s\", \"key\": \"%s\", \"blob\": \"%s\", \"size\": %" PRIu64
-                 "}",
-                 call_id, key, sha, size);
-        rc = post_checkpoint(s, h, lease_id, body, err);
+        prpc_wire_write_checkpoint(&out, call_id, key, sha, size);
+        body = prpc_buf_take(&out, NULL, err);
+        rc = body != NULL ? post_checkpoint(s, h, lease_id, body, err) : PRPC_ENOMEM;
+        free(body);
     }
     pthread_mutex_unlock(&s->ck_mu);
     close(fd);

@@ -16,16 +16,17 @@
  * call prpc_worker_report_progress. If prpc_worker_new or prpc_worker_start
  * returns an error, no callback is ever called.
  *
- * Wire: docs/API.md "Leases" and "Blobs". Brokers are tried in the order
+ * Wire: docs/API.md "Leases" and "Blobs", through wire.h. Brokers are tried in the order
  * given; after a transport failure a slot backs off (bounded, with jitter)
  * and moves on to the next broker. A lease is served entirely by the broker
  * that granted it.
  *
  * Retries: every request is safe to repeat, so a lost reply costs nothing but
- * time. A result push is retried on transport errors and 5xx answers (the
- * broker failed to store it, it did not refuse it) up to
- * PRPC_WORKER_RESULT_TRIES times with the slot's backoff; a 409 (the lease
- * lapsed or was replaced) or another 4xx ends it. Blob transfers resume where
+ * time. A result push is retried on transport errors and answers that say
+ * the broker failed to store it rather than refused it (500, 502, 503, 504:
+ * httpc.h's prpc_httpc_retryable_status) up to PRPC_WORKER_RESULT_TRIES
+ * times with the slot's backoff (prpc_httpc_backoff_ms); a 409 (the lease
+ * lapsed or was replaced) or another status ends it. Blob transfers resume where
  * the last try stopped and are retried on transport errors and broker-side
  * EIO/5xx for up to PRPC_WORKER_TRANSFER_RETRY_MS, with short jittered waits,
  * unless the lease is lost meanwhile. Heartbeats need no retry of their own:
@@ -42,7 +43,6 @@
 #define PRPC_WORKER_RESULT_TRIES 10          /* pushes of one result before giving up */
 #define PRPC_WORKER_TRANSFER_RETRY_MS 60000  /* a failing blob transfer is retried this long */
 #define PRPC_WORKER_DEFAULT_HEARTBEAT_MS 5000 /* when a lease names none */
-#define PRPC_WORKER_CHECKPOINT_KEY_MAX 128   /* bytes of [A-Za-z0-9._-] */
 
 /* Log levels, numerically those of Python's logging module. */
 #define PRPC_LOG_DEBUG 10
@@ -151,8 +151,8 @@ int prpc_worker_report_progress(prpc_worker_t *w, const char *call_id, double pc
  * Any thread, while run is in progress for call_id (not from the heartbeat
  * callbacks); saves of one call are serialised. Must not race
  * prpc_worker_free.
- * Errors: PRPC_EINVAL (bad call id or key: 1 to
- * PRPC_WORKER_CHECKPOINT_KEY_MAX bytes of [A-Za-z0-9._-]), PRPC_ENOTFOUND (no
+ * Errors: PRPC_EINVAL (bad call id or key: wire.h's checkpoint key rule, 1
+ * to PRPC_CHECKPOINT_KEY_MAX bytes of [A-Za-z0-9._-]), PRPC_ENOTFOUND (no
  * slot runs call_id), PRPC_ESTATE (the lease lapsed or was replaced: the call
  * belongs to another worker now), PRPC_ELIMIT (too many keys for one call),
  * PRPC_EIO naming the file, transport codes (PRPC_ECONN, PRPC_ETIMEDOUT) once

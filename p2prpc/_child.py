@@ -33,7 +33,6 @@ import ctypes
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -44,9 +43,6 @@ import traceback
 __all__ = ["p2p_progress_hook", "p2p_save", "p2p_load", "p2p_load_path", "run_job", "main"]
 
 _PR_SET_PDEATHSIG = 1
-
-# Checkpoint keys: the engine's rule (csrc/store.h PRPC_CHECKPOINT_KEY_MAX).
-_KEY_RE = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 
 
 class _JobChannel:
@@ -138,9 +134,9 @@ def p2p_progress_hook(current, end) -> bool:
 
 
 def _check_key(key):
-    if not isinstance(key, str) or not _KEY_RE.match(key):
-        raise ValueError("checkpoint key %r is not 1 to 128 characters of [A-Za-z0-9._-]"
-                         % (key,))
+    from ._wire import check_checkpoint_key  # the engine's rule (csrc/store.h)
+
+    check_checkpoint_key(key)
 
 
 def p2p_save(key, item) -> bool:

@@ -88,6 +88,17 @@ def derive_key(password: str) -> bytes:
     """The 32-byte network key of a password (PBKDF2-HMAC-SHA256; slow, GIL released)."""
     ...
 
+RETRY_STATUSES: Tuple[int, ...]  # answers that say the broker failed, not refused
+
+def retryable_status(status: int, /) -> bool:
+    """Whether an HTTP answer is worth another try (500, 502, 503, 504): the worker's rule."""
+    ...
+
+def backoff_ms(attempt: int, first_ms: int, max_ms: int, u: float) -> int:
+    """The wait before another try after `attempt` failures in a row: first_ms doubled per
+    failure up to max_ms, drawn in its upper half by u in [0, 1). The worker's policy."""
+    ...
+
 class Worker:
     """The worker loop on engine threads. run(job_json) -> result_json blocks until the
     call finished; cancel(call_id) asks a running call to stop; log(level, message)."""
@@ -160,3 +171,42 @@ class Broker:
     def start(self) -> None: ...
     def stop(self) -> None:
         """Answer parked long-polls (503), stop serving, close the store. Idempotent."""
+
+# the wire
+# (csrc/py_wire.c over csrc/wire.h: every document of docs/API.md, the id rules, the paths)
+
+WAIT_MAX_MS: int  # the longest long-poll a broker grants (wait_ms)
+BATCH_MAX: int  # calls of one batch submit, ids of one wait
+META_MAX: int  # bytes of a JSON body
+NAME_MAX: int  # bytes of a function, argument or result name
+ARGS_MAX: int  # arguments or results of one function
+FUNCTIONS_MAX: int  # functions one broker serves
+INT_DIGITS_MAX: int  # decimal digits of an int value
+FILENAME_MAX: int  # bytes of a file's name kept
+CALL_ID_HEX: int  # hex digits of a call id, blob name or version
+LEASE_ID_HEX: int  # hex digits of a lease id
+CHECKPOINT_KEY_MAX: int  # bytes of a checkpoint key
+CHECKPOINTS_MAX: int  # checkpoint keys of one call
+BLOB_CHUNK: int  # the largest upload chunk
+BLOB_UPLOAD_CHUNK: int  # the chunk the engine's uploaders send
+
+def wire_documents() -> Tuple[str, ...]:
+    """The names of the documents wire_canonical knows ("call", "lease", "submit", ...)."""
+    ...
+
+def wire_canonical(doc: str, body: bytes, answer: bool = False) -> bytes:
+    """Check the JSON body as document doc and return its canonical text (its fields in the
+    document's order, unknown ones left out). A broken rule raises InvalidInputError (or
+    ProtocolError with answer=True) naming the field; a count beyond a limit LimitExceeded."""
+    ...
+
+def valid_call_id(s: object, /) -> bool: ...
+def valid_lease_id(s: object, /) -> bool: ...
+def valid_checkpoint_key(s: object, /) -> bool: ...
+def valid_int_text(s: object, /) -> bool: ...
+def valid_float_text(s: object, /) -> bool: ...
+def wire_path_call(call_id: str, op: Optional[str] = None) -> str: ...
+def wire_path_poll_call(call_id: str, wait_ms: int, since: int, unseen: bool = False) -> str: ...
+def wire_path_submit(wait_ms: int = 0) -> str: ...
+def wire_path_lease(lease_id: str, op: str) -> str: ...
+def wire_path_leases(request_id: Optional[str] = None) -> str: ...

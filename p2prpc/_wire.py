@@ -1,4 +1,10 @@
-"""Typed values on the wire (docs/API.md, "Typed values").
+"""The wire (docs/API.md) on the Python side: typed values, and every
+document through the engine's one codec (csrc/wire.c, reached through _core).
+The rules (what a call id, a lease id, a checkpoint key, an int's or a float's
+text is; which fields a document needs) and the documents' bytes are the
+engine's; this module converts between them and Python values.
+
+Typed values ("Typed values" in docs/API.md):
 
 Arguments and outputs travel as a JSON array of entries in declaration order,
 one per value: ``{"name", "kind", "value"}`` for int (decimal string, any
@@ -11,15 +17,28 @@ Between a worker's engine and its executor, file entries carry a local
 Decoding is strict: an entry that is not exactly what encoding would produce
 raises ProtocolError naming the entry and what was wrong, so a confused peer
 is caught at the edge instead of deep inside a user's function.
+
+Documents: encode(doc, obj) checks a Python object as document `doc` (one of
+DOCUMENTS) and returns its canonical bytes, refusing a broken rule with
+InvalidInputError naming the field; decode(doc, body) checks an answer and
+returns it as Python objects, refusing with ProtocolError. The encode_* and
+decode_* helpers below name the documents a client sends and reads.
+
+Limits the engine enforces are exported here under their engine names
+(WAIT_MAX_MS, BATCH_MAX, BLOB_CHUNK, ...), and so is the retry policy the
+worker follows (RETRY_STATUSES, backoff_s).
 """
-import re
+import json
+import random
 import struct
 from typing import NamedTuple
 
+from . import _core
 from .errors import ProtocolError
 
 __all__ = [
     "KINDS",
+    "DOCUMENTS",
     "BlobRef",
     "encode_int",
     "decode_int",
@@ -29,13 +48,59 @@ __all__ = [
     "decode_entry",
     "encode_entries",
     "decode_entries",
+    "encode",
+    "decode",
+    "encode_submit",
+    "encode_batch",
+    "encode_wait",
+    "decode_call",
+    "decode_call_answer",
+    "decode_submitted",
+    "decode_batch_answer",
+    "decode_wait_answer",
+    "decode_functions",
+    "decode_health",
+    "decode_error",
+    "error_fields",
+    "valid_call_id",
+    "valid_lease_id",
+    "check_checkpoint_key",
+    "path_call",
+    "path_poll_call",
+    "path_submit",
+    "path_lease",
+    "path_leases",
+    "backoff_s",
+    "RETRY_STATUSES",
+    "WAIT_MAX_MS",
+    "BATCH_MAX",
+    "META_MAX",
+    "BLOB_CHUNK",
+    "BLOB_UPLOAD_CHUNK",
+    "CHECKPOINT_KEY_MAX",
+    "CHECKPOINTS_MAX",
 ]
 
 KINDS = ("int", "float", "bool", "str", "file")
+DOCUMENTS = _core.wire_documents()
 
-_INT_RE = re.compile(r"(0|-?[1-9][0-9]*)\Z")
-_FLOAT_RE = re.compile(r"[0-9a-f]{16}\Z")
-_SHA_RE = re.compile(r"[0-9a-f]{64}\Z")
+# The engine's limits (csrc/wire.h, blob.h, store.h), never copied by hand.
+WAIT_MAX_MS = _core.WAIT_MAX_MS  # the longest long-poll a broker grants (wait_ms)
+BATCH_MAX = _core.BATCH_MAX  # calls of one batch submit, ids of one wait
+META_MAX = _core.META_MAX  # bytes of a JSON body
+BLOB_CHUNK = _core.BLOB_CHUNK  # the largest upload chunk: a broker's first synced chunk
+BLOB_UPLOAD_CHUNK = _core.BLOB_UPLOAD_CHUNK  # what the engine's uploaders send
+CHECKPOINT_KEY_MAX = _core.CHECKPOINT_KEY_MAX
+CHECKPOINTS_MAX = _core.CHECKPOINTS_MAX
+RETRY_STATUSES = _core.RETRY_STATUSES  # answers that say the broker failed, not refused
+
+valid_call_id = _core.valid_call_id  # 64 lowercase hex: call ids, blob names, versions
+valid_lease_id = _core.valid_lease_id  # 32 lowercase hex, as brokers issue them
+path_call = _core.wire_path_call
+path_poll_call = _core.wire_path_poll_call
+path_submit = _core.wire_path_submit
+path_lease = _core.wire_path_lease
+path_leases = _core.wire_path_leases
 
 # CPython refuses str(int) / int(str) past 4300 digits (CVE-2020-10735) unless
 # the process-wide limit is raised. The wire promises any size, so large
@@ -72,7 +137,7 @@ def _dec(n: int) -> str:
 def decode_int(text: str) -> int:
     """The int a decimal text names; ProtocolError unless it is exactly what
     encode_int would write (no sign '+', spaces, underscores or leading zeros)."""
-    if not isinstance(text, str) or not _INT_RE.match(text):
+    if not _core.valid_int_text(text):
         raise ProtocolError("not a canonical decimal integer: %.80r" % (text,))
     if text[0] == "-":
         return -_undec(text[1:])
@@ -95,7 +160,7 @@ def encode_float(x: float) -> str:
 
 def decode_float(text: str) -> float:
     """The float whose bits the 16 hex digits spell; ProtocolError otherwise."""
-    if not isinstance(text, str) or not _FLOAT_RE.match(text):
+    if not _core.valid_float_text(text):
         raise ProtocolError("not 16 lowercase hex digits of a float: %.80r" % (text,))
     return struct.unpack(">d", bytes.fromhex(text))[0]
 
@@ -142,7 +207,7 @@ def decode_entry(entry) -> tuple:
                 raise ProtocolError("%s: file path must be a non-empty string" % where)
             return name, kind, path
         blob, size, filename = entry.get("blob"), entry.get("size"), entry.get("filename", "")
-        if not isinstance(blob, str) or not _SHA_RE.match(blob):
+        if not _core.valid_call_id(blob):
             raise ProtocolError("%s: blob must be 64 lowercase hex digits, got %.80r" % (where, blob))
         if type(size) is not int or size < 0:
             raise ProtocolError("%s: size must be a non-negative integer, got %.80r" % (where, size))
@@ -198,3 +263,112 @@ def decode_entries(entries, expected=None) -> dict:
 
 def _describe(pairs) -> str:
     return "(" + ", ".join("%s: %s" % p for p in pairs) + ")"
+
+
+# -- documents ------------------------------------------------------------------
+
+
+def _json_bytes(obj) -> bytes:
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj)
+    if isinstance(obj, str):
+        return obj.encode("utf-8")
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def encode(doc: str, obj) -> bytes:
+    """The canonical bytes of `obj` (a dict, or its JSON text) as document
+    `doc`. A broken rule raises InvalidInputError naming the field (or
+    LimitExceeded for a count beyond a limit); unknown fields are left out."""
+    return _core.wire_canonical(doc, _json_bytes(obj))
+
+
+def decode(doc: str, body):
+    """The answer `body` (JSON bytes) checked as document `doc`, as Python
+    objects in canonical form. A broken rule raises ProtocolError naming the
+    field."""
+    return json.loads(_core.wire_canonical(doc, _json_bytes(body), answer=True))
+
+
+def encode_submit(call_id: str, function: str, version: str, args: list) -> bytes:
+    """POST /v1/calls: args are typed entries (encode_entries)."""
+    return encode("submit", {"id": call_id, "function": function, "version": version,
+                             "args": args})
+
+
+def encode_batch(submits: list) -> bytes:
+    """POST /v1/calls/batch: submits are {"id", "function", "version", "args"}."""
+    return encode("batch", {"calls": submits})
+
+
+def encode_wait(ids: list, wait_ms: int) -> bytes:
+    """POST /v1/calls/wait."""
+    return encode("wait", {"ids": ids, "wait_ms": wait_ms})
+
+
+def decode_call(body) -> dict:
+    """A CALL record."""
+    return decode("call", body)
+
+
+def decode_call_answer(body) -> dict:
+    """{"call": CALL} (GET /v1/calls/{id}, terminate, restart, result): the CALL."""
+    return decode("call_answer", body)["call"]
+
+
+def decode_submitted(body) -> dict:
+    """{"created", "call"}: a POST /v1/calls answer."""
+    return decode("submitted", body)
+
+
+def decode_batch_answer(body) -> list:
+    """The "results" of a POST /v1/calls/batch answer: {"created", "call"} or
+    {"error": {"code", "message"}} each."""
+    return decode("batch_answer", body)["results"]
+
+
+def decode_wait_answer(body) -> tuple:
+    """(calls, missing) of a POST /v1/calls/wait answer."""
+    answer = decode("wait_answer", body)
+    return answer["calls"], answer["missing"]
+
+
+def decode_functions(body) -> list:
+    """The functions a broker serves (GET /v1/functions)."""
+    return decode("functions", body)["functions"]
+
+
+def decode_health(body) -> dict:
+    """GET /v1/health."""
+    return decode("health", body)
+
+
+def decode_error(body) -> tuple:
+    """(code, message) of an error answer; ProtocolError when it is not one."""
+    err = decode("error", body)["error"]
+    return err["code"], err["message"]
+
+
+def error_fields(body) -> tuple:
+    """(code, message) of an error answer, or ("", the start of the body) when
+    it is not one: for reporting whatever came back."""
+    try:
+        return decode_error(body or b"")
+    except ProtocolError:
+        return "", (body or b"")[:200].decode("utf-8", "replace")
+
+
+def check_checkpoint_key(key) -> None:
+    """ValueError unless key is a checkpoint key (the engine's rule: 1 to
+    CHECKPOINT_KEY_MAX characters of [A-Za-z0-9._-])."""
+    if not _core.valid_checkpoint_key(key):
+        raise ValueError("checkpoint key %r is not 1 to %d characters of [A-Za-z0-9._-]"
+                         % (key, CHECKPOINT_KEY_MAX))
+
+
+def backoff_s(attempt: int, first_s: float, max_s: float) -> float:
+    """Seconds to wait before another try after `attempt` failures in a row:
+    first_s doubled per failure up to max_s, drawn in its upper half (the
+    engine's policy, the one the worker follows)."""
+    return _core.backoff_ms(attempt, int(first_s * 1000), int(max_s * 1000),
+                            random.random()) / 1000.0

@@ -15,6 +15,7 @@
 #include "blob.h"
 #include "common.h"
 #include "hash.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>

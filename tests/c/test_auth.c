@@ -5,6 +5,7 @@
 #include "auth.h"
 #include "hash.h"
 #include "test.h"
+#include "util.h"
 
 #include <time.h>
 

@@ -7,6 +7,7 @@
 #include "hash.h"
 #include "fault.h"
 #include "test.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,6 +2,7 @@
 #include "hash.h"
 #include "fault.h"
 #include "test.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -6,6 +6,7 @@
 #include "hash.h"
 #include "httpc.h"
 #include "test.h"
+#include "util.h"
 
 #include "fake_http.h"
 

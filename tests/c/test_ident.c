@@ -3,6 +3,7 @@
  * implementation (tests/python/test_identity.py checks both agree). */
 #include "ident.h"
 #include "test.h"
+#include "util.h"
 
 #include <fcntl.h>
 #include <math.h>

@@ -4,6 +4,7 @@
 #include "blob.h"
 #include "common.h"
 #include "hash.h"
+#include "util.h"
 #include "worker.h"
 #include "test.h"
 
@@ -17,6 +18,7 @@
 
 #define VERSION "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define CALL_ID "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00"
+#define LEASE_ID "1ea5e1ea5e1ea5e1ea5e1ea5e1ea5e00"
 
 enum { HB_OK, HB_TERMINATE, HB_STALE };
 
@@ -33,6 +35,7 @@ typedef struct broker {
     char *result;           /* last result body */
     char lease_body[2048];  /* last lease request body */
     char in_sha[65];        /* the file argument's blob */
+    const char *lease_id;   /* the id lease answers carry; NULL: LEASE_ID */
 } broker_t;
 
 typedef struct runner {
@@ -55,6 +58,23 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* 1 when the JSON body's field at dotted (e.g. "functions.0.version") is the
+ * string want (want NULL: an array): bodies are checked by what they say,
+ * not by how they are spaced. */
+static int field_is(const char *json, const char *dotted, const char *want)
+{
+    bson_t *d = json != NULL ? bson_new_from_json((const uint8_t *)json, -1, NULL) : NULL;
+    bson_iter_t it, f;
+    int yes = d != NULL && bson_iter_init(&it, d) && bson_iter_find_descendant(&it, dotted, &f);
+    if (yes && want == NULL)
+        yes = BSON_ITER_HOLDS_ARRAY(&f);
+    else if (yes)
+        yes = BSON_ITER_HOLDS_UTF8(&f) && strcmp(bson_iter_utf8(&f, NULL), want) == 0;
+    if (d != NULL)
+        bson_destroy(d);
+    return yes;
+}
+
 static void broker_handler(void *ud, const fake_req_t *req, fake_resp_t *resp)
 {
     broker_t *b = ud;
@@ -70,14 +90,14 @@ static void broker_handler(void *ud, const fake_req_t *req, fake_resp_t *resp)
         if (b->leases_to_give > 0) {
             b->leases_to_give--;
             snprintf(body, sizeof(body),
-                     "{\"lease\": {\"id\": \"1ea5e1ea5e1ea5e1ea5e1ea5e1ea5e00\","
+                     "{\"lease\": {\"id\": \"%s\","
                      " \"call_id\": \"%s\", \"deadline_ms\": 1, \"heartbeat_ms\": 100},"
                      " \"call\": {\"id\": \"%s\", \"function\": \"f\", \"version\": \"%s\","
                      " \"state\": \"leased\", \"args\": ["
                      "{\"name\": \"n\", \"kind\": \"int\", \"value\": \"-5\"},"
                      "{\"name\": \"data\", \"kind\": \"file\", \"blob\": \"%s\", \"size\": 3000,"
                      " \"filename\": \"../../etc/passwd\"}]}}",
-                     CALL_ID, CALL_ID, VERSION, b->in_sha);
+                     b->lease_id ? b->lease_id : LEASE_ID, CALL_ID, CALL_ID, VERSION, b->in_sha);
             fake_body(resp, body);
         } else {
             resp->status = 204;
@@ -97,7 +117,8 @@ static void broker_handler(void *ud, const fake_req_t *req, fake_resp_t *resp)
         else
             fake_body(resp, b->hb_mode == HB_TERMINATE ? "{\"terminate\": true}"
                                                        : "{\"terminate\": false}");
-    } else if (strcmp(req->path, "/v1/leases/1ea5e1ea5e1ea5e1ea5e1ea5e1ea5e00/result") == 0) {
+    } else if (strncmp(req->path, "/v1/leases/", 11) == 0 &&
+               strstr(req->path, "/result") != NULL) {
         b->results++;
         free(b->result);
         b->result = strdup(req->body);
@@ -326,10 +347,9 @@ TEST(lease_run_upload_result)
              fx.b.in_sha + 2);
     CHECK(stat(job_dir, &st) == 0 && st.st_size == 3000);
     /* The lease request named us and what we serve. */
-    CHECK(strstr(fx.b.lease_body, "\"worker\" : \"test-worker\"") != NULL);
-    CHECK(strstr(fx.b.lease_body, "\"version\" : \"" VERSION "\"") != NULL);
-    CHECK(strstr(fx.b.lease_body, "\"gpus\" : [  ]") != NULL ||
-          strstr(fx.b.lease_body, "\"gpus\" : []") != NULL);
+    CHECK(field_is(fx.b.lease_body, "worker", "test-worker"));
+    CHECK(field_is(fx.b.lease_body, "functions.0.version", VERSION));
+    CHECK(field_is(fx.b.lease_body, "gpus", NULL));
     /* Heartbeats carried the progress. */
     CHECK(fx.b.heartbeats >= 1);
     CHECK(fx.b.max_progress == 50);
@@ -381,7 +401,7 @@ TEST(terminate_order_cancels_once)
         snprintf(want, sizeof(want), "\"lease_id\" : \"%s\"", fx.r.cancelled_lease);
         CHECK(fx.r.cancelled_lease[0] != '\0' && strstr(fx.r.job, want) != NULL);
     }
-    CHECK(strstr(fx.b.result, "\"state\" : \"terminated\"") != NULL);
+    CHECK(field_is(fx.b.result, "state", "terminated"));
     fixture_down(&fx);
 }
 
@@ -414,8 +434,8 @@ TEST(run_failure_is_a_failed_call)
     CHECK(w != NULL);
     CHECK(wait_count(&fx.b.mu, &fx.b.results, 1, 10000));
     prpc_worker_free(w);
-    CHECK(strstr(fx.b.result, "\"state\" : \"failed\"") != NULL);
-    CHECK(strstr(fx.b.result, "\"type\" : \"WorkerError\"") != NULL);
+    CHECK(field_is(fx.b.result, "state", "failed"));
+    CHECK(field_is(fx.b.result, "error.type", "WorkerError"));
     CHECK(strstr(fx.b.result, "could not run the call") != NULL);
     fixture_down(&fx);
 }
@@ -432,8 +452,27 @@ TEST(missing_argument_blob_fails_the_call)
     CHECK(wait_count(&fx.b.mu, &fx.b.results, 1, 10000));
     prpc_worker_free(w);
     CHECK_EQ_INT(fx.r.runs, 0);
-    CHECK(strstr(fx.b.result, "\"state\" : \"failed\"") != NULL);
+    CHECK(field_is(fx.b.result, "state", "failed"));
     CHECK(strstr(fx.b.result, "downloading blob dddd") != NULL);
+    fixture_down(&fx);
+}
+
+TEST(lease_id_the_broker_never_issues_is_refused)
+{
+    fixture_t fx;
+    prpc_worker_t *w;
+    CHECK(fixture_up(&fx) == 0);
+    /* [A-Za-z0-9_-]{1,64}: what this worker once took; a broker issues only
+     * 32 lowercase hex digits (wire.h), so this answer is not a lease. */
+    fx.b.lease_id = "lease_1-OK";
+    fx.b.leases_to_give = 1;
+    w = start_worker(&fx);
+    CHECK(w != NULL);
+    CHECK(wait_count(&fx.b.mu, &fx.b.lease_requests, 2, 10000));
+    prpc_worker_free(w);
+    CHECK_EQ_INT(fx.r.runs, 0);
+    CHECK_EQ_INT(fx.b.heartbeats, 0);
+    CHECK_EQ_INT(fx.b.results, 0);
     fixture_down(&fx);
 }
 
@@ -461,7 +500,7 @@ TEST(fails_over_to_the_next_broker)
     CHECK(w != NULL);
     CHECK(wait_count(&fx.b.mu, &fx.b.results, 1, 10000));
     prpc_worker_free(w);
-    CHECK(strstr(fx.b.result, "\"state\" : \"done\"") != NULL);
+    CHECK(field_is(fx.b.result, "state", "done"));
     fixture_down(&fx);
 }
 
@@ -530,5 +569,6 @@ TEST(config_errors_name_the_field)
 TEST_MAIN(TEST_ENTRY(lease_run_upload_result), TEST_ENTRY(terminate_order_cancels_once),
           TEST_ENTRY(lost_lease_cancels_and_drops_result), TEST_ENTRY(run_failure_is_a_failed_call),
           TEST_ENTRY(missing_argument_blob_fails_the_call),
+          TEST_ENTRY(lease_id_the_broker_never_issues_is_refused),
           TEST_ENTRY(fails_over_to_the_next_broker), TEST_ENTRY(stop_ends_a_long_poll_promptly),
           TEST_ENTRY(config_errors_name_the_field))

@@ -20,6 +20,7 @@
 #include "fuzz_util.h"
 #include "auth.h"
 #include "hash.h"
+#include "util.h"
 #include "wire.h"
 
 #include <stdint.h>

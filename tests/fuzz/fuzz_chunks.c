@@ -21,6 +21,7 @@
 #include "fuzz_util.h"
 #include "blob.h"
 #include "hash.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>

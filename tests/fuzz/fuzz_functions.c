@@ -10,6 +10,7 @@
  * When it fails: an error code and a message.
  */
 #include "fuzz_util.h"
+#include "util.h"
 #include "wire.h"
 
 #include <stdint.h>

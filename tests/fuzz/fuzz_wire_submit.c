@@ -14,6 +14,7 @@
  *  - a file argument is only accepted when has_blob said yes for its blob.
  */
 #include "fuzz_util.h"
+#include "util.h"
 #include "wire.h"
 
 #include <stdint.h>
